@@ -1,0 +1,1 @@
+"""Stage 3 — profile: aggregate sites to wells, normalize to controls."""

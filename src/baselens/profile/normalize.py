@@ -1,0 +1,105 @@
+"""Per-plate normalization of profiles to negative controls (or to all wells).
+
+Formulas (per plate ``p``, feature ``j``; reference rows ``R_p`` = negative controls):
+
+* ``standardize``:   z = (x - mean(x[R_p])) / std(x[R_p])          (population std, ddof=0,
+  as sklearn's StandardScaler used by pycytominer)
+* ``mad_robustize``: z = (x - median(x[R_p])) / (1.4826 * MAD(x[R_p]) + eps), eps = 1e-18
+  (pycytominer's ``mad_robustize``)
+
+pycytominer fits one scaler on the whole table; baselens fits one per plate (the usual
+JUMP practice), which is what a ``groupby`` over pycytominer's ``normalize`` gives.
+Features whose reference spread is zero or non-finite on any plate are removed and
+reported (they would otherwise become inf/NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from baselens.profile.aggregate import feature_columns
+from baselens.profile.log import FilterLog
+
+METHODS = ("standardize", "mad_robustize", "none")
+
+
+def reference_mask(df: pd.DataFrame, reference: str) -> np.ndarray:
+    """Rows used to fit the normalization: ``"negcon"`` or ``"all"``."""
+    if reference == "all":
+        return np.ones(len(df), dtype=bool)
+    if reference == "negcon":
+        if "Metadata_ControlType" not in df.columns:
+            raise ValueError(
+                "normalizing to negative controls needs a Metadata_ControlType column "
+                "('negcon' marks controls); set profile.reference = \"all\" to normalize to all wells"
+            )
+        return (df["Metadata_ControlType"].astype(str) == "negcon").to_numpy()
+    raise ValueError(f"reference must be 'negcon' or 'all', got {reference!r}")
+
+
+def normalize(
+    df: pd.DataFrame,
+    *,
+    method: str = "standardize",
+    reference: str = "negcon",
+    by: str = "Metadata_Plate",
+    features: Sequence[str] | None = None,
+    log: FilterLog | None = None,
+    min_reference: int = 2,
+) -> pd.DataFrame:
+    """Normalize features per ``by`` group against reference rows.
+
+    Raises
+    ------
+    ValueError
+        If a plate has fewer than ``min_reference`` reference wells (names the plate and
+        says what to do).
+    """
+    if method not in METHODS:
+        raise ValueError(f"normalize method must be one of {METHODS}, got {method!r}")
+    features = list(features) if features is not None else feature_columns(df)
+    log = log if log is not None else FilterLog()
+    if method == "none":
+        return df.copy()
+    ref = reference_mask(df, reference)
+    x = df[features].to_numpy(dtype=np.float64)
+    nonfinite = ~np.isfinite(x).all(axis=0)
+    out = np.empty_like(x)
+    bad = nonfinite.copy()
+    for plate, idx in df.groupby(by, sort=False, observed=True).indices.items():
+        r = idx[ref[idx]]
+        if len(r) < min_reference:
+            raise ValueError(
+                f"plate {plate!r} has {len(r)} negative-control well(s) (need ≥ {min_reference}) "
+                f"to normalize against; mark controls with Metadata_ControlType='negcon' or set "
+                f"profile.reference = \"all\""
+            )
+        xr = x[r]
+        if method == "standardize":
+            center = np.nanmean(xr, axis=0)
+            scale = np.nanstd(xr, axis=0)
+            ok = scale > 0
+        else:
+            center = np.nanmedian(xr, axis=0)
+            mad = np.nanmedian(np.abs(xr - center), axis=0)
+            scale = 1.4826 * mad + 1e-18
+            ok = mad > 0
+        bad |= ~ok | ~np.isfinite(scale)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[idx] = (x[idx] - center) / scale
+    keep = [f for f, b in zip(features, bad) if not b]
+    dropped = [f for f, b in zip(features, bad) if b]
+    log.add("normalize", "features", len(dropped), len(keep),
+            f"non-finite values, or zero spread in the {reference} reference on some plate",
+            dropped)
+    if not keep:
+        raise ValueError(
+            "every feature is constant or non-finite in the reference wells of some plate; "
+            "nothing is left to score"
+        )
+    meta = df[[c for c in df.columns if c not in features]]
+    normed = pd.DataFrame(out[:, ~bad], columns=keep, index=df.index)
+    return pd.concat([meta, normed], axis=1)

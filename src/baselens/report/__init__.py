@@ -1,0 +1,1 @@
+"""Stage 6 — report: one self-contained HTML file per run."""

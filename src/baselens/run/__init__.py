@@ -1,0 +1,1 @@
+"""Driver: config, pipeline, execution, CLI."""

@@ -1,0 +1,220 @@
+"""Run configuration: a TOML file, validated with clear errors for unknown keys.
+
+Example (every key optional except a data source)::
+
+    title = "My screen vs baselines"
+
+    [data]
+    load_data = "load_data.parquet"        # or: [data.synthetic] preset = "demo"
+    channels = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    illum = false
+    annotations = ["CORUM.txt", "HuMAP.txt"]   # entity1,entity2 pair tables
+
+    [[methods]]
+    name = "pixel_stats"                  # a registered extractor (`baselens list`)
+
+    [[methods]]
+    name = "single_conv"
+    label = "single_conv_seed1"           # how it is called in the results
+    params = { seed = 1 }
+
+    [profile]
+    aggregate = "mean"                    # site -> well: mean | median
+    normalize = "standardize"             # per plate: standardize | mad_robustize | none
+    reference = "negcon"                  # negcon | all
+
+    [tasks.replicate_retrieval]
+    null_size = 10000
+    threshold = 0.05
+
+    [tasks.relationship_recall]
+    thresholds = [[0.05, 0.95]]
+    upper_tail = 0.05
+
+    [execution]
+    batch_size = 32
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __import__("sys").version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key named."""
+
+
+# Schema: key -> type (or nested dict schema). "methods" is a list of tables.
+_METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
+_SCHEMA: dict[str, Any] = {
+    "title": str,
+    "data": {
+        "load_data": str,
+        "root": str,
+        "channels": list,
+        "illum": bool,
+        "path_map": dict,
+        "annotations": list,
+        "synthetic": dict,  # validated by SyntheticConfig.from_dict
+    },
+    "methods": list,
+    "profile": {"aggregate": str, "normalize": str, "reference": str},
+    "tasks": {
+        "replicate_retrieval": {"enabled": bool, "null_size": int, "threshold": float, "seed": int},
+        "relationship_recall": {"enabled": bool, "thresholds": list, "upper_tail": float},
+    },
+    "execution": {"batch_size": int},
+}
+
+DEFAULT_METHODS = [
+    {"name": "pixel_mean"},
+    {"name": "pixel_stats"},
+    {"name": "cell_count"},
+    {"name": "single_conv"},
+    {"name": "random"},
+    {"name": "ground_truth"},
+]
+
+
+def _check(d: dict, schema: dict, where: str) -> None:
+    for key, value in d.items():
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f" — did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown key {key!r} in {where or 'the top level'}{hint} "
+                f"(allowed: {', '.join(sorted(schema))})"
+            )
+        expected = schema[key]
+        name = f"{where}.{key}" if where else key
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a table, got {type(value).__name__}")
+            _check(value, expected, name)
+        elif expected is float:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{name} must be {expected.__name__}, got {value!r}")
+
+
+@dataclass
+class RunConfig:
+    """A validated run configuration (see the module docstring for the TOML form)."""
+
+    title: str = "baselens run"
+    data: dict = field(default_factory=dict)
+    methods: list[dict] = field(default_factory=lambda: [dict(m) for m in DEFAULT_METHODS])
+    profile: dict = field(default_factory=dict)
+    tasks: dict = field(default_factory=dict)
+    execution: dict = field(default_factory=dict)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @classmethod
+    def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None) -> "RunConfig":
+        _check(d, _SCHEMA, "")
+        methods = d.get("methods", [dict(m) for m in DEFAULT_METHODS])
+        labels = set()
+        for i, m in enumerate(methods):
+            if not isinstance(m, dict):
+                raise ConfigError(f"methods[{i}] must be a table with a 'name'")
+            _check(m, _METHOD_SCHEMA, f"methods[{i}]")
+            if "name" not in m:
+                raise ConfigError(f"methods[{i}] needs a 'name' (see `baselens list`)")
+            label = m.get("label", m["name"])
+            if label in labels:
+                raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
+            labels.add(label)
+        data = d.get("data", {})
+        if "load_data" in data and "synthetic" in data:
+            raise ConfigError("data: give either load_data or synthetic, not both")
+        if "load_data" not in data and "synthetic" not in data:
+            data = {**data, "synthetic": {"preset": "demo"}}
+        if "synthetic" in data:
+            _validate_synthetic(data["synthetic"])
+        cfg = cls(
+            title=d.get("title", "baselens run"),
+            data=data,
+            methods=methods,
+            profile=d.get("profile", {}),
+            tasks=d.get("tasks", {}),
+            execution=d.get("execution", {}),
+            base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
+        )
+        cfg._check_values()
+        return cfg
+
+    def _check_values(self) -> None:
+        from baselens.extract.registry import get_spec
+
+        for m in self.methods:
+            try:
+                get_spec(m["name"])
+            except KeyError as exc:
+                raise ConfigError(str(exc.args[0])) from None
+        choices = {"aggregate": ("mean", "median"),
+                   "normalize": ("standardize", "mad_robustize", "none"),
+                   "reference": ("negcon", "all")}
+        for key, allowed in choices.items():
+            if key in self.profile and self.profile[key] not in allowed:
+                raise ConfigError(f"profile.{key} must be one of {allowed}, got {self.profile[key]!r}")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "RunConfig":
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            d = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        try:
+            return cls.from_dict(d, base_dir=path.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def resolve(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.base_dir / q
+
+    def to_dict(self) -> dict:
+        return {"title": self.title, "data": self.data, "methods": self.methods,
+                "profile": self.profile, "tasks": self.tasks, "execution": self.execution}
+
+
+def _validate_synthetic(d: dict) -> None:
+    from baselens.data.synthetic import SyntheticConfig
+
+    try:
+        synthetic_config(d, SyntheticConfig)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"data.synthetic: {exc}") from None
+
+
+def synthetic_config(d: dict, cls=None):
+    """Build a SyntheticConfig from ``{"preset": "demo"|"quick", **overrides}``."""
+    if cls is None:
+        from baselens.data.synthetic import SyntheticConfig as cls
+    d = dict(d)
+    preset = d.pop("preset", "demo")
+    if preset not in ("demo", "quick"):
+        raise ValueError(f"preset must be 'demo' or 'quick', got {preset!r}")
+    base = getattr(cls, preset)()
+    merged = {**_asdict(base), **d}
+    return cls.from_dict(merged)
+
+
+def _asdict(obj) -> dict:
+    from dataclasses import asdict
+
+    return asdict(obj)

@@ -1,0 +1,346 @@
+"""The pipeline: data → extract → profile → evaluate → diagnose → report.
+
+``run_pipeline(config, out_dir)`` writes the results contract into ``out_dir``:
+
+* ``scores.parquet`` — one row per (method, layer, task, batch_level, metric, fold, seed);
+* ``per_perturbation.parquet`` — (method, layer, task, batch_level, perturbation, metric, value);
+* ``report.html`` — the self-contained report;
+
+plus ``features/`` (per-site features per method and layer, reused on re-runs),
+``beyond_baseline.parquet`` and ``run.json`` (config, timings, filter counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import baselens
+from baselens._io import write_json_atomic, write_parquet_atomic
+from baselens.data.annotations import read_relationship_pairs
+from baselens.data.load_data import LoadData, read_load_data
+from baselens.extract.registry import SiteBatch, get_extractor, get_spec
+from baselens.profile.aggregate import aggregate, feature_columns
+from baselens.profile.log import FilterLog
+from baselens.profile.normalize import normalize
+from baselens.run.config import RunConfig, synthetic_config
+
+logger = logging.getLogger("baselens")
+
+SCORE_COLUMNS = ["method", "method_kind", "layer", "task", "batch_level", "metric",
+                 "fold", "seed", "value", "n"]
+PER_PERT_COLUMNS = ["method", "method_kind", "layer", "task", "batch_level", "perturbation",
+                    "metric", "value"]
+BATCH_LEVEL = "all"
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    scores: pd.DataFrame
+    per_perturbation: pd.DataFrame
+    report: Path
+    timings: dict = field(default_factory=dict)
+
+
+class _Progress:
+    """Stage lines with counts and rates on stderr."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            print(f"[baselens] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, pd.DataFrame | None, dict]:
+    data = cfg.data
+    context: dict = {}
+    if "synthetic" in data:
+        from baselens.data.synthetic import generate_screen
+
+        syn = synthetic_config(data["synthetic"])
+        t = time.perf_counter()
+        ld_path = Path(generate_screen(syn, out / "data"))
+        say(f"data: synthetic screen ready at {ld_path.parent} ({time.perf_counter() - t:.1f} s)")
+        gt_dir = ld_path.parent / "ground_truth"
+        context["ground_truth_dir"] = gt_dir
+        ld = read_load_data(ld_path, channels=data.get("channels"))
+        pairs = read_relationship_pairs(gt_dir / "relationships.csv")
+        ann = data.get("annotations")
+        if ann:
+            pairs = pd.concat([pairs] + [read_relationship_pairs(cfg.resolve(a)) for a in ann])
+    else:
+        ld = read_load_data(
+            cfg.resolve(data["load_data"]),
+            channels=data.get("channels"),
+            root=cfg.resolve(data["root"]) if "root" in data else None,
+            path_map=data.get("path_map"),
+            illum=bool(data.get("illum", False)),
+        )
+        ann = data.get("annotations") or []
+        pairs = pd.concat([read_relationship_pairs(cfg.resolve(a)) for a in ann]) if ann else None
+    for col in ("Metadata_Perturbation", "Metadata_ControlType"):
+        if col not in ld.table.columns:
+            raise ValueError(
+                f"the load_data table needs a {col} column to score perturbations "
+                "(join your platemap first; 'negcon' in Metadata_ControlType marks negative controls)"
+            )
+    ld.table["Metadata_ControlType"] = ld.table["Metadata_ControlType"].fillna("").astype(str)
+    return ld, pairs, context
+
+
+def _data_identity(ld: LoadData) -> str:
+    """Identity of the input images: the table's content plus file sizes/mtimes."""
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(ld.table, index=False).values.tobytes())
+    h.update(json.dumps(ld.channels).encode())
+    for i in range(0, len(ld), max(1, len(ld) // 50)):  # sampled: cheap on big screens
+        for ch in ld.channels:
+            try:
+                st = ld.path(i, ch).stat()
+                h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+            except Exception:
+                h.update(b"?")
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- extract
+def _method_key(m: dict, data_id: str) -> str:
+    blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
+                       "version": baselens.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
+             say: _Progress) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per-site features: {label: {layer: DataFrame(Metadata_* + features)}}."""
+    feat_dir = out / "features"
+    data_id = _data_identity(ld)
+    meta = ld.metadata.reset_index(drop=True)
+    results: dict[str, dict[str, pd.DataFrame]] = {}
+    todo = []
+    for m in cfg.methods:
+        label = m.get("label", m["name"])
+        key = _method_key(m, data_id)
+        manifest = feat_dir / f"{label}.json"
+        if manifest.exists():
+            info = json.loads(manifest.read_text())
+            paths = {layer: feat_dir / f for layer, f in info.get("layers", {}).items()}
+            if info.get("key") == key and paths and all(p.exists() for p in paths.values()):
+                results[label] = {layer: pd.read_parquet(p) for layer, p in paths.items()}
+                say(f"extract: {label} reused from cache ({len(meta)} sites)")
+                continue
+        todo.append((label, m, key, get_extractor(m["name"], **m.get("params", {}))))
+    if not todo:
+        return results
+    batch_size = int(cfg.execution.get("batch_size", 32))
+    need_images = any(getattr(ex, "needs_images", True) for *_, ex in todo)
+    parts: dict[str, dict[str, list[pd.DataFrame]]] = {label: {} for label, *_ in todo}
+    spent = {label: 0.0 for label, *_ in todo}
+    t_read = 0.0
+    t0 = time.perf_counter()
+    n = len(ld)
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        t = time.perf_counter()
+        images = ld.read_sites(idx) if need_images else None
+        t_read += time.perf_counter() - t
+        batch = SiteBatch(images=images, channels=list(ld.channels),
+                          meta=meta.iloc[idx].reset_index(drop=True), context=context)
+        for label, m, _, ex in todo:
+            t = time.perf_counter()
+            layers = ex(batch)
+            spent[label] += time.perf_counter() - t
+            for layer, df in layers.items():
+                if len(df) != len(idx):
+                    raise RuntimeError(f"extractor {m['name']!r} returned {len(df)} rows for "
+                                       f"{len(idx)} sites (layer {layer!r})")
+                parts[label].setdefault(layer, []).append(df.reset_index(drop=True))
+        done = idx[-1] + 1
+        if done == n or (start // batch_size) % 10 == 0:
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            say(f"extract: {done}/{n} sites ({rate:.1f} sites/s)")
+    say("extract: time per method " + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
+        + f"; image reading {t_read:.1f} s")
+    for label, m, key, _ in todo:
+        layers = {}
+        files = {}
+        for layer, frames in parts[label].items():
+            feats = pd.concat(frames, ignore_index=True)
+            feats.columns = [str(c) for c in feats.columns]
+            df = pd.concat([meta, feats.astype(np.float64)], axis=1)
+            fname = f"{label}.{layer}.parquet"
+            write_parquet_atomic(df, feat_dir / fname)
+            layers[layer] = df
+            files[layer] = fname
+        write_json_atomic({"key": key, "method": m, "layers": files}, feat_dir / f"{label}.json")
+        results[label] = layers
+    return results
+
+
+# --------------------------------------------------------------------------- profile
+def _profile(site_df: pd.DataFrame, cfg: RunConfig, log: FilterLog, label: str) -> tuple[pd.DataFrame, list[str]]:
+    feats = feature_columns(site_df)
+    x = site_df[feats].to_numpy()
+    bad_rows = ~np.isfinite(x).all(axis=1)
+    if bad_rows.any():
+        # a site whose features are all NaN (e.g. failed extraction) is removed and reported
+        all_bad = ~np.isfinite(x).any(axis=1)
+        ex = site_df.loc[all_bad, ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]].astype(str)
+        log.add(f"{label}: profile", "sites", int(all_bad.sum()), int((~all_bad).sum()),
+                "every feature non-finite", ["/".join(r) for r in ex.to_numpy()])
+        site_df = site_df[~all_bad]
+    wells = aggregate(site_df, operation=cfg.profile.get("aggregate", "mean"), features=feats)
+    normed = normalize(wells, method=cfg.profile.get("normalize", "standardize"),
+                       reference=cfg.profile.get("reference", "negcon"),
+                       features=feats, log=_Prefixed(log, label))
+    return normed, feature_columns(normed.drop(columns=["Metadata_n_sites"], errors="ignore"))
+
+
+class _Prefixed(FilterLog):
+    def __init__(self, inner: FilterLog, prefix: str):
+        self.inner, self.prefix = inner, prefix
+
+    def add(self, stage, *args, **kwargs):
+        self.inner.add(f"{self.prefix}: {stage}", *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- evaluate
+def _evaluate(profiles: pd.DataFrame, feats: list[str], pairs: pd.DataFrame | None,
+              cfg: RunConfig, log: FilterLog, label: str) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    from baselens.evaluate import relationship_recall, replicate_retrieval
+
+    scores, per = [], []
+    rr = cfg.tasks.get("replicate_retrieval", {})
+    if rr.get("enabled", True):
+        params = {k: rr[k] for k in ("null_size", "threshold", "seed") if k in rr}
+        s, p = replicate_retrieval(profiles, feats, **params)
+        n_single = s.attrs.get("n_single_replicate_wells", 0)
+        if n_single:
+            log.add(f"{label}: replicate_retrieval", "wells", n_single, int(s["n"].iloc[0]),
+                    "perturbation has a single replicate well: no positive to retrieve")
+        scores.append(s.assign(task="replicate_retrieval"))
+        per.append(p.assign(task="replicate_retrieval"))
+    kr = cfg.tasks.get("relationship_recall", {})
+    if kr.get("enabled", True) and pairs is not None and len(pairs):
+        params = {}
+        if "thresholds" in kr:
+            params["thresholds"] = [tuple(t) for t in kr["thresholds"]]
+        if "upper_tail" in kr:
+            params["upper_tail"] = kr["upper_tail"]
+        s, p = relationship_recall(profiles, feats, pairs, **params)
+        s = s.copy()
+        s["metric"] = np.where(s["source"] == "all", s["metric"], s["metric"] + ":" + s["source"])
+        scores.append(s.drop(columns="source").assign(task="relationship_recall"))
+        per.append(p.assign(task="relationship_recall"))
+    return scores, per
+
+
+# --------------------------------------------------------------------------- driver
+def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) -> RunResult:
+    """Run every stage and write the results contract into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = _Progress(progress)
+    log = FilterLog()
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    ld, pairs, context = _prepare_data(cfg, out, say)
+    timings["data"] = time.perf_counter() - t
+    say(f"data: {len(ld)} sites, {ld.table['Metadata_Plate'].nunique()} plates, "
+        f"channels {ld.channels}")
+
+    t = time.perf_counter()
+    feats_by_method = _extract(cfg, ld, context, out, say)
+    timings["extract"] = time.perf_counter() - t
+
+    score_frames, per_frames = [], []
+    t_prof = t_eval = 0.0
+    for m in cfg.methods:
+        label = m.get("label", m["name"])
+        kind = get_spec(m["name"]).kind
+        for layer, site_df in feats_by_method[label].items():
+            t = time.perf_counter()
+            profiles, feats = _profile(site_df, cfg, log, f"{label}/{layer}")
+            t_prof += time.perf_counter() - t
+            t = time.perf_counter()
+            scores, per = _evaluate(profiles, feats, pairs, cfg, log, f"{label}/{layer}")
+            t_eval += time.perf_counter() - t
+            ident = {"method": label, "method_kind": kind, "layer": layer,
+                     "batch_level": BATCH_LEVEL}
+            score_frames += [s.assign(**ident, fold=0, seed=int(m.get("params", {}).get("seed", 0)))
+                             for s in scores]
+            per_frames += [p.assign(**ident) for p in per]
+            summary = ", ".join(f"{r.task}/{r.metric}={r.value:.3f}" for r in
+                                pd.concat(scores).itertuples() if ":" not in r.metric)
+            say(f"evaluate: {label}/{layer}: {summary}")
+    timings["profile"], timings["evaluate"] = t_prof, t_eval
+
+    scores = pd.concat(score_frames, ignore_index=True)[SCORE_COLUMNS]
+    scores["n"] = scores["n"].astype("int64")
+    per_pert = (pd.concat(per_frames, ignore_index=True)[PER_PERT_COLUMNS]
+                if per_frames else pd.DataFrame(columns=PER_PERT_COLUMNS))
+    write_parquet_atomic(scores, out / "scores.parquet")
+    write_parquet_atomic(per_pert, out / "per_perturbation.parquet")
+
+    t = time.perf_counter()
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
+
+    beyond = beyond_best_baseline(scores)
+    write_parquet_atomic(beyond, out / "beyond_baseline.parquet")
+    timings["diagnose"] = time.perf_counter() - t
+
+    run_info = {
+        "title": cfg.title,
+        "baselens_version": baselens.__version__,
+        "python": platform.python_version(),
+        "config": cfg.to_dict(),
+        "n_sites": len(ld),
+        "n_plates": int(ld.table["Metadata_Plate"].nunique()),
+        "channels": ld.channels,
+        "filters": log.to_records(),
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+    t = time.perf_counter()
+    from baselens.report.html import write_report
+
+    report = write_report(out, title=cfg.title, context=_report_context(run_info))
+    timings["report"] = time.perf_counter() - t
+    run_info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    write_json_atomic(run_info, out / "run.json")
+    say(f"report: {report}")
+    return RunResult(out, scores, per_pert, report, timings)
+
+
+def _report_context(info: dict) -> dict:
+    data = info["config"]["data"]
+    source = (f"synthetic screen ({json.dumps(data['synthetic'])})" if "synthetic" in data
+              else str(data.get("load_data")))
+    removed = [f"{e['stage']}: {e['removed']} {e['what']} ({e['reason']})"
+               for e in info["filters"] if e["removed"]]
+    return {
+        "data": source,
+        "sites": info["n_sites"],
+        "plates": info["n_plates"],
+        "channels": ", ".join(info["channels"]),
+        "methods": ", ".join(m.get("label", m["name"]) for m in info["config"]["methods"]),
+        "profile": json.dumps(info["config"]["profile"] or {"aggregate": "mean",
+                                                            "normalize": "standardize",
+                                                            "reference": "negcon"}),
+        "filters": "; ".join(removed) if removed else "nothing removed",
+        "timings (s)": ", ".join(f"{k} {v}" for k, v in info["timings_s"].items()),
+        "baselens": info["baselens_version"],
+    }

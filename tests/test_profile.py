@@ -1,0 +1,65 @@
+"""Profiling: aggregation and per-plate normalization, with hand-computed answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baselens.profile.aggregate import aggregate
+from baselens.profile.log import FilterLog
+from baselens.profile.normalize import normalize
+
+
+def _sites():
+    return pd.DataFrame({
+        "Metadata_Plate": ["P1"] * 6,
+        "Metadata_Well": ["A01", "A01", "A02", "A02", "A03", "A03"],
+        "Metadata_Site": [1, 2, 1, 2, 1, 2],
+        "Metadata_Perturbation": ["DMSO", "DMSO", "DMSO", "DMSO", "g1", "g1"],
+        "f": [1.0, 3.0, 5.0, 7.0, 10.0, 30.0],
+        "g": [0.0, 0.0, 2.0, 2.0, 1.0, 5.0],
+    })
+
+
+def test_aggregate_mean_and_median():
+    w = aggregate(_sites())
+    assert list(w["Metadata_Well"]) == ["A01", "A02", "A03"]
+    assert list(w["f"]) == [2.0, 6.0, 20.0]
+    assert "Metadata_Site" not in w.columns  # varies within a well
+    assert list(w["Metadata_Perturbation"]) == ["DMSO", "DMSO", "g1"]
+    assert list(w["Metadata_n_sites"]) == [2, 2, 2]
+    med = aggregate(_sites().iloc[[0, 1, 4]], operation="median")
+    assert list(med["f"]) == [2.0, 10.0]
+
+
+def _wells():
+    return pd.DataFrame({
+        "Metadata_Plate": ["P1"] * 4 + ["P2"] * 4,
+        "Metadata_ControlType": ["negcon", "negcon", "", ""] * 2,
+        "f": [1.0, 3.0, 5.0, 0.0, 10.0, 20.0, 40.0, 15.0],
+        "c": [1.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0],  # constant in P1 controls
+    })
+
+
+def test_standardize_to_negative_controls_per_plate():
+    log = FilterLog()
+    out = normalize(_wells(), method="standardize", log=log)
+    # P1 controls: mean 2, std 1 ; P2 controls: mean 15, std 5
+    np.testing.assert_allclose(out["f"], [-1, 1, 3, -2, -1, 1, 5, 0])
+    assert "c" not in out.columns
+    ev = [e for e in log.events if e.removed]
+    assert ev and ev[0].removed == 1 and ev[0].examples == ["c"]
+
+
+def test_mad_robustize_matches_formula():
+    out = normalize(_wells(), method="mad_robustize", features=["f"])
+    # P1: median 2, MAD 1 -> scale 1.4826
+    np.testing.assert_allclose(out["f"].iloc[:4], (np.array([1, 3, 5, 0]) - 2) / (1.4826 + 1e-18))
+
+
+def test_plate_without_controls_is_named():
+    df = _wells()
+    df.loc[df["Metadata_Plate"] == "P2", "Metadata_ControlType"] = ""
+    with pytest.raises(ValueError, match=r"plate 'P2' has 0 negative-control"):
+        normalize(df)
+    out = normalize(df, reference="all", features=["f"])
+    assert np.isfinite(out["f"]).all()
