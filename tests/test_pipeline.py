@@ -19,10 +19,28 @@ from baselens.run.pipeline import PER_PERT_COLUMNS, SCORE_COLUMNS, run_pipeline
 pytestmark = pytest.mark.slow
 
 
+#: A small screen with batch effects OFF, big enough for the class-level checks to be
+#: stable across simulator seeds (checked for seeds 0, 1, 2; ~17 s on 2 cores).
+GROUND_TRUTH_SCREEN = {
+    "preset": "quick", "batch_effect": 0.0, "image_size": 112, "cells_per_site": 35,
+    "sites_per_well": 2, "n_negcon_per_plate": 8, "n_gene_complexes": 6,
+    "n_compound_moas": 4, "group_size_max": 4,
+}
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
     assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def gt_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ground_truth_screen")
+    cfg = RunConfig.from_dict({"data": {"synthetic": GROUND_TRUTH_SCREEN},
+                               "tasks": {"replicate_retrieval": {"null_size": 2000}}})
+    run_pipeline(cfg, out, progress=False)
     return out
 
 
@@ -55,34 +73,42 @@ def test_results_contract(quick_run):
     assert isinstance(info["filters"], list) and info["filters"]
 
 
-def test_cell_count_sees_cytotoxicity_not_texture(quick_run):
-    cls = _classes(quick_run)
-    m = _per(quick_run, "cell_count", "replicate_retrieval", "mean_average_precision")
+def test_cell_count_sees_cytotoxicity_not_texture(gt_run):
+    cls = _classes(gt_run)
+    m = _per(gt_run, "cell_count", "replicate_retrieval", "mean_average_precision")
     tox = m[m.index.map(cls).isin(["cytotoxic"])]
     tex = m[m.index.map(cls).isin(["texture"])]
     assert len(tox) and len(tex)
     print(f"cell_count mAP: cytotoxic {tox.mean():.3f}, texture {tex.mean():.3f}")
     assert tox.mean() > 0.6
-    assert tex.mean() < 0.45
-    assert tox.mean() - tex.mean() > 0.3
+    assert tex.mean() < 0.25
+    assert tox.mean() - tex.mean() > 0.4
 
 
-def test_pixel_stats_retrieves_intensity_perturbations(quick_run):
-    cls = _classes(quick_run)
-    m = _per(quick_run, "pixel_stats", "replicate_retrieval", "mean_average_precision")
+def test_pixel_stats_retrieves_intensity_perturbations(gt_run):
+    cls = _classes(gt_run)
+    m = _per(gt_run, "pixel_stats", "replicate_retrieval", "mean_average_precision")
     inten = m[m.index.map(cls) == "intensity"]
-    rnd = _per(quick_run, "random", "replicate_retrieval", "mean_average_precision")
+    rnd = _per(gt_run, "random", "replicate_retrieval", "mean_average_precision")
     print(f"pixel_stats mAP on intensity perturbations {inten.mean():.3f}; random {rnd.mean():.3f}")
     assert len(inten) and inten.mean() > 0.6
     assert inten.mean() > rnd.mean() + 0.3
 
 
-def test_ground_truth_beats_every_baseline_on_recall(quick_run):
-    s = pd.read_parquet(quick_run / "scores.parquet")
+def test_ground_truth_beats_every_baseline_on_recall(gt_run):
+    s = pd.read_parquet(gt_run / "scores.parquet")
     r = s[(s.task == "relationship_recall") & (s.metric == "recall_0.05_0.95")].set_index("method")["value"]
     baselines = s[s.method_kind == "baseline"].method.unique()
     print("recall_0.05_0.95:", r.round(3).to_dict())
     assert all(r["ground_truth"] > r[b] for b in baselines)
+    # and every baseline sees something of the morphology-invisible classes? no: texture,
+    # localization, shape and clustering are retrieved by the ground truth alone
+    cls = _classes(gt_run)
+    invisible = {"texture", "localization", "clustering"}
+    for method in ["pixel_stats", "cell_count", "ground_truth"]:
+        m = _per(gt_run, method, "replicate_retrieval", "mean_average_precision")
+        v = m[m.index.map(cls).isin(invisible)].mean()
+        assert (v > 0.8) if method == "ground_truth" else (v < 0.3), (method, v)
 
 
 def test_rerun_reuses_features_and_gives_equal_scores(quick_run, tmp_path):
