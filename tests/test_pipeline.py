@@ -63,6 +63,7 @@ def test_results_contract(quick_run):
     assert set(scores.task) == {"replicate_retrieval", "relationship_recall"}
     kinds = scores.drop_duplicates("method").set_index("method")["method_kind"]
     assert kinds["cell_count"] == "baseline" and kinds["ground_truth"] == "reference"
+    assert kinds["random"] == "null"
     assert scores["value"].notna().all()
     per = pd.read_parquet(quick_run / "per_perturbation.parquet")
     assert list(per.columns) == PER_PERT_COLUMNS

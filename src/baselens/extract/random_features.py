@@ -15,7 +15,7 @@ import pandas as pd
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
 
 
-@register("random", kind="reference", description="seeded Gaussian noise per site (chance level)")
+@register("random", kind="null", description="seeded Gaussian noise per site (chance level)")
 class RandomFeatures:
     """Gaussian noise features, a deterministic function of (seed, plate, well, site)."""
 

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 #: Kinds of representations. Baselines are what every model is measured against;
-#: "reference" marks upper bounds such as the simulator's ground truth.
-KINDS = ("baseline", "model", "reference")
+#: "reference" marks upper bounds such as the simulator's ground truth; "null" marks
+#: chance-level controls such as random features.
+KINDS = ("baseline", "model", "reference", "null")
 
 DEFAULT_LAYER = "default"
 

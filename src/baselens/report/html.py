@@ -51,8 +51,9 @@ KIND_COLOURS = {
     "best_baseline": "#52606d",
     "model": "#0072b2",
     "reference": "#e69f00",
+    "null": "#cc79a7",
 }
-_KIND_ORDER = {"reference": 0, "model": 1, "baseline": 2}
+_KIND_ORDER = {"reference": 0, "model": 1, "baseline": 2, "null": 3}
 
 #: Short names for metrics of the results contract; anything else is shown de-underscored.
 METRIC_LABELS = {
@@ -66,10 +67,11 @@ METRIC_LABELS = {
 #: One-line explanations of the methods baselens ships, shown in the footer when present.
 METHOD_NOTES = {
     "pixel_mean": "mean intensity of each channel — no morphology at all",
-    "pixel_stats": "per-channel intensity statistics (mean, spread, quantiles)",
+    "pixel_stats": "per-channel intensity statistics (mean, standard deviation, skewness)",
     "cell_count": "number of cells (nuclei) per site — confluence/toxicity only",
     "single_conv": "one untrained (random) convolution layer, pooled",
     "ground_truth": "the true latent phenotype of the synthetic screen — an upper bound",
+    "random": "seeded Gaussian noise per site — what chance alone scores",
 }
 
 _PVALUE_LIKE = re.compile(r"p_?val|q_?val|fdr", re.IGNORECASE)
@@ -146,7 +148,7 @@ def _slug(*parts: str) -> str:
 
 
 def _tag(kind: str) -> str:
-    label = {"reference": "reference · upper bound"}.get(kind, kind)
+    label = {"reference": "reference · upper bound", "null": "null · chance level"}.get(kind, kind)
     cls = kind if kind in KIND_COLOURS else "model"
     return f'<span class="tag tag-{_esc(cls)}">{_esc(label)}</span>'
 
@@ -575,6 +577,12 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str
                     + (" — there is signal left for a model to find." if r["improvement"] > 0
                        else " — the baseline already explains what the reference captures.")
                 )
+        for _, r in sub[sub["method_kind"] == "null"].iterrows():
+            if not _isnan(r["value_mean"]):
+                sent.append(
+                    f'<span class="verdict na">○</span>{_esc(_method_label(r["method"], r["layer"]))}'
+                    f" (chance level) scores {_fmt(r['value_mean'])}."
+                )
         if not sent:
             sent.append('<span class="verdict na">–</span>No model or reference was scored '
                         "on this task.")
@@ -698,6 +706,9 @@ def _legend_html(kinds: set[str]) -> str:
     if "reference" in kinds:
         items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["reference"]}">'
                      "</span>reference (upper bound)</span>")
+    if "null" in kinds:
+        items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["null"]}">'
+                     "</span>null (chance level)</span>")
     items.append('<span><span class="sw dash"></span>best-baseline level</span>')
     return f'<div class="legend">{"".join(items)}</div>'
 
@@ -767,6 +778,8 @@ def _perpert_html(per_pert: pd.DataFrame, task: str, lower: set[str]) -> str:
             if diff.empty or diff["best_baseline_value"].notna().sum() == 0:
                 continue
             for (method, layer), d in diff.groupby(["method", "layer"], sort=False):
+                if d["method_kind"].iloc[0] == "null":
+                    continue  # chance-level controls: nothing to learn from a scatter
                 label = _method_label(method, layer)
                 mlabel = _metric_label(metric)
                 svg = scatter_svg(d, model_label=label, metric_label=mlabel)
