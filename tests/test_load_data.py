@@ -86,14 +86,6 @@ def test_remote_paths_need_a_path_map(tmp_path):
     assert ld.read_site(0).shape == (5, 16, 20)
 
 
-@pytest.fixture
-def realdata():
-    root = os.environ.get("BASELENS_TEST_DATA")
-    if not root:
-        pytest.skip("BASELENS_TEST_DATA is not set (point it at shared/realdata)")
-    return Path(root)
-
-
 def test_real_load_data_with_illum_table(realdata):
     ld = read_load_data(realdata / "load_data" / "test_BR00126114_load_data_with_illum.parquet")
     assert set(ld.channels) == {"AGP", "DNA", "ER", "Mito", "RNA"}

@@ -6,8 +6,6 @@ Recalls must equal ``known_relationship_benchmark`` / ``compute_recall`` to 1e-9
 from __future__ import annotations
 
 import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -19,43 +17,6 @@ from baselens.metrics import filter_relationship_pairs, known_relationship_recal
 
 TOL = 1e-9
 SOURCES_ON_DISK = ("CORUM", "Reactome", "SIGNOR")  # the three quickest for efaar to parse
-
-
-@pytest.fixture(scope="module")
-def efaar():
-    """Import efaar_benchmarking.benchmarking without its heavy dependencies.
-
-    The module imports ``torch.from_numpy`` and ``geomloss.SamplesLoss`` at top level for its
-    energy-distance benchmarks; neither is installed (efaar-benchmarking is installed with
-    --no-deps) and neither is used by known_relationship_benchmark / compute_recall. We
-    insert stub modules for the import only and remove them afterwards, because SciPy's
-    array-API helpers look for ``sys.modules["torch"]`` at run time and would trip over a
-    stub. SciPy/sklearn/joblib are imported first for the same reason.
-    """
-    pytest.importorskip("joblib")
-    import scipy.stats  # noqa: F401
-    import sklearn.metrics.pairwise  # noqa: F401
-    import sklearn.utils  # noqa: F401
-
-    stubs = {
-        "torch": types.ModuleType("torch"),
-        "geomloss": types.ModuleType("geomloss"),
-    }
-    stubs["torch"].from_numpy = lambda array: array
-    stubs["geomloss"].SamplesLoss = lambda *args, **kwargs: None
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update(stubs)
-    try:
-        bench = pytest.importorskip(
-            "efaar_benchmarking.benchmarking", reason="efaar-benchmarking (test oracle) not installed"
-        )
-    finally:
-        for name, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-    return bench
 
 
 def _efaar_benchmark(efaar, features, names, data_dir, sources, thresholds):

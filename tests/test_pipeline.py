@@ -146,3 +146,46 @@ def test_cli_reports_bad_config_clearly(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'param'" in err and "params" in err
+
+
+def test_metrics_equal_references_on_the_synthetic_screen(gt_run, efaar, tmp_path):
+    """Same inputs (our synthetic screen's pixel_stats profiles) through ours and the
+    reference implementations: copairs for AP, efaar-benchmarking for recall."""
+    copairs_map = pytest.importorskip("copairs.map")
+    from sklearn.utils import Bunch
+
+    from baselens import metrics
+    from baselens.evaluate.relationship_recall import perturbation_profiles
+    from baselens.profile.aggregate import aggregate, feature_columns
+    from baselens.profile.normalize import normalize
+
+    sites = pd.read_parquet(gt_run / "features" / "pixel_stats.default.parquet")
+    feats = feature_columns(sites)
+    wells = normalize(aggregate(sites, features=feats), features=feats)
+    feats = [f for f in feats if f in wells.columns]
+    meta = wells[["Metadata_Perturbation"]].astype(str).reset_index(drop=True)
+    neg = (wells["Metadata_ControlType"] == "negcon").to_numpy()
+    meta["Metadata_reference_index"] = np.where(neg, np.arange(len(meta)), -1)
+    args = dict(pos_sameby=["Metadata_Perturbation", "Metadata_reference_index"], pos_diffby=[],
+                neg_sameby=[], neg_diffby=["Metadata_Perturbation", "Metadata_reference_index"])
+    x = wells[feats].to_numpy()
+    ours = metrics.average_precision(meta, x, **args)
+    ref = copairs_map.average_precision(meta, x, **args)
+    ok = ref["average_precision"].notna()
+    assert ok.sum() > 50
+    np.testing.assert_allclose(ours["average_precision"][ok], ref["average_precision"][ok],
+                               rtol=0, atol=1e-9)
+
+    pp = perturbation_profiles(wells, feats)
+    pairs = pd.read_csv(gt_run / "data" / "ground_truth" / "relationships.csv")
+    pairs[["entity1", "entity2"]].to_csv(tmp_path / "SYNTH.txt", index=False)
+    mine = metrics.known_relationship_recall(pp.to_numpy(), pp.index.tolist(), pairs,
+                                             thresholds=[(0.05, 0.95), (0.1, 0.9)])
+    res = efaar.known_relationship_benchmark(
+        Bunch(features=pp.reset_index(drop=True),
+              metadata=pd.DataFrame({"pert": pp.index.tolist()})),
+        "pert", benchmark_sources=["SYNTH"], recall_thr_pairs=[(0.05, 0.95), (0.1, 0.9)],
+        benchmark_data_dir=str(tmp_path), min_req_entity_cnt=2)
+    row = res.iloc[0]
+    for key in ("recall_0.05_0.95", "recall_0.1_0.9", "query_distribution_size"):
+        assert abs(mine[key] - row[key]) <= 1e-9, key
