@@ -1,7 +1,6 @@
 """The load_data reader: real tables, clear errors for missing/corrupt channel files."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -4,7 +4,6 @@ These are the issue's "must show" checks, asserted against the simulator's groun
 """
 
 import json
-import os
 import shutil
 
 import numpy as np
