@@ -199,3 +199,21 @@ def test_dsb2018_count_within_15_percent_of_125():
     centres = ndi.center_of_mass(mask > 0, mask, ids)
     hit = np.mean([labels[int(round(r)), int(round(c))] > 0 for r, c in centres])
     assert hit >= 0.9
+
+
+def test_confounds_layer():
+    dnas = [_disks(_grid_centers(k), seed=k) for k in (6, 12)]
+    sites = np.stack([_site(d) for d in dnas])
+    sites[:, 3] = np.where(sites[:, 0] > 1500, 1500.0, 100.0)  # AGP: cells = nuclei footprint
+    batch = SiteBatch(sites, CHANNELS, pd.DataFrame(index=range(2)))
+    out = get_extractor("cell_count", confounds=True, pixel_size_um=0.65)(batch)
+    assert list(out) == [DEFAULT_LAYER, "confounds"]
+    assert list(out[DEFAULT_LAYER].columns) == ["Count_Nuclei", *COUNT_FEATURE_NAMES]
+    c = out["confounds"]
+    assert c["Count_Nuclei"].tolist() == [6.0, 12.0] and c["Count_Cells"].tolist() == [6.0, 12.0]
+    assert c["Density_Nuclei_per_10kpx"].iloc[1] == pytest.approx(12 / 128**2 * 1e4)
+    assert "Density_Nuclei_per_mm2" in c and "MitoCount" in c
+    assert "Cells_Neighbors_NumberOfNeighbors_Adjacent_mean" in c and "Nuclei_Neighbors_FirstClosestDistance_5_median" in c
+    assert c["Nuclei_Neighbors_FirstClosestDistance_5_median"].tolist() == pytest.approx([20.0, 20.0], abs=0.5)
+    assert np.isfinite(c.to_numpy()).all()
+    assert list(get_extractor("cell_count")(batch)) == [DEFAULT_LAYER]

@@ -17,6 +17,7 @@ from baselens.extract.registry import (
 
 # importing the modules registers their extractors
 from baselens.extract import cell_count, ground_truth, pixel, random_features, single_conv  # noqa: E402,F401
+from baselens.extract import cell_graph, classic, plate_layout, segmentation  # noqa: E402,F401
 
 __all__ = [
     "DEFAULT_LAYER",

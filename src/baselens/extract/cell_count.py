@@ -8,7 +8,11 @@ representation that does not beat this baseline has not shown it learned more th
 "how many cells are there".
 
 Two pure functions are exposed for reuse: :func:`segment_nuclei` (DNA image → label
-image) and :func:`count_features` (counts → the 16 features).
+image, now in :mod:`baselens.extract.segmentation` and re-exported here) and
+:func:`count_features` (counts → the 16 features). With ``confounds=True`` the extractor
+adds a ``confounds`` layer (:func:`confound_features`): nuclei and cell counts, density
+per area, confluency, CellProfiler-style neighbour statistics and a MitoCount-like
+mitochondria-skeleton count — the confound axes the diagnostics regress out.
 """
 
 from __future__ import annotations
@@ -19,12 +23,33 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
-from skimage.segmentation import clear_border, watershed
 
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
+from baselens.extract.segmentation import (  # re-exported: they used to live here
+    background_level,
+    cytoplasm,
+    mito_skeleton_count,
+    object_neighbors,
+    pick_cell_channel,
+    segment_cells,
+    segment_nuclei,
+    watershed_seeds,
+)
 
-__all__ = ["CellCount", "segment_nuclei", "watershed_seeds", "background_level", "count_nuclei", "count_features", "COUNT_FEATURE_NAMES"]
+__all__ = [
+    "CellCount",
+    "segment_nuclei",
+    "watershed_seeds",
+    "background_level",
+    "count_nuclei",
+    "count_features",
+    "confound_features",
+    "COUNT_FEATURE_NAMES",
+    "CONFOUNDS_LAYER",
+]
+
+#: Layer holding the extended confound features (see :func:`confound_features`).
+CONFOUNDS_LAYER = "confounds"
 
 #: Periods (in units of the scaled count ``x = n / count_scale``) of the sine/cosine features.
 TRIG_PERIODS: tuple[int, ...] = (1, 2, 4)
@@ -43,149 +68,6 @@ COUNT_FEATURE_NAMES: tuple[str, ...] = (
     "count_exp_neg_x",
     *(f"count_{fn}_p{p}" for p in TRIG_PERIODS for fn in ("sin", "cos")),
 )
-
-
-def segment_nuclei(
-    dna: np.ndarray,
-    *,
-    sigma: float = 1.0,
-    threshold: float | Literal["otsu"] = "otsu",
-    min_threshold: float = 0.0,
-    min_contrast: float = 5.0,
-    fill_holes: bool = True,
-    min_distance: int = 5,
-    min_area: int = 15,
-    max_area: int | None = 5000,
-    exclude_border: bool = False,
-) -> np.ndarray:
-    """Segment nuclei in a 2-D DNA image (skimage style: image in, label image out).
-
-    Steps
-    -----
-    1. Gaussian smoothing with standard deviation ``sigma`` px (0 disables).
-    2. Foreground = smoothed > t, with t = Otsu's threshold of the smoothed image
-       (``threshold="otsu"``) or the given absolute ``threshold`` (raw intensity
-       units), raised if needed to ``max(t, min_threshold, b + min_contrast * s)``
-       (:func:`background_level`: b = 10th percentile of the smoothed image, s = a
-       Gaussian noise SD from its lower tail). The contrast floor keeps Otsu from
-       splitting background noise into dozens of "nuclei" on sites with no cells
-       (cytotoxic wells, empty fields); on sites with nuclei Otsu is far above it
-       (t - b ≥ 14 s on the DSB2018 image, hundreds of s on synthetic sites). A
-       constant image has no foreground.
-    3. Holes in the foreground are filled (``fill_holes``); connected components
-       smaller than ``min_area`` (debris) are dropped before splitting.
-    4. Touching nuclei are split by a watershed on the negated Euclidean distance
-       transform, seeded by its local maxima over a (2·``min_distance``+1)² window
-       (:func:`watershed_seeds`; every component gets at least one seed).
-    5. Objects with area outside ``[min_area, max_area]`` px are removed (unsplit
-       clumps, debris); with ``exclude_border``, objects touching the image border
-       too.
-
-    Parameters
-    ----------
-    dna : ndarray, shape (H, W)
-        Nuclear stain (e.g. Hoechst/DAPI), any real dtype.
-    sigma : float
-        Smoothing in px. Default 1.
-    threshold : "otsu" or float
-        Foreground threshold on the smoothed image.
-    min_threshold : float
-        Absolute lower bound on the threshold (raw units). Default 0.
-    min_contrast : float
-        Relative lower bound: the threshold is at least ``min_contrast`` background
-        noise SDs above the background level. Default 5 (empty synthetic sites: 0
-        objects at 5, ~1-3 at 3, ~30-75 without); 0 disables.
-    fill_holes : bool
-        Fill holes inside foreground objects. Default True.
-    min_distance : int
-        Minimum distance between watershed seeds in px, roughly the smallest nucleus
-        radius. Default 5: splits touching nuclei of radius >= ~4 px (small synthetic
-        sites) without over-splitting real 20x nuclei (radius ~8-15 px).
-    min_area, max_area : int, int or None
-        Area bounds in px. Defaults 15 and 5000 cover nuclei from radius ~2 px
-        (synthetic) to ~40 px (large 20x nuclei); ``max_area=None`` keeps any size.
-    exclude_border : bool
-        Remove objects touching the image border. Default False (count them).
-
-    Returns
-    -------
-    labels : ndarray of int32, shape (H, W)
-        0 = background, nuclei labelled 1..n consecutively.
-    """
-    dna = np.asarray(dna)
-    if dna.ndim != 2:
-        raise ValueError(f"segment_nuclei expects a 2-D image, got shape {dna.shape}")
-    img = dna.astype(np.float32, copy=False)
-    if sigma > 0:
-        img = ndi.gaussian_filter(img, sigma)
-    if img.size == 0 or img.min() == img.max():
-        return np.zeros(dna.shape, dtype=np.int32)
-    t = float(threshold_otsu(img)) if threshold == "otsu" else float(threshold)
-    t = max(t, float(min_threshold))
-    if min_contrast > 0:
-        level, noise = background_level(img)
-        t = max(t, level + float(min_contrast) * noise)
-    mask = img > t
-    if fill_holes:
-        mask = ndi.binary_fill_holes(mask)
-    components, _ = ndi.label(mask)
-    keep = np.bincount(components.ravel()) >= min_area
-    keep[0] = False
-    components = np.where(keep[components], components, 0)
-    mask = components > 0
-    if not mask.any():
-        return np.zeros(dna.shape, dtype=np.int32)
-
-    dist = ndi.distance_transform_edt(mask)
-    labels = watershed(-dist, watershed_seeds(dist, components, min_distance), mask=mask)
-
-    if exclude_border:
-        labels = clear_border(labels)
-    areas = np.bincount(labels.ravel())
-    ok = areas >= min_area
-    if max_area is not None:
-        ok &= areas <= max_area
-    ok[0] = False
-    relabel = np.zeros(len(areas), dtype=np.int32)
-    relabel[ok] = np.arange(1, int(ok.sum()) + 1)
-    return relabel[labels]
-
-
-def background_level(img: np.ndarray) -> tuple[float, float]:
-    """Background level and noise SD of an image from the lower tail of its histogram.
-
-    :math:`b = P_{10}`, :math:`s = (P_{10} - P_1) / (z_{0.90} - z_{0.99})
-    = (P_{10} - P_1) / 1.0448`, the SD of a Gaussian with those percentiles. Valid while
-    at least ~10% of the pixels are background (nuclei rarely cover more than ~60%
-    of a site); spatially uneven background inflates s, which only makes the floor
-    more conservative.
-    """
-    p1, p10 = np.percentile(img, [1.0, 10.0])
-    return float(p10), float(p10 - p1) / 1.0448
-
-
-def watershed_seeds(dist: np.ndarray, components: np.ndarray, min_distance: int) -> np.ndarray:
-    """Seeds for the distance-transform watershed, one label per seed.
-
-    Seeds are the local maxima of ``dist`` over a (2·``min_distance``+1)² window inside
-    the foreground; a connected (8-neighbour) plateau of maxima is one seed. A
-    foreground component left without a seed (a small nucleus next to a deeper one,
-    within the window) gets one at its deepest pixel, so no component is lost. Same
-    idea as ``skimage.feature.peak_local_max(labels=...)``, vectorized (that loops over
-    components and was ~4x slower on 128×128 sites).
-    """
-    mask = components > 0
-    size = 2 * max(int(min_distance), 0) + 1
-    peaks = (ndi.maximum_filter(dist, size=size) == dist) & mask
-    markers, n_seeds = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))
-    n_comp = int(components.max())
-    seeded = np.zeros(n_comp + 1, dtype=bool)
-    seeded[components[peaks]] = True
-    unseeded = np.flatnonzero(~seeded[1:]) + 1
-    if len(unseeded):
-        for j, pos in enumerate(ndi.maximum_position(dist, components, unseeded)):
-            markers[pos] = n_seeds + 1 + j
-    return markers
 
 
 def count_nuclei(dna: np.ndarray, **params) -> int:
@@ -248,6 +130,93 @@ def count_features(n: np.ndarray, count_scale: float = 100.0) -> pd.DataFrame:
     return pd.DataFrame(np.column_stack(cols), columns=list(COUNT_FEATURE_NAMES))
 
 
+def _agg(values: np.ndarray, how: str, empty: float) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float(empty)
+    return float(np.median(v) if how == "median" else np.mean(v))
+
+
+def confound_features(
+    site: np.ndarray,
+    channels: list[str],
+    *,
+    nuclei: np.ndarray | None = None,
+    nuclei_channel: str = "DNA",
+    cell_channel: str | None = None,
+    mito_channel: str | None = "Mito",
+    neighbor_distance: int = 5,
+    pixel_size_um: float | None = None,
+    seg_params: dict | None = None,
+    cell_params: dict | None = None,
+    mito_params: dict | None = None,
+) -> dict[str, float]:
+    """Cell-count family of one (C, H, W) site: the confound axes.
+
+    ======================================================  =================================
+    column                                                  value
+    ======================================================  =================================
+    ``Count_Nuclei``, ``Count_Cells``                        objects found (cells need a
+                                                            cytoplasmic channel)
+    ``Density_Nuclei_per_10kpx`` (``_Cells_``)               count per 10,000 px² of site
+    ``Density_Nuclei_per_mm2`` (``_Cells_``)                 with ``pixel_size_um`` only
+    ``Confluency_Nuclei``, ``Confluency_Cells``              fraction of the site covered
+    ``Nuclei_Neighbors_<M>_<d>_{mean,median}``              :func:`object_neighbors` within
+                                                            ``d`` = ``neighbor_distance`` px
+    ``Cells_Neighbors_<M>_Adjacent_{mean,median}``          touching cells
+    ``MitoCount``, ``MitoSkeletonLength``                   :func:`mito_skeleton_count`
+    ======================================================  =================================
+
+    with ``<M>`` in NumberOfNeighbors, PercentTouching, FirstClosestDistance,
+    SecondClosestDistance, AngleBetweenNeighbors. Sites with too few objects get 0
+    neighbours / 0 % touching and, for distances, the site diagonal (no neighbour
+    within the site); angles default to 0.
+    """
+    channels = list(channels)
+    if nuclei_channel not in channels:
+        raise ValueError(f"nuclei channel {nuclei_channel!r} not in the batch; available channels: {channels}")
+    h, w = site.shape[-2:]
+    area = float(h * w)
+    diag = float(np.hypot(h, w))
+    if nuclei is None:
+        nuclei = segment_nuclei(site[channels.index(nuclei_channel)], **(seg_params or {}))
+    out: dict[str, float] = {}
+    n_nuc = float(nuclei.max())
+    out["Count_Nuclei"] = n_nuc
+    cell_ch = pick_cell_channel(channels, cell_channel)
+    cells = None
+    if cell_ch is not None:
+        cells = segment_cells(nuclei, site[channels.index(cell_ch)], **(cell_params or {}))
+        out["Count_Cells"] = float(len(np.unique(cells[cells > 0])))
+    out["Density_Nuclei_per_10kpx"] = n_nuc / area * 1e4
+    if cells is not None:
+        out["Density_Cells_per_10kpx"] = out["Count_Cells"] / area * 1e4
+    if pixel_size_um:
+        mm2 = area * float(pixel_size_um) ** 2 * 1e-6
+        out["Density_Nuclei_per_mm2"] = n_nuc / mm2
+        if cells is not None:
+            out["Density_Cells_per_mm2"] = out["Count_Cells"] / mm2
+    out["Confluency_Nuclei"] = float((nuclei > 0).mean())
+    if cells is not None:
+        out["Confluency_Cells"] = float((cells > 0).mean())
+    empty = {"NumberOfNeighbors": 0.0, "PercentTouching": 0.0, "FirstClosestDistance": diag,
+             "SecondClosestDistance": diag, "AngleBetweenNeighbors": 0.0}
+    objs = [("Nuclei", nuclei, int(neighbor_distance), str(int(neighbor_distance)))]
+    if cells is not None:
+        objs.append(("Cells", cells, None, "Adjacent"))
+    for name, labels, dist, suffix in objs:
+        nb = object_neighbors(labels, dist)
+        for m, fill in empty.items():
+            for how in ("mean", "median"):
+                out[f"{name}_Neighbors_{m}_{suffix}_{how}"] = _agg(nb[m], how, fill)
+    if mito_channel is not None and mito_channel in channels:
+        k, length = mito_skeleton_count(site[channels.index(mito_channel)], **(mito_params or {}))
+        out["MitoCount"] = float(k)
+        out["MitoSkeletonLength"] = length
+    return out
+
+
 @register(
     "cell_count",
     kind="baseline",
@@ -269,6 +238,14 @@ class CellCount:
         Scale of the count transforms (see :func:`count_features`). Default 100.
     sigma, threshold, min_threshold, min_contrast, fill_holes, min_distance, min_area, max_area, exclude_border
         Segmentation parameters, passed to :func:`segment_nuclei` (same defaults).
+    confounds : bool
+        Also return layer ``"confounds"`` (:func:`confound_features`: nuclei and cell
+        counts, density, confluency, neighbour statistics, MitoCount). Default False,
+        so the default layer stays the seed-004 count baseline and runs stay cheap.
+    cell_channel, mito_channel, neighbor_distance, pixel_size_um, cell_params, mito_params
+        Options of :func:`confound_features` (cells on AGP, else RNA/ER/Mito; Mito
+        skeleton on ``"Mito"``; nuclei neighbours within 5 px; density per mm² only
+        with a pixel size; ``cell_params`` go to :func:`segment_cells`).
     """
 
     needs_images: bool = True
@@ -287,6 +264,13 @@ class CellCount:
         min_area: int = 15,
         max_area: int | None = 5000,
         exclude_border: bool = False,
+        confounds: bool = False,
+        cell_channel: str | None = None,
+        mito_channel: str | None = "Mito",
+        neighbor_distance: int = 5,
+        pixel_size_um: float | None = None,
+        cell_params: dict | None = None,
+        mito_params: dict | None = None,
     ) -> None:
         if not count_scale > 0:
             raise ValueError(f"count_scale must be > 0, got {count_scale!r}")
@@ -305,6 +289,17 @@ class CellCount:
             max_area=max_area,
             exclude_border=exclude_border,
         )
+        if int(neighbor_distance) < 1:
+            raise ValueError(f"neighbor_distance must be >= 1, got {neighbor_distance!r}")
+        self.confounds = bool(confounds)
+        self.confound_params = dict(
+            cell_channel=cell_channel,
+            mito_channel=mito_channel,
+            neighbor_distance=int(neighbor_distance),
+            pixel_size_um=pixel_size_um,
+            cell_params=dict(cell_params or {}),
+            mito_params=dict(mito_params or {}),
+        )
 
     def __call__(self, batch: SiteBatch) -> dict[str, pd.DataFrame]:
         if batch.images is None:
@@ -316,9 +311,17 @@ class CellCount:
                 f"available channels: {channels} (set nuclei_channel=...)"
             )
         c = channels.index(self.nuclei_channel)
-        counts = np.array(
-            [count_nuclei(site[c], **self.seg_params) for site in batch.images], dtype=np.float64
-        )
+        if self.confounds and self.confound_params["cell_channel"] is not None:
+            pick_cell_channel(channels, self.confound_params["cell_channel"])  # fail early
+        labels = [segment_nuclei(site[c], **self.seg_params) for site in batch.images]
+        counts = np.array([lab.max() for lab in labels], dtype=np.float64)
         feats = count_features(counts, self.count_scale)
         feats.insert(0, "Count_Nuclei", counts)
-        return {DEFAULT_LAYER: feats}
+        out = {DEFAULT_LAYER: feats}
+        if self.confounds:
+            rows = [
+                confound_features(site, channels, nuclei=lab, nuclei_channel=self.nuclei_channel, **self.confound_params)
+                for site, lab in zip(batch.images, labels)
+            ]
+            out[CONFOUNDS_LAYER] = pd.DataFrame(rows, dtype=np.float64)
+        return out

@@ -1,0 +1,136 @@
+"""Plate-layout baseline (``plate_layout``): features that encode only where a well sits.
+
+If this baseline scores on a task, the task is solvable from the plate layout alone
+(position effects, perturbations always in the same wells, plate/batch confounding) —
+the report can then say so. No pixels are read (``needs_images = False``).
+
+Columns (all float):
+
+* ``Layout_Row``, ``Layout_Col`` — 1-based row and column (from ``Metadata_Row`` /
+  ``Metadata_Col`` when present, else parsed from ``Metadata_Well`` such as ``A01``,
+  ``P24``, ``AA12`` for 1536-well plates);
+* ``Layout_RowFrac``, ``Layout_ColFrac`` — row/column scaled to [0, 1] by the plate size;
+* ``Layout_DistToEdge`` — wells to the nearest plate edge (0 = edge well), and
+  ``Layout_IsEdge`` (1 for edge wells);
+* ``Layout_DistToCenter`` — Euclidean distance (in wells) to the plate centre;
+* optional one-hots ``Layout_Plate_<id>``, ``Layout_Batch_<id>``, ``Layout_Source_<id>``
+  (``one_hot=["plate", "batch", "source"]``; default none). Columns are made
+  from the categories given in ``categories`` or, if absent, from those seen in the
+  batch's ``context["all_meta"]`` / the batch itself (pass ``categories`` when the
+  pipeline extracts in several batches, so every batch has the same columns).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
+
+__all__ = ["PlateLayout", "parse_well", "PLATE_SHAPES"]
+
+#: wells → (rows, columns)
+PLATE_SHAPES: dict[int, tuple[int, int]] = {6: (2, 3), 24: (4, 6), 96: (8, 12), 384: (16, 24), 1536: (32, 48)}
+
+_WELL_RE = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,3})\s*$")
+
+_ONE_HOT_COLUMNS = {"plate": "Metadata_Plate", "batch": "Metadata_Batch", "source": "Metadata_Source"}
+
+
+def parse_well(well: str) -> tuple[int, int]:
+    """``"A01"`` → (1, 1); ``"P24"`` → (16, 24); ``"AF48"`` → (32, 48) (1536-well rows
+    A..Z then AA..AF). Raises ValueError for anything else."""
+    m = _WELL_RE.match(str(well))
+    if not m:
+        raise ValueError(f"cannot parse well name {well!r} (expected e.g. 'A01')")
+    letters, col = m.group(1).upper(), int(m.group(2))
+    row = 0
+    for ch in letters:
+        row = row * 26 + (ord(ch) - ord("A") + 1)
+    if col < 1:
+        raise ValueError(f"well column must be >= 1 in {well!r}")
+    return row, col
+
+
+@register("plate_layout", kind="baseline", description="well position only: row, column, edge distance, plate/batch one-hot")
+class PlateLayout:
+    """Plate-layout features of each site (no images).
+
+    Parameters
+    ----------
+    plate_format : int or None
+        Wells per plate (96, 384, 1536, ...); None infers the smallest standard format
+        holding every row/column seen.
+    one_hot : list of str
+        Which of ``"plate"``, ``"batch"``, ``"source"`` to one-hot encode. Default
+        ``[]`` (the pipeline extracts in batches; pass ``categories`` or have ``context["all_meta"]`` so every batch gets the same one-hot columns).
+    categories : dict or None
+        ``{"plate": [...], ...}`` fixed category lists for the one-hots.
+    """
+
+    needs_images: bool = False
+
+    def __init__(self, *, plate_format: int | None = None, one_hot: list[str] | tuple[str, ...] = (),
+                 categories: dict | None = None) -> None:
+        if plate_format is not None and plate_format not in PLATE_SHAPES:
+            raise ValueError(f"plate_format must be one of {sorted(PLATE_SHAPES)}, got {plate_format!r}")
+        bad = [k for k in one_hot if k not in _ONE_HOT_COLUMNS]
+        if bad:
+            raise ValueError(f"one_hot entries must be among {sorted(_ONE_HOT_COLUMNS)}, got {bad}")
+        self.plate_format = plate_format
+        self.one_hot = list(one_hot)
+        self.categories = {k: [str(x) for x in v] for k, v in (categories or {}).items()}
+
+    @staticmethod
+    def rows_cols(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        if "Metadata_Row" in meta and "Metadata_Col" in meta:
+            r = pd.to_numeric(meta["Metadata_Row"], errors="coerce").to_numpy(float)
+            c = pd.to_numeric(meta["Metadata_Col"], errors="coerce").to_numpy(float)
+            if np.isfinite(r).all() and np.isfinite(c).all():
+                return r, c
+        if "Metadata_Well" not in meta:
+            raise ValueError("plate_layout needs Metadata_Row/Metadata_Col or Metadata_Well")
+        rc = np.array([parse_well(w) for w in meta["Metadata_Well"]], dtype=float).reshape(-1, 2)
+        return rc[:, 0], rc[:, 1]
+
+    def _shape(self, rows: np.ndarray, cols: np.ndarray) -> tuple[int, int]:
+        if self.plate_format is not None:
+            return PLATE_SHAPES[self.plate_format]
+        rmax, cmax = (float(rows.max()), float(cols.max())) if len(rows) else (0.0, 0.0)
+        for n in sorted(PLATE_SHAPES):
+            nr, nc = PLATE_SHAPES[n]
+            if rmax <= nr and cmax <= nc:
+                return nr, nc
+        raise ValueError(f"row {rmax:g} / column {cmax:g} do not fit a standard plate")
+
+    def __call__(self, batch: SiteBatch) -> dict[str, pd.DataFrame]:
+        meta = batch.meta.reset_index(drop=True)
+        rows, cols = self.rows_cols(meta)
+        nr, nc = self._shape(rows, cols)
+        if len(rows) and (rows.min() < 1 or cols.min() < 1 or rows.max() > nr or cols.max() > nc):
+            raise ValueError(f"wells outside a {nr}x{nc} plate")
+        edge = np.minimum.reduce([rows - 1, nr - rows, cols - 1, nc - cols])
+        out = pd.DataFrame({
+            "Layout_Row": rows,
+            "Layout_Col": cols,
+            "Layout_RowFrac": (rows - 1) / max(nr - 1, 1),
+            "Layout_ColFrac": (cols - 1) / max(nc - 1, 1),
+            "Layout_DistToEdge": edge,
+            "Layout_IsEdge": (edge == 0).astype(float),
+            "Layout_DistToCenter": np.hypot(rows - (nr + 1) / 2, cols - (nc + 1) / 2),
+        })
+        all_meta = batch.context.get("all_meta") if isinstance(batch.context, dict) else None
+        for key in self.one_hot:
+            col = _ONE_HOT_COLUMNS[key]
+            if col not in meta:
+                raise ValueError(f"plate_layout: one_hot {key!r} needs column {col}")
+            cats = self.categories.get(key)
+            if cats is None:
+                src = all_meta[col] if all_meta is not None and col in all_meta else meta[col]
+                cats = sorted(src.astype(str).unique())
+            vals = meta[col].astype(str).to_numpy()
+            for cat in cats:
+                out[f"Layout_{key.capitalize()}_{cat}"] = (vals == cat).astype(float)
+        return {DEFAULT_LAYER: out.astype(np.float64)}
