@@ -1,10 +1,17 @@
-"""Aggregate per-site features to wells (or any grouping), pycytominer-style."""
+"""Aggregate per-site features to wells, and wells to perturbations (pycytominer-style).
+
+:func:`aggregate` (site → well, mean/median) and :func:`consensus` (well → perturbation:
+mean, median or pycytominer's MODZ) share the metadata rules: ``Metadata_*`` columns
+constant within every group are kept, the others dropped.
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 WELL_KEYS: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well")
 
@@ -53,5 +60,68 @@ def aggregate(
     else:
         meta = pd.DataFrame(index=feats.index)
     meta["Metadata_n_sites"] = grouped.size()
-    out = pd.concat([meta, feats], axis=1).reset_index()
+    out = pd.concat([meta.reset_index(), feats.reset_index(drop=True)], axis=1)
     return out
+
+
+#: Keys of a perturbation-level profile (the synthetic screen's convention).
+PERTURBATION_KEYS: tuple[str, ...] = ("Metadata_Perturbation",)
+
+CONSENSUS_OPERATIONS = ("mean", "median", "modz")
+
+
+def modz_weights(x: np.ndarray, method: str = "spearman", min_weight: float = 0.01,
+                 precision: int = 4) -> np.ndarray:
+    """Replicate weights of the moderated z-score (MODZ) consensus.
+
+    As pycytominer's ``modz_base`` (from cmapPy; Subramanian et al. 2017, Cell 171:1437,
+    L1000): ``R`` = correlation (Spearman by default) between replicate profiles (rows of
+    ``x``) across features; ``w_i = max(mean_{k≠i} max(R_ik, 0), min_weight)``, normalized
+    to sum 1 and rounded to ``precision`` decimals. A single replicate gets weight 1.
+    """
+    n = x.shape[0]
+    if n == 1:
+        return np.ones(1)
+    if method == "spearman":
+        x = np.apply_along_axis(rankdata, 1, x)
+    elif method != "pearson":
+        raise ValueError(f"modz correlation must be spearman or pearson, got {method!r}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.corrcoef(x)
+    np.fill_diagonal(r, np.nan)
+    r = np.clip(r, 0, None)
+    raw = np.clip(np.nanmean(r, axis=1), min_weight, None)
+    total = raw.sum()
+    w = raw / total if total > 0 else np.full(n, 1.0 / n)
+    return np.round(w, precision)
+
+
+def consensus(
+    df: pd.DataFrame,
+    *,
+    by: Sequence[str] = PERTURBATION_KEYS,
+    operation: str = "mean",
+    features: Sequence[str] | None = None,
+    modz_method: str = "spearman",
+    min_weight: float = 0.01,
+    precision: int = 4,
+) -> pd.DataFrame:
+    """Collapse replicate wells into one profile per ``by`` group (pycytominer ``consensus``).
+
+    ``operation``: ``"mean"``, ``"median"`` or ``"modz"`` (weighted sum
+    ``Σ_i w_i x_i`` with :func:`modz_weights`). Metadata handling as :func:`aggregate`;
+    ``Metadata_n_sites`` then counts the wells of each group.
+    """
+    if operation not in CONSENSUS_OPERATIONS:
+        raise ValueError(f"consensus operation must be one of {CONSENSUS_OPERATIONS}, got {operation!r}")
+    features = list(features) if features is not None else feature_columns(df)
+    if operation != "modz":
+        return aggregate(df, by=by, operation=operation, features=features)
+    out = aggregate(df, by=by, operation="mean", features=features)
+    x = df[features].to_numpy(dtype=np.float64)
+    # ngroup() numbers groups in aggregate()'s (sorted) output order
+    codes = df.groupby(list(by), sort=True, observed=True).ngroup().to_numpy()
+    vals = np.vstack([modz_weights(x[idx], modz_method, min_weight, precision) @ x[idx]
+                      for idx in (np.flatnonzero(codes == g) for g in range(len(out)))])
+    return pd.concat([out.drop(columns=features),
+                      pd.DataFrame(vals, columns=features, index=out.index)], axis=1)

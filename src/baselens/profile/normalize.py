@@ -6,6 +6,12 @@ Formulas (per plate ``p``, feature ``j``; reference rows ``R_p`` = negative cont
   as sklearn's StandardScaler used by pycytominer)
 * ``mad_robustize``: z = (x - median(x[R_p])) / (1.4826 * MAD(x[R_p]) + eps), eps = 1e-18
   (pycytominer's ``mad_robustize``)
+* ``robustize``:     z = (x - median(x[R_p])) / (Q75(x[R_p]) - Q25(x[R_p]))   (quantiles with
+  linear interpolation, as sklearn's RobustScaler used by pycytominer's ``robustize``)
+* ``center``:        z = x - mean(x[R_p])                                 (no scaling)
+
+``by=None`` fits one scaler on the whole table (pycytominer's behaviour); ``by`` may also be
+a list of columns (e.g. plate and batch).
 
 pycytominer fits one scaler on the whole table; baselens fits one per plate (the usual
 JUMP practice), which is what a ``groupby`` over pycytominer's ``normalize`` gives.
@@ -23,7 +29,7 @@ import pandas as pd
 from baselens.profile.aggregate import feature_columns
 from baselens.profile.log import FilterLog
 
-METHODS = ("standardize", "mad_robustize", "none")
+METHODS = ("standardize", "mad_robustize", "robustize", "center", "none")
 
 
 def reference_mask(df: pd.DataFrame, reference: str) -> np.ndarray:
@@ -45,7 +51,7 @@ def normalize(
     *,
     method: str = "standardize",
     reference: str = "negcon",
-    by: str = "Metadata_Plate",
+    by: str | Sequence[str] | None = "Metadata_Plate",
     features: Sequence[str] | None = None,
     log: FilterLog | None = None,
     min_reference: int = 2,
@@ -69,7 +75,11 @@ def normalize(
     nonfinite = ~np.isfinite(x).all(axis=0)
     out = np.empty_like(x)
     bad = nonfinite.copy()
-    for plate, idx in df.groupby(by, sort=False, observed=True).indices.items():
+    if by is None:
+        groups = {"<all rows>": np.arange(len(df))}.items()
+    else:
+        groups = df.groupby(by, sort=False, observed=True).indices.items()
+    for plate, idx in groups:
         r = idx[ref[idx]]
         if len(r) < min_reference:
             raise ValueError(
@@ -81,6 +91,15 @@ def normalize(
         if method == "standardize":
             center = np.nanmean(xr, axis=0)
             scale = np.nanstd(xr, axis=0)
+            ok = scale > 0
+        elif method == "center":
+            center = np.nanmean(xr, axis=0)
+            scale = np.ones_like(center)
+            ok = np.isfinite(center)
+        elif method == "robustize":
+            center = np.nanmedian(xr, axis=0)
+            q25, q75 = np.nanpercentile(xr, [25, 75], axis=0)
+            scale = q75 - q25
             ok = scale > 0
         else:
             center = np.nanmedian(xr, axis=0)
