@@ -50,3 +50,16 @@ def test_synthetic_keys_are_checked(tmp_path):
 def test_invalid_toml(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         RunConfig.from_toml(_write(tmp_path, "title = \n"))
+
+
+def test_profile_steps_are_validated_up_front():
+    cfg = RunConfig.from_dict({"profile": {"steps": "morphohelm"},
+                               "methods": [{"name": "pixel_stats",
+                                            "profile": {"steps": ["normalize:mad_robustize:negcon"]}}]})
+    assert cfg.methods[0]["profile"]["steps"] == ["normalize:mad_robustize:negcon"]
+    with pytest.raises(ConfigError, match=r"profile.steps.*unknown profile step 'zscore'"):
+        RunConfig.from_dict({"profile": {"steps": ["zscore"]}})
+    with pytest.raises(ConfigError, match=r"unknown key 'step' in methods\[0\].profile"):
+        RunConfig.from_dict({"methods": [{"name": "pixel_stats", "profile": {"step": []}}]})
+    with pytest.raises(ConfigError, match="must be str or list"):
+        RunConfig.from_dict({"profile": {"steps": 3}})

@@ -188,3 +188,23 @@ def test_metrics_equal_references_on_the_synthetic_screen(gt_run, efaar, tmp_pat
     row = res.iloc[0]
     for key in ("recall_0.05_0.95", "recall_0.1_0.9", "query_distribution_size"):
         assert abs(mine[key] - row[key]) <= 1e-9, key
+
+
+def test_per_method_profile_steps_and_cell_count_column(gt_run, tmp_path):
+    """A method can carry its own profile (e.g. MorphoHELM's); cell-count QC reads the
+    per-well count the cell_count method measured."""
+    out = tmp_path / "run"
+    shutil.copytree(gt_run / "data", out / "data")
+    cfg = RunConfig.from_dict({
+        "data": {"synthetic": GROUND_TRUTH_SCREEN},
+        "methods": [{"name": "cell_count"},
+                    {"name": "pixel_stats", "label": "pixel_stats_morphohelm",
+                     "profile": {"steps": ["normalize:standardize:all", "pca:8",
+                                           "normalize:mad_robustize:negcon", "qc_cell_count:0.05"]}}],
+        "tasks": {"replicate_retrieval": {"null_size": 500}},
+    })
+    res = run_pipeline(cfg, out, progress=False)
+    assert set(res.scores.method) == {"cell_count", "pixel_stats_morphohelm"}
+    info = json.loads((out / "run.json").read_text())
+    qc = [e for e in info["filters"] if "pixel_stats_morphohelm" in e["stage"] and e["what"] == "rows"]
+    assert qc and qc[-1]["removed"] > 0  # bottom 5 % of wells by cell count

@@ -54,7 +54,7 @@ class ConfigError(ValueError):
 
 
 # Schema: key -> type (or nested dict schema). "methods" is a list of tables.
-_METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
+_METHOD_SCHEMA = {"name": str, "label": str, "params": dict, "profile": dict}
 _SCHEMA: dict[str, Any] = {
     "title": str,
     "data": {
@@ -67,12 +67,12 @@ _SCHEMA: dict[str, Any] = {
         "synthetic": dict,  # validated by SyntheticConfig.from_dict
     },
     "methods": list,
-    "profile": {"aggregate": str, "normalize": str, "reference": str},
+    "profile": {"aggregate": str, "normalize": str, "reference": str, "steps": (str, list)},
     "tasks": {
         "replicate_retrieval": {"enabled": bool, "null_size": int, "threshold": float, "seed": int},
         "relationship_recall": {"enabled": bool, "thresholds": list, "upper_tail": float},
     },
-    "execution": {"batch_size": int},
+    "execution": {"batch_size": int, "prefetch": int, "read_workers": int},
 }
 
 DEFAULT_METHODS = [
@@ -100,6 +100,10 @@ def _check(d: dict, schema: dict, where: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{name} must be a table, got {type(value).__name__}")
             _check(value, expected, name)
+        elif isinstance(expected, tuple):
+            if not isinstance(value, expected):
+                names = " or ".join(t.__name__ for t in expected)
+                raise ConfigError(f"{name} must be {names}, got {value!r}")
         elif expected is float:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{name} must be a number, got {value!r}")
@@ -162,11 +166,23 @@ class RunConfig:
             except KeyError as exc:
                 raise ConfigError(str(exc.args[0])) from None
         choices = {"aggregate": ("mean", "median"),
-                   "normalize": ("standardize", "mad_robustize", "none"),
+                   "normalize": ("standardize", "mad_robustize", "robustize", "center", "none"),
                    "reference": ("negcon", "all")}
-        for key, allowed in choices.items():
-            if key in self.profile and self.profile[key] not in allowed:
-                raise ConfigError(f"profile.{key} must be one of {allowed}, got {self.profile[key]!r}")
+        profiles = [("profile", self.profile)] + [
+            (f"methods[{i}].profile", m["profile"]) for i, m in enumerate(self.methods) if "profile" in m]
+        for where, prof in profiles:
+            _check(prof, _SCHEMA["profile"], where)
+            for key, allowed in choices.items():
+                if key in prof and prof[key] not in allowed:
+                    raise ConfigError(f"{where}.{key} must be one of {allowed}, got {prof[key]!r}")
+            if "steps" in prof:
+                from baselens.profile.protocols import expand_steps, parse_step
+
+                try:
+                    for step in expand_steps(prof["steps"]):
+                        parse_step(step)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ConfigError(f"{where}.steps: {exc}") from None
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> "RunConfig":

@@ -18,6 +18,7 @@ import logging
 import platform
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,17 @@ def _data_identity(ld: LoadData) -> str:
 
 
 # --------------------------------------------------------------------------- extract
+def _bar(total: int, say: "_Progress"):
+    """A tqdm progress bar on an interactive stderr (None otherwise: stage lines instead)."""
+    if not say.enabled or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="site", desc="[baselens] extract", file=sys.stderr)
+
+
 def _method_key(m: dict, data_id: str) -> str:
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
                        "version": baselens.__version__}, sort_keys=True, default=str)
@@ -149,31 +161,71 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
     need_images = any(getattr(ex, "needs_images", True) for *_, ex in todo)
     parts: dict[str, dict[str, list[pd.DataFrame]]] = {label: {} for label, *_ in todo}
     spent = {label: 0.0 for label, *_ in todo}
-    t_read = 0.0
+    # optional hook: extractor.fit(load_data, progress=...) before any batch, e.g. per-plate
+    # intensity statistics (networks) or a whole-screen key check (precomputed)
+    for label, m, _, ex in todo:
+        fit = getattr(ex, "fit", None)
+        if callable(fit):
+            t = time.perf_counter()
+            fit(ld, progress=say)
+            spent[label] += time.perf_counter() - t
+    policies = {label: ex.geometry_policy for label, *_, ex in todo if hasattr(ex, "geometry_policy")}
+    if len(set(policies.values())) > 1:
+        say("extract: WARNING networks see the sites through different input geometries ("
+            + ", ".join(f"{k}={v}" for k, v in policies.items())
+            + "); set the same geometry/input_size for every network to compare them fairly")
+    t_read = 0.0  # time the main thread waited for images (reading overlaps extraction)
     t0 = time.perf_counter()
     n = len(ld)
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        t = time.perf_counter()
-        images = ld.read_sites(idx) if need_images else None
-        t_read += time.perf_counter() - t
-        batch = SiteBatch(images=images, channels=list(ld.channels),
-                          meta=meta.iloc[idx].reset_index(drop=True), context=context)
-        for label, m, _, ex in todo:
+    starts = list(range(0, n, batch_size))
+    prefetch = max(0, int(cfg.execution.get("prefetch", 2)))
+    workers = max(1, int(cfg.execution.get("read_workers", 1)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="baselens-read") \
+        if need_images and prefetch else None
+    pending: dict[int, Future] = {}
+
+    def _read(start: int) -> np.ndarray | None:
+        if not need_images:
+            return None
+        return ld.read_sites(np.arange(start, min(start + batch_size, n)))
+
+    bar = _bar(n, say)
+    try:
+        for b, start in enumerate(starts):
+            idx = np.arange(start, min(start + batch_size, n))
+            if pool is not None:  # keep `prefetch` batches in flight (tifffile/zlib release the GIL)
+                for nxt in starts[b: b + prefetch + 1]:
+                    if nxt not in pending:
+                        pending[nxt] = pool.submit(_read, nxt)
             t = time.perf_counter()
-            layers = ex(batch)
-            spent[label] += time.perf_counter() - t
-            for layer, df in layers.items():
-                if len(df) != len(idx):
-                    raise RuntimeError(f"extractor {m['name']!r} returned {len(df)} rows for "
-                                       f"{len(idx)} sites (layer {layer!r})")
-                parts[label].setdefault(layer, []).append(df.reset_index(drop=True))
-        done = idx[-1] + 1
-        if done == n or (start // batch_size) % 10 == 0:
-            rate = done / max(time.perf_counter() - t0, 1e-9)
-            say(f"extract: {done}/{n} sites ({rate:.1f} sites/s)")
+            images = pending.pop(start).result() if start in pending else _read(start)
+            t_read += time.perf_counter() - t
+            batch = SiteBatch(images=images, channels=list(ld.channels),
+                              meta=meta.iloc[idx].reset_index(drop=True), context=context)
+            for label, m, _, ex in todo:
+                t = time.perf_counter()
+                layers = ex(batch)
+                spent[label] += time.perf_counter() - t
+                for layer, df in layers.items():
+                    if len(df) != len(idx):
+                        raise RuntimeError(f"extractor {m['name']!r} returned {len(df)} rows for "
+                                           f"{len(idx)} sites (layer {layer!r})")
+                    parts[label].setdefault(layer, []).append(df.reset_index(drop=True))
+            done = idx[-1] + 1
+            if bar is not None:
+                bar.update(len(idx))
+            elif done == n or b % 10 == 0:
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                say(f"extract: {done}/{n} sites ({rate:.1f} sites/s)")
+    finally:
+        if bar is not None:
+            bar.close()
+        if pool is not None:
+            for f in pending.values():
+                f.cancel()
+            pool.shutdown(wait=True)
     say("extract: time per method " + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
-        + f"; image reading {t_read:.1f} s")
+        + f"; waiting for image reading {t_read:.1f} s")
     for label, m, key, _ in todo:
         layers = {}
         files = {}
@@ -191,7 +243,23 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
 
 
 # --------------------------------------------------------------------------- profile
-def _profile(site_df: pd.DataFrame, cfg: RunConfig, log: FilterLog, label: str) -> tuple[pd.DataFrame, list[str]]:
+def _well_cell_counts(feats_by_method: dict) -> pd.DataFrame | None:
+    """Mean nuclei count per well from a ``cell_count`` run, as ``Metadata_CellCount``.
+
+    Profile steps such as MorphoHELM's cell-count QC and seed 003's |r| > 0.95 filter
+    read it; ``None`` when no cell_count method ran.
+    """
+    for layers in feats_by_method.values():
+        df = layers.get("default")
+        if df is not None and "Count_Nuclei" in df.columns:
+            return (df.groupby(["Metadata_Plate", "Metadata_Well"], observed=True)["Count_Nuclei"]
+                    .mean().rename("Metadata_CellCount").reset_index())
+    return None
+
+
+def _profile(site_df: pd.DataFrame, profile_cfg: dict, log: FilterLog,
+             label: str, well_counts: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Sites → wells → the configured profile steps (or the legacy normalize keys)."""
     feats = feature_columns(site_df)
     x = site_df[feats].to_numpy()
     bad_rows = ~np.isfinite(x).all(axis=1)
@@ -202,10 +270,18 @@ def _profile(site_df: pd.DataFrame, cfg: RunConfig, log: FilterLog, label: str) 
         log.add(f"{label}: profile", "sites", int(all_bad.sum()), int((~all_bad).sum()),
                 "every feature non-finite", ["/".join(r) for r in ex.to_numpy()])
         site_df = site_df[~all_bad]
-    wells = aggregate(site_df, operation=cfg.profile.get("aggregate", "mean"), features=feats)
-    normed = normalize(wells, method=cfg.profile.get("normalize", "standardize"),
-                       reference=cfg.profile.get("reference", "negcon"),
-                       features=feats, log=_Prefixed(log, label))
+    wells = aggregate(site_df, operation=profile_cfg.get("aggregate", "mean"), features=feats)
+    if well_counts is not None and "Metadata_CellCount" not in wells.columns:
+        wells = wells.merge(well_counts, on=["Metadata_Plate", "Metadata_Well"], how="left")
+    plog = _Prefixed(log, label)
+    if "steps" in profile_cfg:
+        from baselens.profile.protocols import apply_profile
+
+        out, out_feats = apply_profile(wells, feats, profile_cfg["steps"], plog)
+        return out, list(out_feats)
+    normed = normalize(wells, method=profile_cfg.get("normalize", "standardize"),
+                       reference=profile_cfg.get("reference", "negcon"),
+                       features=feats, log=plog)
     return normed, feature_columns(normed.drop(columns=["Metadata_n_sites"], errors="ignore"))
 
 
@@ -268,13 +344,15 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     timings["extract"] = time.perf_counter() - t
 
     score_frames, per_frames = [], []
+    well_counts = _well_cell_counts(feats_by_method)
     t_prof = t_eval = 0.0
     for m in cfg.methods:
         label = m.get("label", m["name"])
         kind = get_spec(m["name"]).kind
         for layer, site_df in feats_by_method[label].items():
             t = time.perf_counter()
-            profiles, feats = _profile(site_df, cfg, log, f"{label}/{layer}")
+            profiles, feats = _profile(site_df, {**cfg.profile, **m.get("profile", {})}, log,
+                                       f"{label}/{layer}", well_counts)
             t_prof += time.perf_counter() - t
             t = time.perf_counter()
             scores, per = _evaluate(profiles, feats, pairs, cfg, log, f"{label}/{layer}")

@@ -1,0 +1,169 @@
+"""Regression probe: PCA + ridge onto continuous per-well targets (HEST protocol).
+
+Seed 004 (Appendix C.3) scores representations on HEST-1k by standardizing the
+embeddings, reducing them to 256 dimensions by PCA, fitting a ridge regression onto the
+targets and reporting the per-target Pearson correlation on held-out data, averaged over
+folds and targets. The HEST benchmark code (mahmoodlab/HEST, ``trainer.py``) fixes the
+ridge penalty to ``alpha = 100 / (n_components · n_targets)`` (no inner search) and fits
+without intercept on the standardized, PCA-reduced features.
+
+This module applies that protocol to any continuous per-well target table (cell health
+readouts, the ground-truth latent phenotype ``GT_*`` or ``n_cells`` of a synthetic
+screen, ...), with the grouped folds of :mod:`baselens.evaluate.splits` as batch levels:
+
+1. per fold, ``StandardScaler`` then ``PCA(n_components = min(256, n_train − 1, d))``
+   fitted on the training wells only (deterministic full SVD);
+2. ridge: ``alpha="hest"`` (default) uses HEST's fixed penalty; a float uses that
+   penalty; ``alpha="cv"`` picks it per target by efficient leave-one-out CV on the
+   training wells (``RidgeCV``, alphas 10^-3…10^4; not grouped). The intercept is
+   fitted (the PCA scores are centred on the training wells, so the slopes equal HEST's
+   no-intercept fit; the intercept only shifts predictions, which Pearson ignores);
+3. Pearson r per target on the test wells (NaN when a target or prediction is constant
+   in the fold; such rows are dropped).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.preprocessing import StandardScaler
+
+from baselens.evaluate.splits import PROBE_LEVELS, split_levels
+
+__all__ = ["regression_probe", "pearson_columns"]
+
+CV_ALPHAS = np.logspace(-3, 4, 15)
+
+
+def pearson_columns(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Pearson r of each column of ``y`` with the same column of ``p`` (NaN if constant)."""
+    y = y - y.mean(axis=0)
+    p = p - p.mean(axis=0)
+    den = np.sqrt((y * y).sum(axis=0) * (p * p).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (y * p).sum(axis=0) / den
+    return np.where(den > 1e-12 * max(len(y), 1), r, np.nan)
+
+
+def regression_probe(
+    profiles: pd.DataFrame,
+    features: list[str],
+    targets: Sequence[str] | pd.DataFrame,
+    *,
+    levels: Iterable[str] = PROBE_LEVELS,
+    n_components: int = 256,
+    alpha: float | str = "hest",
+    n_splits: int = 5,
+    exclude_controls: bool = False,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score PCA + ridge prediction of continuous targets per batch level and fold.
+
+    Parameters
+    ----------
+    profiles : DataFrame
+        Well profiles with the feature columns and the grouping columns of the levels.
+    features : list of str
+        Feature columns (the representation).
+    targets : list of str or DataFrame
+        Target column names in ``profiles``, or a DataFrame with one row per profile row
+        (same order/index) holding the target columns. Rows with a missing target value
+        are dropped (for all targets).
+    levels : iterable of str
+        Batch levels (:mod:`baselens.evaluate.splits`); unformable ones are skipped with
+        a reason in ``scores.attrs["skipped_levels"]``.
+    n_components : int
+        PCA dimensions cap (256 in HEST); the fold uses ``min(n_components, n_train − 1,
+        d)``.
+    alpha : "hest", "cv" or float
+        Ridge penalty (see module docstring).
+    exclude_controls : bool
+        Drop ``negcon``/``poscon`` wells (default keeps them: controls are valid wells
+        for a per-well readout).
+
+    Returns
+    -------
+    scores : DataFrame
+        ``metric, value, n, fold, batch_level, target``: ``pearson:{target}`` per fold
+        (n = test wells) and ``pearson`` — the mean over targets of that fold (n = targets;
+        ``target = ""``).
+    per_item : DataFrame
+        ``perturbation, metric, value, batch_level``: one row per target (the target name
+        is in the ``perturbation`` column, as the results contract's item column) with
+        ``pearson`` averaged over that level's folds.
+    """
+    df = profiles
+    if isinstance(targets, pd.DataFrame):
+        tnames = [str(c) for c in targets.columns]
+        tvals = targets.to_numpy(dtype=np.float64)
+        if len(tvals) != len(df):
+            raise ValueError(f"targets has {len(tvals)} rows, profiles {len(df)}")
+    else:
+        tnames = list(targets)
+        missing = [t for t in tnames if t not in df.columns]
+        if missing:
+            raise ValueError(f"target column(s) {missing} not in profiles")
+        tvals = df[tnames].to_numpy(dtype=np.float64)
+    if not tnames:
+        raise ValueError("no targets given")
+    keep = np.isfinite(tvals).all(axis=1)
+    if exclude_controls and "Metadata_ControlType" in df.columns:
+        keep &= ~df["Metadata_ControlType"].astype(str).isin(["negcon", "poscon"]).to_numpy()
+    df = df[keep].reset_index(drop=True)
+    y = tvals[keep]
+    x = df[features].to_numpy(dtype=np.float64)
+    if len(df) < 4:
+        raise ValueError(f"regression probe needs ≥ 4 wells with targets, got {len(df)}")
+    folds, skipped = split_levels(df, levels, n_splits=n_splits, seed=seed)
+    rows, per_rows = [], []
+    for level, lf in folds.items():
+        fold_r = []
+        for f in lf:
+            if len(f.train) < 3 or len(f.test) < 3:
+                continue
+            pred = _fit_predict(x[f.train], y[f.train], x[f.test], n_components, alpha)
+            r = pearson_columns(y[f.test], pred)
+            fold_r.append(r)
+            for t, v in zip(tnames, r):
+                if np.isfinite(v):
+                    rows.append(dict(metric=f"pearson:{t}", value=float(v), n=len(f.test),
+                                     fold=f.fold, batch_level=level, target=t))
+            if np.isfinite(r).any():
+                rows.append(dict(metric="pearson", value=float(np.nanmean(r)),
+                                 n=int(np.isfinite(r).sum()), fold=f.fold, batch_level=level,
+                                 target=""))
+        if fold_r:
+            with warnings.catch_warnings():  # all-NaN target columns
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean_r = np.nanmean(np.vstack(fold_r), axis=0)
+            ok = np.isfinite(mean_r)
+            per_rows.append(pd.DataFrame({"perturbation": np.asarray(tnames)[ok],
+                                          "metric": "pearson", "value": mean_r[ok],
+                                          "batch_level": level}))
+    scores = pd.DataFrame(rows, columns=["metric", "value", "n", "fold", "batch_level", "target"])
+    per = (pd.concat(per_rows, ignore_index=True) if per_rows
+           else pd.DataFrame(columns=["perturbation", "metric", "value", "batch_level"]))
+    scores.attrs["skipped_levels"] = skipped
+    return scores, per
+
+
+def _fit_predict(x_tr, y_tr, x_te, n_components, alpha):
+    scaler = StandardScaler().fit(x_tr)
+    a, b = scaler.transform(x_tr), scaler.transform(x_te)
+    a, b = np.nan_to_num(a), np.nan_to_num(b)
+    k = int(min(n_components, len(a) - 1, a.shape[1]))
+    pca = PCA(n_components=k, svd_solver="full").fit(a)
+    a, b = pca.transform(a), pca.transform(b)
+    if alpha == "hest":
+        reg = Ridge(alpha=100.0 / (k * y_tr.shape[1]))
+    elif alpha == "cv":
+        reg = RidgeCV(alphas=CV_ALPHAS, alpha_per_target=True)
+    else:
+        reg = Ridge(alpha=float(alpha))
+    reg.fit(a, y_tr)
+    return np.asarray(reg.predict(b)).reshape(len(b), -1)
