@@ -11,12 +11,14 @@ from .average_precision import (
     benjamini_hochberg,
     fraction_retrieved,
     mean_average_precision,
+    multilabel_average_precision,
 )
 from .relationship_recall import filter_relationship_pairs, known_relationship_recall
 
 __all__ = [
     "average_precision",
     "mean_average_precision",
+    "multilabel_average_precision",
     "fraction_retrieved",
     "benjamini_hochberg",
     "known_relationship_recall",

@@ -28,6 +28,7 @@ from scipy.spatial.distance import cdist
 
 __all__ = [
     "average_precision",
+    "multilabel_average_precision",
     "mean_average_precision",
     "fraction_retrieved",
     "benjamini_hochberg",
@@ -616,3 +617,140 @@ def fraction_retrieved(map_scores: pd.DataFrame, threshold: float | None = None)
             raise ValueError("map_scores has no 'corrected_p_value' column")
         flags = map_scores["corrected_p_value"].to_numpy(dtype=float) < threshold
     return float(flags.mean()) if flags.size else float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# multilabel AP (e.g. compounds with several MoAs)
+# --------------------------------------------------------------------------------------
+def _label_sets(values: pd.Series, sep: str) -> list[frozenset]:
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            items = [s.strip() for s in v.split(sep)] if sep else [v]
+        elif isinstance(v, (list, tuple, set, frozenset, np.ndarray)):
+            items = [str(s) for s in v]
+        elif v is None or (isinstance(v, float) and np.isnan(v)):
+            items = []
+        else:
+            items = [str(v)]
+        out.append(frozenset(s for s in items if s != ""))
+    return out
+
+
+def multilabel_average_precision(
+    meta: pd.DataFrame,
+    feats: np.ndarray,
+    multilabel_col: str,
+    pos_sameby: Sequence[str] | str = (),
+    pos_diffby: Sequence[str] | str = (),
+    neg_sameby: Sequence[str] | str = (),
+    neg_diffby: Sequence[str] | str = (),
+    *,
+    mode: str = "per_label",
+    sep: str | None = "|",
+    distance: str = "cosine",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> pd.DataFrame:
+    r"""Average precision when a profile carries several labels (e.g. MoAs ``"a|b"``).
+
+    ``multilabel_col`` holds label sets: lists/tuples, or strings split on ``sep``
+    (``sep=None``: the whole string is one label). Negatives always **share no label** with
+    the query (copairs: ``multilabel_col`` in ``neg_diffby``); the other columns of the
+    four rules apply as in :func:`average_precision` (``multilabel_col`` must not be named
+    in them).
+
+    ``mode="per_label"`` — ``copairs.map.multilabel.average_precision`` (copairs 0.5.5,
+    ``multilabel_col`` in ``pos_sameby`` and ``neg_diffby``): one AP per (query, label ``k``
+    of the query): positives are the partners that also carry ``k``; negatives are the
+    partners sharing no label. Rows only for (query, label) pairs with at least one
+    positive; ``multilabel_col`` holds the single label ``k``. Equal to copairs to ~1e-9.
+
+    ``mode="any"`` — one AP per query: positives are the partners sharing **at least one**
+    label, negatives those sharing none (partners sharing a label but failing another
+    positive rule are neither). Output as :func:`average_precision` (all rows, NaN AP when
+    a query has no pair).
+
+    Ranking, ties (positives first, float32 keys ``1 - sim``) and normalization as in
+    :func:`average_precision`; memory is bounded by ``batch_size`` similarity entries.
+    """
+    pos_sameby = _as_column_list(pos_sameby, "pos_sameby")
+    pos_diffby = _as_column_list(pos_diffby, "pos_diffby")
+    neg_sameby = _as_column_list(neg_sameby, "neg_sameby")
+    neg_diffby = _as_column_list(neg_diffby, "neg_diffby")
+    if mode not in ("per_label", "any"):
+        raise ValueError(f"mode must be 'per_label' or 'any'; got {mode!r}")
+    if multilabel_col not in meta.columns:
+        raise ValueError(f"meta has no column {multilabel_col!r}")
+    rule_cols = list(dict.fromkeys(pos_sameby + pos_diffby + neg_sameby + neg_diffby))
+    if multilabel_col in rule_cols:
+        raise ValueError(f"{multilabel_col!r} is implied by the multilabel rule; do not list it")
+    missing = [c for c in rule_cols if c not in meta.columns]
+    if missing:
+        raise ValueError(f"meta is missing column(s) {missing}")
+    n = len(meta)
+    x = _validate_features(feats, n)
+    xp = _prepare_features(x, distance)
+    codes = _column_codes(meta, rule_cols)
+    sets = _label_sets(meta[multilabel_col], sep)
+    labels = sorted(set().union(*sets)) if sets else []
+    if not labels:
+        raise ValueError(f"{multilabel_col!r} holds no labels")
+    lab_ix = {lab: i for i, lab in enumerate(labels)}
+    ind = np.zeros((n, len(labels)), dtype=np.float32)
+    for r, s in enumerate(sets):
+        for lab in s:
+            ind[r, lab_ix[lab]] = 1.0
+
+    rows_per_block = max(1, int(batch_size) // n)
+    out_rows: list[tuple[int, int, int, int, float]] = []  # (row, label, M, L, ap)
+    ap_any = np.full(n, np.nan)
+    m_any = np.zeros(n, dtype=np.int64)
+    l_any = np.zeros(n, dtype=np.int64)
+    for start in range(0, n, rows_per_block):
+        rows = np.arange(start, min(n, start + rows_per_block))
+        key = _rank_keys(_similarity_block(xp, slice(rows[0], rows[-1] + 1), distance))
+        shared = (ind[rows] @ ind.T) > 0
+        base_pos = _pair_mask(codes, pos_sameby, pos_diffby, rows, n)
+        neg = _pair_mask(codes, neg_sameby, neg_diffby, rows, n) & ~shared
+        if mode == "any":
+            pos = base_pos & shared
+            pr, pc = np.nonzero(pos)
+            ap, mp, mn = _block_average_precision(key, pr, pc, neg)
+            ap_any[rows], m_any[rows], l_any[rows] = ap, mp, mp + mn
+            continue
+        present = np.flatnonzero(ind[rows].any(axis=0))
+        for k in present:
+            q = np.flatnonzero(ind[rows, k] > 0)
+            pos = base_pos[q] & (ind[:, k] > 0)[None, :]
+            if not pos.any():
+                continue
+            pr, pc = np.nonzero(pos)
+            ap, mp, mn = _block_average_precision(key[q], pr, pc, neg[q])
+            for i in np.flatnonzero(mp > 0):
+                out_rows.append((int(rows[q[i]]), int(k), int(mp[i]), int(mp[i] + mn[i]), float(ap[i])))
+
+    base = meta.reset_index(drop=True)
+    if mode == "any":
+        out = base.copy()
+        m, tot, ap = m_any, l_any, ap_any
+    else:
+        if not out_rows:
+            raise ValueError("no positive pairs: no two profiles share a label")
+        arr = np.array(out_rows, dtype=np.float64)
+        order = np.lexsort((arr[:, 0], arr[:, 1]))  # by label, then row (copairs' order)
+        arr = arr[order]
+        ridx = arr[:, 0].astype(np.int64)
+        out = base.iloc[ridx].reset_index(drop=True)
+        out[multilabel_col] = [labels[int(k)] for k in arr[:, 1]]
+        m, tot, ap = arr[:, 2].astype(np.int64), arr[:, 3].astype(np.int64), arr[:, 4]
+    out["n_pos_pairs"] = m
+    out["n_total_pairs"] = tot
+    paired = (tot > 0) & (m > 0) if mode == "per_label" else tot > 0
+    out["average_precision"] = np.where(paired, ap, np.nan)
+    norm = np.full(len(out), np.nan)
+    if paired.any():
+        mu = _expected_ap(m[paired], tot[paired])
+        with np.errstate(invalid="ignore"):
+            norm[paired] = np.clip((ap[paired] - mu) / np.maximum(1.0 - mu, 1e-10), -1.0, 1.0)
+    out["normalized_average_precision"] = norm
+    return out
