@@ -43,9 +43,10 @@ def gt_run(tmp_path_factory):
     return out
 
 
-def _per(run, method, task, metric):
+def _per(run, method, task, metric, batch_level="NR"):
     per = pd.read_parquet(run / "per_perturbation.parquet")
-    sel = per[(per.method == method) & (per.task == task) & (per.metric == metric)]
+    sel = per[(per.method == method) & (per.task == task) & (per.metric == metric)
+              & (per.batch_level == batch_level)]
     return sel.set_index("perturbation")["value"]
 
 
@@ -59,7 +60,9 @@ def test_results_contract(quick_run):
     assert list(scores.columns) == SCORE_COLUMNS
     assert not scores.duplicated(["method", "layer", "task", "batch_level", "metric", "fold", "seed"]).any()
     assert {"pixel_mean", "pixel_stats", "cell_count", "single_conv", "random", "ground_truth"} <= set(scores.method)
-    assert set(scores.task) == {"replicate_retrieval", "relationship_recall"}
+    assert set(scores.task) == {"replicate_retrieval", "moa_retrieval", "relationship_recall",
+                                "knn_probe", "bioactivity", "regression_probe", "batch_mixing"}
+    assert len(set(scores.batch_level)) >= 4 and "NR" in set(scores.batch_level)
     kinds = scores.drop_duplicates("method").set_index("method")["method_kind"]
     assert kinds["cell_count"] == "baseline" and kinds["ground_truth"] == "reference"
     assert kinds["random"] == "null"
@@ -97,7 +100,8 @@ def test_pixel_stats_retrieves_intensity_perturbations(gt_run):
 
 def test_ground_truth_beats_every_baseline_on_recall(gt_run):
     s = pd.read_parquet(gt_run / "scores.parquet")
-    r = s[(s.task == "relationship_recall") & (s.metric == "recall_0.05_0.95")].set_index("method")["value"]
+    r = s[(s.task == "relationship_recall") & (s.metric == "recall_0.05_0.95")
+          & (s.batch_level == "NR")].set_index("method")["value"]
     baselines = s[s.method_kind == "baseline"].method.unique()
     print("recall_0.05_0.95:", r.round(3).to_dict())
     assert all(r["ground_truth"] > r[b] for b in baselines)
@@ -115,8 +119,11 @@ def test_rerun_reuses_features_and_gives_equal_scores(quick_run, tmp_path):
     out = tmp_path / "again"
     shutil.copytree(quick_run, out)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "features").glob("*.parquet")}
-    cfg = RunConfig.from_dict({"data": {"synthetic": {"preset": "quick"}},
-                               "tasks": {"replicate_retrieval": {"null_size": 2000}}})
+    from argparse import Namespace
+
+    from baselens.run.cli import _demo_config
+
+    cfg = _demo_config(Namespace(quick=True, seed=0, batch_effect=None))  # what `demo --quick` ran
     res = run_pipeline(cfg, out, progress=False)
     after = {p.name: p.stat().st_mtime_ns for p in (out / "features").glob("*.parquet")}
     assert before == after  # nothing re-extracted

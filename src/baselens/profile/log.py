@@ -16,6 +16,7 @@ class FilterEvent:
     kept: int
     reason: str
     examples: list[str] = field(default_factory=list)
+    quiet: bool = False  # a skip rather than a loss of data (e.g. an unformable batch level)
 
 
 @dataclass
@@ -25,10 +26,13 @@ class FilterLog:
     events: list[FilterEvent] = field(default_factory=list)
 
     def add(self, stage: str, what: str, removed: int, kept: int, reason: str,
-            examples: list[str] | None = None) -> None:
-        ev = FilterEvent(stage, what, int(removed), int(kept), reason, list(examples or [])[:5])
+            examples: list[str] | None = None, quiet: bool = False) -> None:
+        """Record an event; removals are logged as warnings unless ``quiet`` (then info:
+        the event is still in ``run.json`` and the report)."""
+        ev = FilterEvent(stage, what, int(removed), int(kept), reason, list(examples or [])[:5],
+                         quiet)
         self.events.append(ev)
-        if removed:
+        if removed and not quiet:
             logger.warning("%s: removed %d %s (%d kept): %s%s", stage, removed, what, kept, reason,
                            f" e.g. {', '.join(ev.examples)}" if ev.examples else "")
         else:

@@ -19,7 +19,8 @@ def _demo_config(args):
         "title": "baselens demo — synthetic ground-truth screen"
                  + (" (quick)" if args.quick else ""),
         "data": {"synthetic": synthetic},
-        "tasks": {"replicate_retrieval": {"null_size": 2000 if args.quick else 10000}},
+        "tasks": {"replicate_retrieval": {"null_size": 2000 if args.quick else 10000},
+                  "moa_retrieval": {"null_size": 2000 if args.quick else 10000}},
     })
 
 

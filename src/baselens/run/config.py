@@ -64,14 +64,14 @@ _SCHEMA: dict[str, Any] = {
         "illum": bool,
         "path_map": dict,
         "annotations": list,
+        "bioactivity": str,  # Metadata_Perturbation, assay, active (, assay_type)
+        "targets": str,  # Metadata_Plate, Metadata_Well + continuous per-well targets
+        "perturbation_metadata": str,  # Metadata_Perturbation + Metadata_* to join (e.g. Metadata_moa)
         "synthetic": dict,  # validated by SyntheticConfig.from_dict
     },
     "methods": list,
     "profile": {"aggregate": str, "normalize": str, "reference": str, "steps": (str, list)},
-    "tasks": {
-        "replicate_retrieval": {"enabled": bool, "null_size": int, "threshold": float, "seed": int},
-        "relationship_recall": {"enabled": bool, "thresholds": list, "upper_tail": float},
-    },
+    "tasks": dict,  # validated against the task functions' signatures (run.tasks)
     "execution": {"batch_size": int, "prefetch": int, "read_workers": int},
 }
 
@@ -155,6 +155,9 @@ class RunConfig:
             base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
         )
         cfg._check_values()
+        from baselens.run.tasks import validate_tasks
+
+        validate_tasks(cfg.tasks)
         return cfg
 
     def _check_values(self) -> None:

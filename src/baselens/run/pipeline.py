@@ -34,14 +34,28 @@ from baselens.profile.aggregate import aggregate, feature_columns
 from baselens.profile.log import FilterLog
 from baselens.profile.normalize import normalize
 from baselens.run.config import RunConfig, synthetic_config
+from baselens.run.tasks import LOWER_IS_BETTER, run_tasks
 
 logger = logging.getLogger("baselens")
 
 SCORE_COLUMNS = ["method", "method_kind", "layer", "task", "batch_level", "metric",
-                 "fold", "seed", "value", "n"]
+                 "fold", "seed", "value", "n", "warning"]
 PER_PERT_COLUMNS = ["method", "method_kind", "layer", "task", "batch_level", "perturbation",
-                    "metric", "value"]
-BATCH_LEVEL = "all"
+                    "metric", "value", "fold"]
+
+
+def _headline(scores: list[pd.DataFrame]) -> str:
+    """One line per representation: each task's main metric at NR, mean over folds."""
+    if not scores:
+        return "no task scored"
+    s = pd.concat(scores)
+    s = s[s["batch_level"] == "NR"]
+    first = s.groupby("task", sort=False)["metric"].first()
+    parts = []
+    for task, metric in first.items():
+        v = s[(s["task"] == task) & (s["metric"] == metric)]["value"].mean()
+        parts.append(f"{task}/{metric}={v:.3f}")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -65,9 +79,33 @@ class _Progress:
 
 
 # --------------------------------------------------------------------------- data
-def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, pd.DataFrame | None, dict]:
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"table not found: {path}")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def _join_perturbation_metadata(ld: LoadData, pmeta: pd.DataFrame, source: str) -> None:
+    """Add ``Metadata_*`` columns of a per-perturbation table (e.g. ``Metadata_moa``)."""
+    if "Metadata_Perturbation" not in pmeta.columns:
+        raise ValueError(f"{source}: needs a Metadata_Perturbation column")
+    new = [c for c in pmeta.columns if c.startswith("Metadata_") and c not in ld.table.columns]
+    if not new:
+        return
+    if pmeta["Metadata_Perturbation"].duplicated().any():
+        dup = pmeta.loc[pmeta["Metadata_Perturbation"].duplicated(), "Metadata_Perturbation"]
+        raise ValueError(f"{source}: {len(dup)} duplicated perturbations, e.g. {dup.iloc[0]!r}")
+    joined = ld.table[["Metadata_Perturbation"]].merge(
+        pmeta[["Metadata_Perturbation", *new]], on="Metadata_Perturbation", how="left")
+    for c in new:
+        ld.table[c] = joined[c].to_numpy()
+
+
+def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, dict, dict]:
+    """Read the sites and the task inputs: annotation pairs, assay labels, per-well targets."""
     data = cfg.data
     context: dict = {}
+    inputs: dict = {}
     if "synthetic" in data:
         from baselens.data.synthetic import generate_screen
 
@@ -78,10 +116,20 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
         gt_dir = ld_path.parent / "ground_truth"
         context["ground_truth_dir"] = gt_dir
         ld = read_load_data(ld_path, channels=data.get("channels"))
-        pairs = read_relationship_pairs(gt_dir / "relationships.csv")
-        ann = data.get("annotations")
-        if ann:
-            pairs = pd.concat([pairs] + [read_relationship_pairs(cfg.resolve(a)) for a in ann])
+        inputs["pairs"] = read_relationship_pairs(gt_dir / "relationships.csv")
+        inputs["bioactivity"] = pd.read_parquet(gt_dir / "bioactivity.parquet")
+        # compounds' mechanism of action, for MoA retrieval and the kNN probe
+        pert = pd.read_parquet(gt_dir / "perturbations.parquet")
+        is_cpd = pert["Metadata_PerturbationType"].astype(str) == "compound"
+        moa = pert["Metadata_Group"].astype(str).where(is_cpd & (pert["Metadata_Group"].astype(str) != ""))
+        _join_perturbation_metadata(
+            ld, pd.DataFrame({"Metadata_Perturbation": pert["Metadata_Perturbation"],
+                              "Metadata_moa": moa}), "synthetic perturbations")
+        # per-well continuous targets: the realized latent phenotype and the true cell count
+        sp = pd.read_parquet(gt_dir / "site_phenotypes.parquet")
+        tcols = [c for c in sp.columns if c.startswith("GT_") or c == "n_cells"]
+        inputs["targets"] = (sp.groupby(["Metadata_Plate", "Metadata_Well"], observed=True)[tcols]
+                             .mean().reset_index())
     else:
         ld = read_load_data(
             cfg.resolve(data["load_data"]),
@@ -90,8 +138,18 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
             path_map=data.get("path_map"),
             illum=bool(data.get("illum", False)),
         )
-        ann = data.get("annotations") or []
-        pairs = pd.concat([read_relationship_pairs(cfg.resolve(a)) for a in ann]) if ann else None
+    ann = data.get("annotations") or []
+    if ann:
+        extra = [read_relationship_pairs(cfg.resolve(a)) for a in ann]
+        inputs["pairs"] = pd.concat(([inputs["pairs"]] if "pairs" in inputs else []) + extra,
+                                    ignore_index=True)
+    if "bioactivity" in data:
+        inputs["bioactivity"] = _read_table(cfg.resolve(data["bioactivity"]))
+    if "targets" in data:
+        inputs["targets"] = _read_table(cfg.resolve(data["targets"]))
+    if "perturbation_metadata" in data:
+        path = cfg.resolve(data["perturbation_metadata"])
+        _join_perturbation_metadata(ld, _read_table(path), str(path))
     for col in ("Metadata_Perturbation", "Metadata_ControlType"):
         if col not in ld.table.columns:
             raise ValueError(
@@ -99,7 +157,7 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
                 "(join your platemap first; 'negcon' in Metadata_ControlType marks negative controls)"
             )
     ld.table["Metadata_ControlType"] = ld.table["Metadata_ControlType"].fillna("").astype(str)
-    return ld, pairs, context
+    return ld, inputs, context
 
 
 def _data_identity(ld: LoadData) -> str:
@@ -292,36 +350,9 @@ class _Prefixed(FilterLog):
     def add(self, stage, *args, **kwargs):
         self.inner.add(f"{self.prefix}: {stage}", *args, **kwargs)
 
-
-# --------------------------------------------------------------------------- evaluate
-def _evaluate(profiles: pd.DataFrame, feats: list[str], pairs: pd.DataFrame | None,
-              cfg: RunConfig, log: FilterLog, label: str) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
-    from baselens.evaluate import relationship_recall, replicate_retrieval
-
-    scores, per = [], []
-    rr = cfg.tasks.get("replicate_retrieval", {})
-    if rr.get("enabled", True):
-        params = {k: rr[k] for k in ("null_size", "threshold", "seed") if k in rr}
-        s, p = replicate_retrieval(profiles, feats, **params)
-        n_single = s.attrs.get("n_single_replicate_wells", 0)
-        if n_single:
-            log.add(f"{label}: replicate_retrieval", "wells", n_single, int(s["n"].iloc[0]),
-                    "perturbation has a single replicate well: no positive to retrieve")
-        scores.append(s.assign(task="replicate_retrieval"))
-        per.append(p.assign(task="replicate_retrieval"))
-    kr = cfg.tasks.get("relationship_recall", {})
-    if kr.get("enabled", True) and pairs is not None and len(pairs):
-        params = {}
-        if "thresholds" in kr:
-            params["thresholds"] = [tuple(t) for t in kr["thresholds"]]
-        if "upper_tail" in kr:
-            params["upper_tail"] = kr["upper_tail"]
-        s, p = relationship_recall(profiles, feats, pairs, **params)
-        s = s.copy()
-        s["metric"] = np.where(s["source"] == "all", s["metric"], s["metric"] + ":" + s["source"])
-        scores.append(s.drop(columns="source").assign(task="relationship_recall"))
-        per.append(p.assign(task="relationship_recall"))
-    return scores, per
+    @property
+    def events(self):
+        return self.inner.events
 
 
 # --------------------------------------------------------------------------- driver
@@ -334,7 +365,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    ld, pairs, context = _prepare_data(cfg, out, say)
+    ld, inputs, context = _prepare_data(cfg, out, say)
     timings["data"] = time.perf_counter() - t
     say(f"data: {len(ld)} sites, {ld.table['Metadata_Plate'].nunique()} plates, "
         f"channels {ld.channels}")
@@ -355,20 +386,16 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
                                        f"{label}/{layer}", well_counts)
             t_prof += time.perf_counter() - t
             t = time.perf_counter()
-            scores, per = _evaluate(profiles, feats, pairs, cfg, log, f"{label}/{layer}")
+            scores, per = run_tasks(profiles, feats, inputs, cfg.tasks, log, f"{label}/{layer}")
             t_eval += time.perf_counter() - t
-            ident = {"method": label, "method_kind": kind, "layer": layer,
-                     "batch_level": BATCH_LEVEL}
-            score_frames += [s.assign(**ident, fold=0, seed=int(m.get("params", {}).get("seed", 0)))
-                             for s in scores]
+            ident = {"method": label, "method_kind": kind, "layer": layer}
+            seed = int(m.get("params", {}).get("seed", 0))
+            score_frames += [s.assign(**ident, seed=seed) for s in scores]
             per_frames += [p.assign(**ident) for p in per]
-            summary = ", ".join(f"{r.task}/{r.metric}={r.value:.3f}" for r in
-                                pd.concat(scores).itertuples() if ":" not in r.metric)
-            say(f"evaluate: {label}/{layer}: {summary}")
+            say(f"evaluate: {label}/{layer}: {_headline(scores)}")
     timings["profile"], timings["evaluate"] = t_prof, t_eval
 
     scores = pd.concat(score_frames, ignore_index=True)[SCORE_COLUMNS]
-    scores["n"] = scores["n"].astype("int64")
     per_pert = (pd.concat(per_frames, ignore_index=True)[PER_PERT_COLUMNS]
                 if per_frames else pd.DataFrame(columns=PER_PERT_COLUMNS))
     write_parquet_atomic(scores, out / "scores.parquet")
@@ -377,7 +404,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     t = time.perf_counter()
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
 
-    beyond = beyond_best_baseline(scores)
+    beyond = beyond_best_baseline(scores, lower_is_better=LOWER_IS_BETTER)
     write_parquet_atomic(beyond, out / "beyond_baseline.parquet")
     timings["diagnose"] = time.perf_counter() - t
 
@@ -395,7 +422,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     t = time.perf_counter()
     from baselens.report.html import write_report
 
-    report = write_report(out, title=cfg.title, context=_report_context(run_info))
+    report = write_report(out, title=cfg.title, context=_report_context(run_info),
+                          lower_is_better=LOWER_IS_BETTER)
     timings["report"] = time.perf_counter() - t
     run_info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json_atomic(run_info, out / "run.json")
@@ -408,7 +436,10 @@ def _report_context(info: dict) -> dict:
     source = (f"synthetic screen ({json.dumps(data['synthetic'])})" if "synthetic" in data
               else str(data.get("load_data")))
     removed = [f"{e['stage']}: {e['removed']} {e['what']} ({e['reason']})"
-               for e in info["filters"] if e["removed"]]
+               for e in info["filters"] if e["removed"] and not e.get("quiet")]
+    # skips repeat for every representation: list each (task, reason) once
+    skips = sorted({f"{e['stage'].split(': ', 1)[-1]}: {e['reason']}"
+                    for e in info["filters"] if e.get("quiet")})
     return {
         "data": source,
         "sites": info["n_sites"],
@@ -419,6 +450,7 @@ def _report_context(info: dict) -> dict:
                                                             "normalize": "standardize",
                                                             "reference": "negcon"}),
         "filters": "; ".join(removed) if removed else "nothing removed",
+        "skipped": "\n".join(skips) if skips else "nothing skipped",
         "timings (s)": ", ".join(f"{k} {v}" for k, v in info["timings_s"].items()),
         "baselens": info["baselens_version"],
     }
