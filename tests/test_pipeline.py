@@ -215,3 +215,14 @@ def test_per_method_profile_steps_and_cell_count_column(gt_run, tmp_path):
     info = json.loads((out / "run.json").read_text())
     qc = [e for e in info["filters"] if "pixel_stats_morphohelm" in e["stage"] and e["what"] == "rows"]
     assert qc and qc[-1]["removed"] > 0  # bottom 5 % of wells by cell count
+
+
+def test_plate_layout_flags_a_layout_solvable_task(quick_run):
+    """The quick screen keeps one plate map (replicates share a well position): position
+    alone retrieves replicates, and the report says so."""
+    s = pd.read_parquet(quick_run / "scores.parquet")
+    nr = s[(s.task == "replicate_retrieval") & (s.metric == "mean_average_precision")
+           & (s.batch_level == "NR")].set_index("method")["value"]
+    assert nr["plate_layout"] > 0.9
+    assert nr["plate_layout"] > nr["random"] + 0.5
+    assert "Plate layout alone is the best baseline" in (quick_run / "report.html").read_text()

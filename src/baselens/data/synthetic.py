@@ -354,9 +354,11 @@ class SyntheticConfig:
         """Default dataset of ``baselens demo``: 8 plates x 96 wells, 2 sites of 160 px, ~45 cells each.
 
         Sized so that a Poisson cell count (CV ~15 % per site) lets the count axis
-        separate cytotoxic perturbations from DMSO; ~60 s to generate on 2 cores.
+        separate cytotoxic perturbations from DMSO; ~60 s to generate on 2 cores. Layouts
+        are randomized per plate, so replicates sit at different well positions and the
+        not-same-layout batch levels (NSL, NSSL) can be formed.
         """
-        return cls.from_dict(overrides)
+        return cls.from_dict({"randomize_layout": True, **overrides})
 
     @classmethod
     def quick(cls, **overrides: Any) -> "SyntheticConfig":

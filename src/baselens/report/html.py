@@ -542,6 +542,10 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str
             f"{where} — best baseline: <strong>{_esc(bname)}</strong>, "
             f"{_esc(mlabel)} {_fmt(bval)}."
         )
+        if str(bname).split("/")[0] == "plate_layout":
+            head += (' <span class="warn">Plate layout alone is the best baseline here: this task '
+                     "can be solved from where wells sit on the plate, so scores at this batch "
+                     "level say little about biology — look at the NSL / NSSL levels.</span>")
         sent = []
         refs = sub[sub["method_kind"] == "reference"]
         ref_best = refs["value_mean"].max() if not refs.empty else float("nan")

@@ -80,6 +80,15 @@ DEFAULT_METHODS = [
     {"name": "pixel_stats"},
     {"name": "cell_count"},
     {"name": "single_conv"},
+    # CellProfiler-style features: a fast subset for the demo budget; every group, object
+    # and channel is available (see baselens.extract.classic)
+    {"name": "classic", "params": {
+        "objects": ["Cells"], "groups": ["intensity", "texture", "radial"],
+        "group_channels": {"texture": ["Mito"], "radial": ["RNA"]}, "gray_levels": 16,
+        "edge_measurements": False, "aggregations": ["median"], "n_workers": 2}},
+    {"name": "plate_layout"},
+    {"name": "cell_graph", "params": {"variants": ["points", "gcn", "egnn", "image"],
+                                      "encoder_params": {"n_filters": 32}}},
     {"name": "random"},
     {"name": "ground_truth"},
 ]
