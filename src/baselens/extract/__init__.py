@@ -17,6 +17,8 @@ from baselens.extract.registry import (
 
 # importing the modules registers their extractors
 from baselens.extract import cell_count, ground_truth, pixel, random_features, single_conv  # noqa: E402,F401
+# networks (torch/timm imported lazily, at first use), OpenPhenom, bring-your-own embeddings
+from baselens.extract import networks, openphenom, precomputed  # noqa: E402,F401
 from baselens.extract import cell_graph, classic, plate_layout, segmentation  # noqa: E402,F401
 
 __all__ = [

@@ -89,6 +89,13 @@ DEFAULT_METHODS = [
     {"name": "plate_layout"},
     {"name": "cell_graph", "params": {"variants": ["points", "gcn", "egnn", "image"],
                                       "encoder_params": {"n_filters": 32}}},
+    # untrained networks (seed 004): four stages each; 112 px inputs keep the demo in budget
+    {"name": "vit_small_patch16_224", "label": "vit_s16_random",
+     "params": {"weights": "random", "seed": 0, "channels": "expand",
+                "intensity": "image_percentile", "geometry": "resize", "input_size": 112}},
+    {"name": "resnet50", "label": "resnet50_random",
+     "params": {"weights": "random", "seed": 0, "channels": "expand",
+                "intensity": "image_percentile", "geometry": "resize", "input_size": 112}},
     {"name": "random"},
     {"name": "ground_truth"},
 ]
