@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--no-per-layer", action="store_true", help="skip timing each layer alone")
+    ap.add_argument("--no-segmentation", action="store_true",
+                    help="skip the segmentation and per-group classic-feature rows")
     args = ap.parse_args(argv)
 
     from baselens.data.load_data import read_load_data
@@ -127,6 +129,23 @@ def main(argv=None) -> int:
                 rows.append(("", "", layer, n / dl, 1000 * dl / n))
         if params:
             print(f"# {name} params: {json.dumps(params)}")
+    if not args.no_segmentation:
+        # segmentation (nuclei + cells) and each CellProfiler measurement group alone
+        from baselens.extract.classic import GROUPS, time_classic
+        from baselens.extract.segmentation import time_segmentation
+
+        imgs = np.concatenate(batches)
+        seg = time_segmentation(imgs, list(ld.channels))
+        rows.append(("(segmentation: nuclei + cells)", "", f"{seg['nuclei_per_site']:.0f} nuclei/site",
+                     seg["sites_per_second"], 1000 / seg["sites_per_second"]))
+        cl = time_classic(imgs[: min(len(imgs), 16)], list(ld.channels), groups=GROUPS)
+        for g in GROUPS:
+            sec = cl.get(f"{g}_s_per_site")
+            if sec:
+                rows.append(("(classic group, all channels)" if g == GROUPS[0] else "", "", g,
+                             1 / sec, 1000 * sec))
+        rows.append(("", "", "classic: every group", cl["sites_per_second"],
+                     1000 / cl["sites_per_second"]))
     w = max(len(r[0]) for r in rows)
     wl = max(len(r[2]) for r in rows)
     print(f"{'method':<{w}}  {'kind':<8}  {'layer (cut after)':<{wl}}  {'images/s':>9}  {'ms/image':>9}")

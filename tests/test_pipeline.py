@@ -226,3 +226,21 @@ def test_plate_layout_flags_a_layout_solvable_task(quick_run):
     assert nr["plate_layout"] > 0.9
     assert nr["plate_layout"] > nr["random"] + 0.5
     assert "Plate layout alone is the best baseline" in (quick_run / "report.html").read_text()
+
+
+def test_worker_processes_give_the_serial_features(gt_run, tmp_path):
+    """Extraction on 2 worker processes (each reading its own images) equals serial."""
+    methods = [{"name": "pixel_stats"}, {"name": "cell_count"},
+               {"name": "single_conv", "params": {"n_filters": 8}}]
+    feats = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        shutil.copytree(gt_run / "data", out / "data")
+        cfg = RunConfig.from_dict({"data": {"synthetic": GROUND_TRUTH_SCREEN}, "methods": methods,
+                                   "tasks": {"replicate_retrieval": {"null_size": 200}},
+                                   "execution": {"workers": workers, "batch_size": 16}})
+        run_pipeline(cfg, out, progress=False)
+        feats[workers] = {m["name"]: pd.read_parquet(out / "features" / f"{m['name']}.default.parquet")
+                          for m in methods}
+    for name, serial in feats[1].items():
+        pd.testing.assert_frame_equal(serial, feats[2][name], rtol=1e-6)

@@ -214,6 +214,10 @@ class SyntheticConfig:
         Minimum number of wells per perturbation. Perturbations are spread over
         ``max(1, n_plates // n_replicates)`` plate maps, each repeated on several plates,
         so that replicates sit on different plates (and batches/sources) where possible.
+    replicates_per_plate : int
+        Wells of each perturbation on every plate it is on (1: replicates only across
+        plates). With 2, replicate pairs share a plate, so the same-plate (SP) batch level
+        can be formed and scores can be followed from same-plate to cross-source.
     randomize_layout : bool
         False: controls sit at the same wells on every plate and replicate plates of one
         plate map share the well positions. True: every plate is shuffled independently.
@@ -274,6 +278,7 @@ class SyntheticConfig:
     image_size: int = 160
     # layout
     n_replicates: int = 4
+    replicates_per_plate: int = 1
     randomize_layout: bool = False
     n_negcon_per_plate: int = 8
     n_poscon_wells_per_plate: int = 2
@@ -329,6 +334,7 @@ class SyntheticConfig:
             "n_plates_per_batch",
             "sites_per_well",
             "n_replicates",
+            "replicates_per_plate",
             "n_negcon_per_plate",
             "n_poscon_wells_per_plate",
             "group_size_min",
@@ -356,9 +362,11 @@ class SyntheticConfig:
         Sized so that a Poisson cell count (CV ~15 % per site) lets the count axis
         separate cytotoxic perturbations from DMSO; ~60 s to generate on 2 cores. Layouts
         are randomized per plate, so replicates sit at different well positions and the
-        not-same-layout batch levels (NSL, NSSL) can be formed.
+        not-same-layout batch levels (NSL, NSSL) can be formed; each perturbation has two
+        wells on a plate of one source and two on a plate of the other, so every level from
+        same-plate (SP) to not-same-source (NSS) can be formed.
         """
-        return cls.from_dict({"randomize_layout": True, **overrides})
+        return cls.from_dict({"randomize_layout": True, "replicates_per_plate": 2, **overrides})
 
     @classmethod
     def quick(cls, **overrides: Any) -> "SyntheticConfig":
@@ -637,7 +645,7 @@ def make_plates(config: SyntheticConfig) -> pd.DataFrame:
         batch_index, plate_map`` — plate maps are assigned so that the plates of one
         map fall in different batches and sources where possible.
     """
-    n_maps = max(1, config.n_plates // config.n_replicates)
+    n_maps = max(1, config.n_plates * config.replicates_per_plate // config.n_replicates)
     rows = []
     g = 0
     for s in range(config.n_sources):
@@ -683,7 +691,8 @@ def make_layout(
     n_wells = n_rows * n_cols
     n_maps = int(plates["plate_map"].max()) + 1
     plates_per_map = plates["plate_map"].value_counts()
-    copies = int(np.ceil(config.n_replicates / plates_per_map.min()))
+    copies = max(config.replicates_per_plate,
+                 int(np.ceil(config.n_replicates / plates_per_map.min())))
 
     ctrl = perturbations["Metadata_ControlType"]
     treat = perturbations.loc[ctrl == "", "Metadata_Perturbation"].to_numpy()

@@ -72,7 +72,7 @@ _SCHEMA: dict[str, Any] = {
     "methods": list,
     "profile": {"aggregate": str, "normalize": str, "reference": str, "steps": (str, list)},
     "tasks": dict,  # validated against the task functions' signatures (run.tasks)
-    "execution": {"batch_size": int, "prefetch": int, "read_workers": int},
+    "execution": {"batch_size": int, "prefetch": int, "read_workers": int, "workers": int},
 }
 
 DEFAULT_METHODS = [
@@ -85,7 +85,7 @@ DEFAULT_METHODS = [
     {"name": "classic", "params": {
         "objects": ["Cells"], "groups": ["intensity", "texture", "radial"],
         "group_channels": {"texture": ["Mito"], "radial": ["RNA"]}, "gray_levels": 16,
-        "edge_measurements": False, "aggregations": ["median"], "n_workers": 2}},
+        "edge_measurements": False, "aggregations": ["median"]}},
     {"name": "plate_layout"},
     {"name": "cell_graph", "params": {"variants": ["points", "gcn", "egnn", "image"],
                                       "encoder_params": {"n_filters": 32}}},

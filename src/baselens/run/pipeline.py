@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -193,6 +194,115 @@ def _method_key(m: dict, data_id: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _run_extractors(todo: list, batch: SiteBatch, n_sites: int) -> tuple[dict, dict]:
+    """Every extractor on one batch: ({label: {layer: DataFrame}}, {label: seconds})."""
+    out, spent = {}, {}
+    for label, m, _, ex in todo:
+        t = time.perf_counter()
+        layers = ex(batch)
+        spent[label] = time.perf_counter() - t
+        for layer, df in layers.items():
+            if len(df) != n_sites:
+                raise RuntimeError(f"extractor {m['name']!r} returned {len(df)} rows for "
+                                   f"{n_sites} sites (layer {layer!r})")
+        out[label] = {layer: df.reset_index(drop=True) for layer, df in layers.items()}
+    return out, spent
+
+
+def _extract_serial(todo, ld, context, meta, starts, batch_size, need_images, cfg, collect) -> float:
+    """One process; a thread reads the next batches while the extractors run."""
+    n = len(ld)
+    prefetch = max(0, int(cfg.execution.get("prefetch", 2)))
+    readers = max(1, int(cfg.execution.get("read_workers", 1)))
+    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="baselens-read") \
+        if need_images and prefetch else None
+    pending: dict[int, Future] = {}
+
+    def _read(start: int) -> np.ndarray | None:
+        if not need_images:
+            return None
+        return ld.read_sites(np.arange(start, min(start + batch_size, n)))
+
+    t_read = 0.0
+    try:
+        for b, start in enumerate(starts):
+            idx = np.arange(start, min(start + batch_size, n))
+            if pool is not None:  # keep `prefetch` batches in flight (tifffile/zlib release the GIL)
+                for nxt in starts[b: b + prefetch + 1]:
+                    if nxt not in pending:
+                        pending[nxt] = pool.submit(_read, nxt)
+            t = time.perf_counter()
+            images = pending.pop(start).result() if start in pending else _read(start)
+            t_read += time.perf_counter() - t
+            batch = SiteBatch(images=images, channels=list(ld.channels),
+                              meta=meta.iloc[idx].reset_index(drop=True), context=context)
+            collect(start, *_run_extractors(todo, batch, len(idx)))
+    finally:
+        if pool is not None:
+            for f in pending.values():
+                f.cancel()
+            pool.shutdown(wait=True)
+    return t_read
+
+
+# state of a worker process (set once by its initializer, then reused for every chunk)
+_WORKER: dict = {}
+
+
+def _init_worker(todo, ld, context, meta, batch_size, need_images, threads) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    _WORKER.update(todo=todo, ld=ld, context=context, meta=meta, batch_size=batch_size,
+                   need_images=need_images)
+
+
+def _worker_chunk(start: int) -> tuple[int, dict, dict, float]:
+    w = _WORKER
+    ld = w["ld"]
+    idx = np.arange(start, min(start + w["batch_size"], len(ld)))
+    t = time.perf_counter()
+    images = ld.read_sites(idx) if w["need_images"] else None  # workers read their own images
+    t_read = time.perf_counter() - t
+    batch = SiteBatch(images=images, channels=list(ld.channels),
+                      meta=w["meta"].iloc[idx].reset_index(drop=True), context=w["context"])
+    out, spent = _run_extractors(w["todo"], batch, len(idx))
+    return start, out, spent, t_read
+
+
+def _extract_parallel(todo, ld, context, meta, starts, batch_size, need_images, workers,
+                      collect) -> float:
+    """Chunks of sites on ``workers`` processes; each reads its own images (no image bytes
+    cross process boundaries). Extractors are built (and fitted) once in the parent and
+    sent to each worker, so every worker computes with identical parameters."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    t_read = 0.0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker,
+                             initargs=(todo, ld, context, meta, batch_size, need_images,
+                                       threads)) as pool:
+        futures = [pool.submit(_worker_chunk, s) for s in starts]
+        for f in as_completed(futures):
+            start, out, spent, tr = f.result()
+            t_read += tr
+            collect(start, out, spent)
+    return t_read
+
+
+def _n_workers(cfg: RunConfig, n_chunks: int) -> int:
+    """``execution.workers``; default: one process per core, at most 4, at most one per chunk."""
+    w = cfg.execution.get("workers")
+    if w is None:
+        w = min(4, os.cpu_count() or 1)
+    return max(1, min(int(w), n_chunks))
+
+
 def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
              say: _Progress) -> dict[str, dict[str, pd.DataFrame]]:
     """Per-site features: {label: {layer: DataFrame(Metadata_* + features)}}."""
@@ -232,58 +342,46 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
         say("extract: WARNING networks see the sites through different input geometries ("
             + ", ".join(f"{k}={v}" for k, v in policies.items())
             + "); set the same geometry/input_size for every network to compare them fairly")
-    t_read = 0.0  # time the main thread waited for images (reading overlaps extraction)
-    t0 = time.perf_counter()
     n = len(ld)
     starts = list(range(0, n, batch_size))
-    prefetch = max(0, int(cfg.execution.get("prefetch", 2)))
-    workers = max(1, int(cfg.execution.get("read_workers", 1)))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="baselens-read") \
-        if need_images and prefetch else None
-    pending: dict[int, Future] = {}
-
-    def _read(start: int) -> np.ndarray | None:
-        if not need_images:
-            return None
-        return ld.read_sites(np.arange(start, min(start + batch_size, n)))
-
+    workers = _n_workers(cfg, len(starts))
+    t0 = time.perf_counter()
     bar = _bar(n, say)
+    done = 0
+
+    def _collect(start: int, layers_by_label: dict, spent_by_label: dict) -> None:
+        nonlocal done
+        chunk[start] = layers_by_label
+        for label, sec in spent_by_label.items():
+            spent[label] += sec
+        k = min(start + batch_size, n) - start
+        done += k
+        if bar is not None:
+            bar.update(k)
+        elif done == n or (done // batch_size) % 10 == 1:
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            say(f"extract: {done}/{n} sites ({rate:.1f} sites/s"
+                + (f", {workers} worker processes)" if workers > 1 else ")"))
+
+    chunk: dict[int, dict] = {}
+    t_read = 0.0
     try:
-        for b, start in enumerate(starts):
-            idx = np.arange(start, min(start + batch_size, n))
-            if pool is not None:  # keep `prefetch` batches in flight (tifffile/zlib release the GIL)
-                for nxt in starts[b: b + prefetch + 1]:
-                    if nxt not in pending:
-                        pending[nxt] = pool.submit(_read, nxt)
-            t = time.perf_counter()
-            images = pending.pop(start).result() if start in pending else _read(start)
-            t_read += time.perf_counter() - t
-            batch = SiteBatch(images=images, channels=list(ld.channels),
-                              meta=meta.iloc[idx].reset_index(drop=True), context=context)
-            for label, m, _, ex in todo:
-                t = time.perf_counter()
-                layers = ex(batch)
-                spent[label] += time.perf_counter() - t
-                for layer, df in layers.items():
-                    if len(df) != len(idx):
-                        raise RuntimeError(f"extractor {m['name']!r} returned {len(df)} rows for "
-                                           f"{len(idx)} sites (layer {layer!r})")
-                    parts[label].setdefault(layer, []).append(df.reset_index(drop=True))
-            done = idx[-1] + 1
-            if bar is not None:
-                bar.update(len(idx))
-            elif done == n or b % 10 == 0:
-                rate = done / max(time.perf_counter() - t0, 1e-9)
-                say(f"extract: {done}/{n} sites ({rate:.1f} sites/s)")
+        if workers > 1:
+            t_read = _extract_parallel(todo, ld, context, meta, starts, batch_size, need_images,
+                                       workers, _collect)
+        else:
+            t_read = _extract_serial(todo, ld, context, meta, starts, batch_size, need_images,
+                                     cfg, _collect)
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            for f in pending.values():
-                f.cancel()
-            pool.shutdown(wait=True)
+    for start in starts:  # site order, whatever order the chunks finished in
+        for label, layers in chunk[start].items():
+            for layer, df in layers.items():
+                parts[label].setdefault(layer, []).append(df)
     say("extract: time per method " + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
-        + f"; waiting for image reading {t_read:.1f} s")
+        + f"; waiting for image reading {t_read:.1f} s"
+        + (f" (summed over {workers} worker processes)" if workers > 1 else ""))
     for label, m, key, _ in todo:
         layers = {}
         files = {}
