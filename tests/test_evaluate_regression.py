@@ -47,18 +47,19 @@ def test_signal_and_noise_targets_every_level():
 def test_alpha_options_target_frame_and_pca_cap(monkeypatch):
     df, feats = _table(n=40, d=300)  # d > n: PCA to n_train - 1 components
     seen = []
-    real = rp.PCA
+    real = rp._pca_scores
 
-    def spy(n_components, **kw):
-        seen.append(n_components)
-        return real(n_components=n_components, **kw)
+    def spy(a, b, k):
+        seen.append(k)
+        return real(a, b, k)
 
-    monkeypatch.setattr(rp, "PCA", spy)
+    monkeypatch.setattr(rp, "_pca_scores", spy)
     targets = df[["linear"]].rename(columns={"linear": "t"})
     for alpha in ("hest", "cv", 1.0):
         s, _ = regression_probe(df, feats, targets, levels=["NR"], alpha=alpha, n_splits=4)
         assert set(s.metric) == {"pearson:t", "pearson"}
     assert set(seen) == {29}  # 30 training wells per fold -> 29 components (< 256, < d)
+
     s, _ = regression_probe(df, feats[:5], targets, levels=["NR"], n_splits=4)
     assert seen[-1] == 5      # d < n: all 5 dimensions
 
@@ -72,3 +73,17 @@ def test_skips_missing_targets_and_errors():
     assert s[s.metric == "pearson:linear"]["n"].sum() == 110
     with pytest.raises(ValueError):
         regression_probe(df, feats, ["missing_target"])
+
+
+def test_gram_pca_equals_sklearn_pca_for_the_ridge_fit():
+    """More features than wells: the Gram-matrix axes span sklearn's PCA subspace."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    a, b, y = rng.normal(size=(60, 200)), rng.normal(size=(20, 200)), rng.normal(size=(60, 2))
+    mu = a.mean(axis=0)
+    p = PCA(30, svd_solver="full").fit(a - mu)
+    ref = Ridge(alpha=1.0).fit(p.transform(a - mu), y).predict(p.transform(b - mu))
+    ga, gb = rp._pca_scores(a, b, 30)
+    np.testing.assert_allclose(Ridge(alpha=1.0).fit(ga, y).predict(gb), ref, atol=1e-9)

@@ -199,6 +199,13 @@ def test_deterministic(screen, tmp_path):
     assert _tree_digest(tmp_path) == _tree_digest(screen)
 
 
+def test_rendering_processes_do_not_change_the_bytes(screen, tmp_path):
+    serial = tmp_path / "serial"
+    generate_screen(SyntheticConfig.quick(), serial, n_jobs=1)
+    generate_screen(SyntheticConfig.quick(), tmp_path / "two", n_jobs=2)
+    assert _tree_digest(serial) == _tree_digest(tmp_path / "two") == _tree_digest(screen)
+
+
 def test_existing_screen_is_reused(screen):
     load = screen / "load_data.parquet"
     before = load.stat().st_mtime_ns

@@ -1259,7 +1259,27 @@ def _is_complete(out_dir: Path, config: SyntheticConfig) -> bool:
     return same and marker.read_text().strip() == _config_digest(config)
 
 
-def generate_screen(config: SyntheticConfig, out_dir: str | os.PathLike) -> Path:
+def _n_jobs(n_jobs: int | None, n_sites: int) -> int:
+    if n_jobs is None:
+        n_jobs = min(4, os.cpu_count() or 1)
+    return max(1, min(int(n_jobs), max(1, n_sites // 64)))
+
+
+def _render_sites(config: SyntheticConfig, sources: list, jobs: list) -> None:
+    """Render and write the sites in ``jobs`` (one process's share of the screen)."""
+    for well, site, plate_i, gt_row, n_cells, gain, src_i, paths in jobs:
+        rng = _rng(config.seed, "site", plate_i, well, site)
+        img = render_site(dict(zip(AXES, gt_row)), n_cells, config, rng, gain=gain,
+                          source=sources[src_i])
+        for c, path in enumerate(paths):
+            _atomic_write(
+                path,
+                lambda p, a=img[c]: tifffile.imwrite(p, a, photometric="minisblack", metadata=None),
+            )
+
+
+def generate_screen(config: SyntheticConfig, out_dir: str | os.PathLike, *,
+                    n_jobs: int | None = None) -> Path:
     """Generate (or reuse) a synthetic screen on disk.
 
     Parameters
@@ -1270,6 +1290,9 @@ def generate_screen(config: SyntheticConfig, out_dir: str | os.PathLike) -> Path
         complete screen generated with the same config (``ground_truth/config.json`` and
         the completion marker), nothing is regenerated. Every file is written to a
         temporary name and moved into place; the marker is written last.
+    n_jobs : int, optional
+        Processes rendering sites (default: one per core, at most 4). Every site draws
+        from its own seeded stream, so the files are byte-identical for any ``n_jobs``.
 
     Returns
     -------
@@ -1314,24 +1337,31 @@ def generate_screen(config: SyntheticConfig, out_dir: str | os.PathLike) -> Path
         ]
         load[f"PathName_Orig{ch}"] = "images/" + load["Metadata_Plate"]
 
-    for i in range(len(sites)):
-        well = sites["Metadata_Well"].iat[i]
-        site = int(sites["Metadata_Site"].iat[i])
-        rng = _rng(config.seed, "site", int(plate_idx[i]), well, site)
-        img = render_site(
-            dict(zip(AXES, gt[i])),
+    jobs = [
+        (
+            str(sites["Metadata_Well"].iat[i]),
+            int(sites["Metadata_Site"].iat[i]),
+            int(plate_idx[i]),
+            gt[i],
             int(sites["n_cells"].iat[i]),
-            config,
-            rng,
-            gain=gains[i],
-            source=sources[int(src_idx[i])],
+            gains[i],
+            int(src_idx[i]),
+            [out / load["PathName_OrigDNA"].iat[i] / load[f"FileName_Orig{ch}"].iat[i]
+             for ch in JUMP_CHANNELS],
         )
-        folder = out / load["PathName_OrigDNA"].iat[i]
-        for c, ch in enumerate(JUMP_CHANNELS):
-            _atomic_write(
-                folder / load[f"FileName_Orig{ch}"].iat[i],
-                lambda p, a=img[c]: tifffile.imwrite(p, a, photometric="minisblack", metadata=None),
-            )
+        for i in range(len(sites))
+    ]
+    n_jobs = _n_jobs(n_jobs, len(jobs))
+    if n_jobs == 1:
+        _render_sites(config, sources, jobs)
+    else:  # every site has its own random stream: the same bytes whatever the split
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [jobs[k::n_jobs * 4] for k in range(n_jobs * 4)]
+        with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
+            for f in [pool.submit(_render_sites, config, sources, c) for c in chunks if c]:
+                f.result()
 
     gt_dir = out / "ground_truth"
     _write_parquet(perts, gt_dir / "perturbations.parquet")
