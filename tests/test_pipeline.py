@@ -204,14 +204,19 @@ def test_per_method_profile_steps_and_cell_count_column(gt_run, tmp_path):
     shutil.copytree(gt_run / "data", out / "data")
     cfg = RunConfig.from_dict({
         "data": {"synthetic": GROUND_TRUTH_SCREEN},
-        "methods": [{"name": "cell_count"},
+        "methods": [{"name": "cell_count"}, {"name": "pixel_stats"},
                     {"name": "pixel_stats", "label": "pixel_stats_morphohelm",
                      "profile": {"steps": ["normalize:standardize:all", "pca:8",
                                            "normalize:mad_robustize:negcon", "qc_cell_count:0.05"]}}],
         "tasks": {"replicate_retrieval": {"null_size": 500}},
     })
     res = run_pipeline(cfg, out, progress=False)
-    assert set(res.scores.method) == {"cell_count", "pixel_stats_morphohelm"}
+    assert set(res.scores.method) == {"cell_count", "pixel_stats", "pixel_stats_morphohelm"}
+    # same extractor and params under two labels: extracted once, profiled twice
+    assert not (out / "features" / "pixel_stats_morphohelm.default.parquet").exists()
+    a, b = (res.scores[(res.scores.method == m) & (res.scores.task == "replicate_retrieval")]
+            ["value"].to_numpy() for m in ("pixel_stats", "pixel_stats_morphohelm"))
+    assert not np.allclose(a, b)
     info = json.loads((out / "run.json").read_text())
     qc = [e for e in info["filters"] if "pixel_stats_morphohelm" in e["stage"] and e["what"] == "rows"]
     assert qc and qc[-1]["removed"] > 0  # bottom 5 % of wells by cell count

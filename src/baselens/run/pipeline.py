@@ -311,6 +311,7 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
     meta = ld.metadata.reset_index(drop=True)
     results: dict[str, dict[str, pd.DataFrame]] = {}
     todo = []
+    aliases: dict[str, str] = {}  # label -> label whose features it shares (extracted once)
     for m in cfg.methods:
         label = m.get("label", m["name"])
         key = _method_key(m, data_id)
@@ -322,6 +323,9 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
                 results[label] = {layer: pd.read_parquet(p) for layer, p in paths.items()}
                 say(f"extract: {label} reused from cache ({len(meta)} sites)")
                 continue
+        if any(k == key for _, _, k, _ in todo):  # same extractor and params, another label
+            aliases[label] = next(lb for lb, _, k, _ in todo if k == key)
+            continue
         todo.append((label, m, key, get_extractor(m["name"], **m.get("params", {}))))
     if not todo:
         return results
@@ -395,6 +399,8 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
             files[layer] = fname
         write_json_atomic({"key": key, "method": m, "layers": files}, feat_dir / f"{label}.json")
         results[label] = layers
+    for label, same in aliases.items():
+        results[label] = results[same]
     return results
 
 
