@@ -10,6 +10,14 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test reaches beyond this machine: weight fetches fail fast instead (the code that
+    downloads is tested against a 127.0.0.1 HTTP server)."""
+    monkeypatch.setenv("BASELENS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """The shared real-data folder (``BASELENS_TEST_DATA``), or skip with the reason."""

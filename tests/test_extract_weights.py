@@ -103,7 +103,7 @@ def test_wrong_checkpoint_names_keys(tmp_path):
 def test_offline_timm_fetch_gives_actionable_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     net = Network("resnet18", weights="pretrained")
-    with pytest.raises(WeightsError, match="local .safetensors"):
+    with pytest.raises(WeightsError, match="BASELENS_OFFLINE.*local .safetensors"):
         net.embed(_sites(1))
 
 

@@ -126,6 +126,7 @@ from baselens.extract.registry import SiteBatch, register
 from baselens.extract.weights import (
     WeightsError,
     WeightsSpec,
+    check_online,
     download,
     load_into,
     load_state_dict,
@@ -274,6 +275,7 @@ def _build_trunk(arch: Arch, in_chans: int, img_size: tuple[int, int] | None, sp
             import torchvision
 
             if spec.kind == "timm" and not meta:
+                check_online(f"torchvision weights {arch.name}.{spec.value}")
                 try:
                     model = torchvision.models.get_model(arch.name, weights=spec.value)
                 except Exception as exc:
@@ -293,6 +295,7 @@ def _build_trunk(arch: Arch, in_chans: int, img_size: tuple[int, int] | None, sp
 
             if spec.kind in ("timm", "hub") and not meta:
                 name = f"{arch.name}.{spec.value}" if spec.kind == "timm" else f"hf-hub:{spec.value}"
+                check_online(f"pretrained weights {name!r}")
                 try:
                     model = timm.create_model(name, pretrained=True, num_classes=0,
                                               in_chans=in_chans, **kwargs)

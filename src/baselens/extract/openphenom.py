@@ -46,7 +46,7 @@ import pandas as pd
 
 from baselens.extract.networks import normalize_intensity, percentile_limits, site_geometry
 from baselens.extract.registry import SiteBatch, register
-from baselens.extract.weights import WeightsError, load_into, load_state_dict
+from baselens.extract.weights import WeightsError, check_online, load_into, load_state_dict
 
 __all__ = ["OpenPhenom", "build_encoder", "sincos_pos_embed", "HF_REPO"]
 
@@ -115,6 +115,7 @@ def _resolve(weights: str) -> Path | None:
     if weights == "random":
         return None
     if weights == "hub":
+        check_online(f"the Hugging Face repository {HF_REPO}")
         try:
             from huggingface_hub import snapshot_download
 

@@ -172,10 +172,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BASELENS_CACHE", Path.home() / ".cache" / "baselens")) / "weights"
 
 
+def offline() -> bool:
+    """``BASELENS_OFFLINE=1``: never reach beyond this machine for weights (tests set it)."""
+    return os.environ.get("BASELENS_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def check_online(what: str, url: str | None = None) -> None:
+    """Raise :class:`WeightsError` when offline, unless ``url`` is on the loopback."""
+    if not offline():
+        return
+    if url is not None:
+        from urllib.parse import urlparse
+
+        if urlparse(url).hostname in ("127.0.0.1", "localhost", "::1"):
+            return
+    raise WeightsError(f"{what} needs the network, but BASELENS_OFFLINE is set: fetch the "
+                       "weights once on a connected machine (or download the file) and pass "
+                       "the local .safetensors file as weights")
+
+
 def download(url: str, *, sha256: str | None = None, dest_dir: str | os.PathLike | None = None,
              timeout: float = 60.0) -> Path:
     """Download ``url`` once into ``dest_dir`` (default :func:`cache_dir`) and return the
     file. ``sha256`` (hex) is checked when given; a mismatching file is not kept."""
+    check_online(f"downloading {url}", url)
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
     name = url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "weights"

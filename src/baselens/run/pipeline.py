@@ -318,7 +318,8 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
         manifest = feat_dir / f"{label}.json"
         if manifest.exists():
             info = json.loads(manifest.read_text())
-            paths = {layer: feat_dir / f for layer, f in info.get("layers", {}).items()}
+            # layers as [layer, file] pairs: the extractor's order (JSON objects get sorted)
+            paths = {layer: feat_dir / f for layer, f in info.get("layers", [])}
             if info.get("key") == key and paths and all(p.exists() for p in paths.values()):
                 results[label] = {layer: pd.read_parquet(p) for layer, p in paths.items()}
                 say(f"extract: {label} reused from cache ({len(meta)} sites)")
@@ -397,7 +398,8 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
             write_parquet_atomic(df, feat_dir / fname)
             layers[layer] = df
             files[layer] = fname
-        write_json_atomic({"key": key, "method": m, "layers": files}, feat_dir / f"{label}.json")
+        write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
+                          feat_dir / f"{label}.json")
         results[label] = layers
     for label, same in aliases.items():
         results[label] = results[same]
