@@ -486,7 +486,10 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str
         )
     else:
         parts.append('<div class="cards">')
-        for (method, layer), grp in models.groupby(["method", "layer"], sort=False):
+        # cards count headline metrics only (per task, every batch level): sub-metrics such
+        # as one assay's y-scrambled AUPRG would drown the comparisons that matter
+        is_headline = models["metric"] == models["task"].map(headline)
+        for (method, layer), grp in models[is_headline].groupby(["method", "layer"], sort=False):
             comp = grp[grp["improvement"].notna()]
             k, n = int(comp["beats_best_baseline"].sum()), len(comp)
             cls = "all" if n and k == n else ("none" if k == 0 else "")
@@ -503,8 +506,8 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str
             parts.append(
                 f'<div class="card"><div class="name">{_method_html(method, layer)}</div>'
                 f'<div class="big {cls}">{k} / {n}</div>'
-                f'<div class="small">task × metric comparisons where it beats the best '
-                f"baseline</div>"
+                f'<div class="small">task × batch-level comparisons (headline metric) where '
+                f"it beats the best baseline</div>"
                 f'<div class="small">{detail}</div></div>'
             )
         parts.append("</div>")
