@@ -170,7 +170,8 @@ def test_write_report_contents(run_dir):
     assert "reference · upper bound" in text
     assert " ± " in text
     assert "beyond best baseline" in text
-    assert text.count("<svg") >= 4 + 3  # 4 bar charts + 3 scatters (2 models + reference)
+    # a bar chart of each task's headline metric + 3 scatters (2 models + reference)
+    assert text.count("<svg") >= 2 + 3
     assert "GENE007" in text
     assert "Not plotted: p_value" in text
     assert_self_contained(text)
@@ -253,12 +254,12 @@ def test_missing_scores_raises(tmp_path):
 def test_without_per_perturbation(tmp_path):
     make_scores().to_parquet(tmp_path / "scores.parquet")
     text = write_report(tmp_path).read_text(encoding="utf-8")
-    assert "Per perturbation" not in text
-    assert text.count("<svg") == 4
+    assert "per_perturbation.parquet absent or empty" in text
+    assert text.count("<svg") == 2
     # an empty per-perturbation table is the same as none
     make_per_pert().iloc[:0].to_parquet(tmp_path / "per_perturbation.parquet")
     text = write_report(tmp_path).read_text(encoding="utf-8")
-    assert "Per perturbation" not in text
+    assert "per_perturbation.parquet absent or empty" in text
     assert_self_contained(text)
     assert_well_formed(text)
 
@@ -305,8 +306,11 @@ def test_batch_levels_get_their_own_tables():
     a = make_scores().assign(batch_level="NR")
     b = make_scores().assign(batch_level="NSB")
     text = render_report(pd.concat([a, b], ignore_index=True))
-    assert "Batch level <code>NR</code>" in text and "Batch level <code>NSB</code>" in text
+    # NR is the headline level (open), NSB is folded under it
+    assert '<span class="lvl">batch level NR</span>' in text
+    assert "Other batch levels: NSB" in text and "Batch level <code>NSB</code>" in text
     assert text.count('class="leaderboard sortable"') == 2 * len(TASKS)
+    assert text.count("<svg") == 2 + len(TASKS)  # bar charts + one degradation curve per task
     assert_well_formed(text)
 
 

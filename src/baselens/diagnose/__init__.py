@@ -1,1 +1,20 @@
-"""Stage 5 — diagnose: how much each model adds beyond the strongest baseline."""
+"""Stage 5 — diagnose: what a representation adds beyond the baselines, and why.
+
+* :mod:`.beyond_baseline` — each model minus the best baseline per task, batch level
+  and metric, with a paired Wilcoxon test over perturbations (or folds);
+* :mod:`.agreement` — Spearman agreement of similarity rankings (seed 004 Fig. 1b) and
+  linear CKA between representations;
+* :mod:`.dimensionality` — PCA spectrum, effective rank, participation ratio (collapse,
+  seed 004 §5.2);
+* :mod:`.confounds` — residualization on cell count / pixel statistics and matched
+  cell-count strata (seed 004 §5.3);
+* :mod:`.curation` — bioactivity assays predictable by cell count, curated task list
+  (seed 003 recommendations 1–4);
+* :mod:`.classes` — mean mAP per planted phenotype class (synthetic screens);
+* :mod:`.run` — :func:`run_diagnostics`, which runs them all and writes
+  ``diagnostics/<name>.parquet``.
+"""
+
+from baselens.diagnose.run import DIAGNOSTICS, ProfileSet, run_diagnostics
+
+__all__ = ["DIAGNOSTICS", "ProfileSet", "run_diagnostics"]

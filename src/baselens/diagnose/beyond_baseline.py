@@ -31,10 +31,12 @@ import pandas as pd
 
 __all__ = [
     "GROUP_KEYS",
+    "add_paired_tests",
     "aggregate_scores",
     "best_baselines",
     "beyond_best_baseline",
     "per_perturbation_differential",
+    "wilcoxon_signed_rank",
 ]
 
 #: Keys that define one comparison: a method is compared with the baselines of its group.
@@ -303,3 +305,163 @@ def per_perturbation_differential(
         kind="stable",
     )
     return out[cols].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------ paired tests
+def _average_ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``v`` with ties given their average rank (= scipy's rankdata)."""
+    order = np.argsort(v, kind="mergesort")
+    sv = v[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sv) != 0) + 1]
+    ends = np.r_[starts[1:], len(v)]
+    avg = (starts + ends + 1) / 2.0  # mean of ranks start+1 .. end
+    r = np.empty(len(v))
+    r[order] = np.repeat(avg, ends - starts)
+    return r
+
+
+def _exact_signed_rank_p(d: np.ndarray) -> float:
+    """Two-sided p of the signed-rank statistic by enumerating all 2^m sign flips of the
+    non-zero differences (exact with ties and zeros; what scipy's permutation test
+    computes for n ≤ 13), without scipy's generic resampling machinery."""
+    d = d[d != 0]
+    m = len(d)
+    r = _average_ranks(np.abs(d))
+    t_obs = float(r[d > 0].sum())
+    signs = (np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1
+    null = signs @ r
+    tol = 1e-12 * max(abs(t_obs), 1.0)
+    p = 2.0 * min(np.mean(null <= t_obs + tol), np.mean(null >= t_obs - tol))
+    return float(min(p, 1.0))
+
+
+def _signed_rank_counts(n: int) -> np.ndarray:
+    """Number of subsets of ranks 1..n with each sum 0..n(n+1)/2 (exact null, no ties)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for r in range(1, n + 1):
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    return counts
+
+
+def wilcoxon_signed_rank(x, y) -> tuple[float, int]:
+    """Two-sided paired Wilcoxon signed-rank test of ``x`` against ``y``.
+
+    Pairs with a NaN on either side are dropped. Returns ``(p_value, n_pairs)``, equal to
+    ``scipy.stats.wilcoxon(x, y).pvalue`` (defaults: ``zero_method="wilcox"`` — zero
+    differences are discarded — two-sided, no continuity correction, ``method="auto"``):
+
+    * no ties and no zeros, n ≤ 50: the exact null distribution of ``T+`` (the sum of
+      the ranks of the positive differences), ``p = 2 min(P(T ≥ ⌊t⌋), P(T ≤ ⌈t⌉))``;
+    * ties or zeros, n ≤ 13: the exact distribution over all sign flips of the non-zero
+      differences (scipy's permutation test, which enumerates them);
+    * otherwise the normal approximation ``z = (T+ − m(m+1)/4) / σ`` with
+      ``σ² = (m(m+1)(2m+1) − Σ(t³ − t)/2) / 24`` (``m`` non-zero differences, ``t`` the
+      sizes of tied groups), ``p = 2 Φ(−|z|)``.
+
+    Computed here in numpy (scipy's generic machinery costs milliseconds per call, and a
+    run tests thousands of rows). Conventions where scipy has no answer: no pair → NaN;
+    every difference zero → p = 1 (the two methods agree on every pair).
+    """
+    from scipy.special import ndtr
+
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    n = int(len(a))
+    if n == 0:
+        return float("nan"), 0
+    d = a - b
+    if np.all(d == 0):
+        return 1.0, n
+    nz = d[d != 0]
+    m = len(nz)
+    r = _average_ranks(np.abs(nz))
+    t_plus = float(r[nz > 0].sum())
+    _, tie_sizes = np.unique(np.abs(nz), return_counts=True)
+    ties_or_zeros = m < n or (tie_sizes > 1).any()
+    if n <= 50 and not ties_or_zeros:
+        counts = _signed_rank_counts(n)
+        total = counts.sum()
+        hi = counts[int(np.floor(t_plus)):].sum() / total
+        lo = counts[: int(np.ceil(t_plus)) + 1].sum() / total
+        return float(min(2.0 * min(hi, lo), 1.0)), n
+    if n <= 13:
+        return _exact_signed_rank_p(d), n
+    mean = m * (m + 1) / 4.0
+    var = (m * (m + 1) * (2 * m + 1) - np.sum(tie_sizes ** 3 - tie_sizes) / 2.0) / 24.0
+    z = (t_plus - mean) / np.sqrt(var)
+    return float(min(2.0 * min(ndtr(z), ndtr(-z)), 1.0)), n
+
+
+def _pivot(df: pd.DataFrame, item: str) -> dict:
+    """{(task, batch_level, metric): DataFrame(item × 'method\x00layer') of mean values}."""
+    if df.empty:
+        return {}
+    df = df.assign(_m=df["method"] + "\x00" + df["layer"])
+    g = df.groupby([*GROUP_KEYS, item, "_m"], sort=False)["value"].mean()
+    out = {}
+    for key, sub in g.groupby(level=[0, 1, 2], sort=False):
+        out[key] = sub.droplevel([0, 1, 2]).unstack("_m")
+    return out
+
+
+def add_paired_tests(
+    beyond: pd.DataFrame,
+    scores: pd.DataFrame,
+    per_perturbation: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Add a paired Wilcoxon signed-rank test of each model against its best baseline.
+
+    For every row of :func:`beyond_best_baseline` (one method/layer in one
+    ``(task, batch_level, metric)`` with best baseline ``b*``):
+
+    * ``paired_over = "perturbation"`` when ``per_perturbation`` holds that task, batch
+      level and metric for both the method and ``b*``: the pairs are the per-perturbation
+      values (mean over folds) of the perturbations both scored;
+    * else ``paired_over = "fold"``: the pairs are the per-fold values of ``scores``
+      (mean over seeds), matched by fold;
+    * else ``paired_over = ""`` with ``wilcoxon_p = NaN`` and ``n_paired = 0``.
+
+    ``wilcoxon_p`` is :func:`wilcoxon_signed_rank` (two-sided, so it is the same for
+    higher- and lower-is-better metrics; read the direction from ``improvement``).
+    ``n_paired`` is the number of pairs tested. A two-sided exact test over ``n`` pairs
+    cannot go below ``2 / 2**n`` (0.0625 for 5 folds; 1 for a single fold).
+    """
+    out = beyond.copy()
+    out["wilcoxon_p"] = np.nan
+    out["n_paired"] = 0
+    out["paired_over"] = ""
+    if out.empty:
+        out["n_paired"] = out["n_paired"].astype("int64")
+        return out
+    per = {}
+    if per_perturbation is not None and len(per_perturbation):
+        pp = _normalise(per_perturbation, _REQUIRED_PERPERT_COLUMNS, "per_perturbation")
+        per = _pivot(pp, "perturbation")
+    sc = _normalise(scores, _REQUIRED_SCORE_COLUMNS, "scores")
+    sc["fold"] = sc["fold"].astype(str)
+    folds = _pivot(sc, "fold")
+    pvals, ns, over = [], [], []
+    for row in out.itertuples(index=False):
+        p, n, how = float("nan"), 0, ""
+        if isinstance(row.best_baseline, str):
+            group = (row.task, row.batch_level, row.metric)
+            mk = f"{row.method}\x00{row.layer}"
+            bk = f"{row.best_baseline}\x00{row.best_baseline_layer}"
+            for table, name in ((per, "perturbation"), (folds, "fold")):
+                t = table.get(group)
+                if t is not None and mk in t.columns and bk in t.columns:
+                    x, y = t[mk].to_numpy(), t[bk].to_numpy()
+                    if (np.isfinite(x) & np.isfinite(y)).any():
+                        p, n = wilcoxon_signed_rank(x, y)
+                        how = name
+                        break
+        pvals.append(p)
+        ns.append(n)
+        over.append(how)
+    out["wilcoxon_p"] = np.asarray(pvals, dtype=np.float64)
+    out["n_paired"] = np.asarray(ns, dtype=np.int64)
+    out["paired_over"] = over
+    return out

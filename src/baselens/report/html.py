@@ -1,34 +1,44 @@
 """``report.html``: one self-contained page that puts every model next to the baselines.
 
-:func:`write_report` reads a run folder's ``scores.parquet`` (and, if present,
-``per_perturbation.parquet``; see the results contract in ``docs/architecture.md``) and
-writes ``report.html`` atomically. The page has
+:func:`write_report` reads a run folder's ``scores.parquet``, ``per_perturbation.parquet``
+and ``diagnostics/*.parquet`` (see the results contract in ``docs/architecture.md``; every
+table but the scores is optional) and writes ``report.html`` atomically. The page has
+sections with stable element ids, so links into a report keep working:
 
-* a header with the run title and whatever ``context`` dict the caller gives (dataset,
-  config snippet, filter counts, timings),
-* a plain-language summary computed from the numbers (best baseline per task, whether each
-  model beats it, by how much),
-* per task and batch level a sortable leaderboard (mean ± s.d. over folds/seeds, baselines
-  and the reference tagged, a "beyond best baseline" column for models),
-* per task and metric a horizontal bar chart (baselines grey, models blue, reference
-  orange, dashed line at the best baseline), and, where per-perturbation values exist, a
-  scatter of each model against the per-perturbation best baseline with outliers named.
+========================= ===============================================================
+``#summary``              plain-language findings generated from the numbers, one card per
+                          model, the task-by-task verdicts
+``#leaderboard``          per task the headline batch level's sortable table (mean ± s.d.,
+                          "beyond best baseline" with the paired Wilcoxon p where the
+                          diagnostics give one) and bar chart; other levels and every
+                          sub-metric folded away
+``#batch-levels``         headline metric against batch level (SP → NSSL), one line per
+                          method/layer
+``#layers``               score against depth for every multi-layer network, trained and
+                          untrained twins paired
+``#classes``              per phenotype class mAP (synthetic screens) and which classes each
+                          method captures
+``#residualization``      mAP per class before and after residualizing on cell count
+``#agreement``            Spearman / CKA heatmaps between methods
+``#dimensionality``       cumulative explained variance, effective rank, participation ratio
+``#perturbations``        per-perturbation scatter of each model against the best baseline,
+                          outliers named (headline level only, folded)
+``#assays``               which bioactivity assays cell count alone predicts
+========================= ===============================================================
 
 Everything is inline: CSS (``report.css``), a short sorting script (``report.js``) and
-hand-built SVG figures. The file contains no ``http://``/``https://`` reference and loads
-nothing from the network, so it can be e-mailed or archived with the run.
+hand-built SVG figures (:mod:`baselens.report.figures`). The file contains no
+``http://``/``https://`` reference and loads nothing from the network, so it can be e-mailed
+or archived with the run.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,388 +51,44 @@ from baselens.diagnose.beyond_baseline import (
     beyond_best_baseline,
     per_perturbation_differential,
 )
+from baselens.report import sections as S
+from baselens.report.common import (  # noqa: F401  (re-exported for callers and tests)
+    _KIND_ORDER,
+    _PVALUE_LIKE,
+    KIND_COLOURS,
+    LEVEL_NAMES,
+    METHOD_NOTES,
+    METRIC_LABELS,
+    REPORT_NAME,
+    _asset,
+    _esc,
+    _fmt,
+    _fmt_ratio,
+    _fmt_scalar,
+    _isnan,
+    _method_html,
+    _method_label,
+    _metric_label,
+    _slug,
+    _tag,
+    _task_label,
+    is_secondary_metric,
+    order_levels,
+)
+from baselens.report.figures import bar_chart_svg, scatter_svg  # noqa: F401
+from baselens.report.inputs import (
+    coerce_numeric,
+    find_phenotypes,
+    normalise_keys,
+    phenotype_classes_from_per_pert,
+    read_diagnostics,
+    read_table,
+)
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["bar_chart_svg", "render_report", "scatter_svg", "write_report"]
 
-REPORT_NAME = "report.html"
-
-KIND_COLOURS = {
-    "baseline": "#b3bcc7",
-    "best_baseline": "#52606d",
-    "model": "#0072b2",
-    "reference": "#e69f00",
-    "null": "#cc79a7",
-}
-_KIND_ORDER = {"reference": 0, "model": 1, "baseline": 2, "null": 3}
-
-#: Short names for metrics of the results contract; anything else is shown de-underscored.
-METRIC_LABELS = {
-    "mean_average_precision": "mAP",
-    "average_precision": "AP",
-    "fraction_retrieved": "fraction retrieved",
-    "recall_0.05_0.95": "recall (5 % / 95 % tails)",
-    "recall_top_0.05": "recall (top 5 %)",
-}
-
-#: One-line explanations of the methods baselens ships, shown in the footer when present.
-METHOD_NOTES = {
-    "pixel_mean": "mean intensity of each channel — no morphology at all",
-    "pixel_stats": "per-channel intensity statistics (mean, standard deviation, skewness)",
-    "cell_count": "number of cells (nuclei) per site — confluence/toxicity only",
-    "single_conv": "one untrained (random) convolution layer, pooled",
-    "ground_truth": "the true latent phenotype of the synthetic screen — an upper bound",
-    "random": "seeded Gaussian noise per site — what chance alone scores",
-}
-
-_PVALUE_LIKE = re.compile(r"p_?val|q_?val|fdr", re.IGNORECASE)
-
-
-# --------------------------------------------------------------------------- formatting
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _isnan(x: Any) -> bool:
-    try:
-        return x is None or (isinstance(x, float) and math.isnan(x)) or bool(pd.isna(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _fmt(x: Any, *, signed: bool = False, digits: int = 3) -> str:
-    """``0.700``; ``+0.200``/``−0.200`` when signed; ``—`` for NaN/None."""
-    if _isnan(x):
-        return "—"
-    x = float(x)
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    s = f"{abs(x):.{digits}f}"
-    if signed:
-        return ("+" if x >= 0 else "−") + s
-    return ("−" if x < 0 and s.strip("0.") else "") + s
-
-
-def _fmt_ratio(x: Any) -> str:
-    if _isnan(x) or math.isinf(float(x)):
-        return ""
-    return f"{float(x):.2f}×"
-
-
-def _fmt_scalar(x: Any) -> str:
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return f"{int(x):,}"
-    if isinstance(x, (float, np.floating)):
-        if _isnan(x):
-            return "—"
-        ax = abs(float(x))
-        if ax == 0 or 1e-3 <= ax < 1e6:
-            return f"{float(x):,.3f}".rstrip("0").rstrip(".") if ax != int(ax) else f"{x:,.0f}"
-        return f"{float(x):.3g}"
-    return str(x)
-
-
-def _metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric.replace("_", " "))
-
-
-def _task_label(task: str) -> str:
-    s = task.replace("_", " ")
-    return s[:1].upper() + s[1:]
-
-
-def _method_label(method: str, layer: str) -> str:
-    return method if layer in ("default", "", "None", "nan") else f"{method}/{layer}"
-
-
-def _method_html(method: str, layer: str) -> str:
-    if layer in ("default", "", "None", "nan"):
-        return f'<span class="method">{_esc(method)}</span>'
-    return f'<span class="method">{_esc(method)}</span><span class="layer">/{_esc(layer)}</span>'
-
-
-def _slug(*parts: str) -> str:
-    s = "-".join(parts)
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", s).strip("-") or "x"
-
-
-def _tag(kind: str) -> str:
-    label = {"reference": "reference · upper bound", "null": "null · chance level"}.get(kind, kind)
-    cls = kind if kind in KIND_COLOURS else "model"
-    return f'<span class="tag tag-{_esc(cls)}">{_esc(label)}</span>'
-
-
-def _asset(name: str) -> str:
-    return resources.files("baselens.report").joinpath(name).read_text(encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- SVG helpers
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """Round tick positions covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return [0.0, 1.0]
-    if hi <= lo:
-        hi = lo + (abs(lo) if lo else 1.0)
-    raw = (hi - lo) / max(n - 1, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step + 1e-9) * step
-    stop = math.ceil(hi / step - 1e-9) * step
-    k = int(round((stop - start) / step))
-    return [round(start + i * step, 10) for i in range(k + 1)]
-
-
-def _domain(values: Iterable[float], *, include_zero: bool = True) -> list[float]:
-    vals = [float(v) for v in values if not _isnan(v) and math.isfinite(float(v))]
-    if not vals:
-        return [0.0, 0.5, 1.0]
-    lo, hi = min(vals), max(vals)
-    if include_zero:
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if lo >= 0 and hi <= 1 and hi > 0.5:
-        return [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    return _nice_ticks(lo, hi)
-
-
-def _text_width(s: str, size: float = 12.0) -> float:
-    return 0.58 * size * len(s)
-
-
-def _truncate(s: str, max_chars: int) -> str:
-    return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
-
-
-def bar_chart_svg(
-    rows: pd.DataFrame,
-    *,
-    best_value: float | None,
-    best_label: str | None,
-    title: str,
-) -> str:
-    """Horizontal bars of ``rows`` (columns label, kind, mean, std, is_best), one per method.
-
-    Baselines are grey (the best one darker), models blue, references orange; whiskers are
-    ± 1 s.d.; a dashed line marks ``best_value``.
-    """
-    n = len(rows)
-    labels = [_truncate(str(x), 30) for x in rows["label"]]
-    left = min(230.0, max(90.0, max((_text_width(s) for s in labels), default=60) + 18))
-    width, right = 560.0, 62.0
-    top, row_h, bottom = 30.0, 24.0, 34.0
-    height = top + row_h * max(n, 1) + bottom
-    ext = []
-    for m, s in zip(rows["mean"], rows["std"]):
-        if not _isnan(m):
-            ext.append(m)
-            if not _isnan(s):
-                ext += [m - s, m + s]
-    if best_value is not None and not _isnan(best_value):
-        ext.append(best_value)
-    ticks = _domain(ext)
-    d0, d1 = ticks[0], ticks[-1]
-    x0, x1 = left, width - right
-
-    def sx(v: float) -> float:
-        return x0 + (x1 - x0) * (float(v) - d0) / (d1 - d0)
-
-    out = [
-        f'<svg viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
-        f'aria-label="{_esc(title)}" preserveAspectRatio="xMinYMin meet">',
-        f"<title>{_esc(title)}</title>",
-    ]
-    axis_y = top + row_h * max(n, 1)
-    for t in ticks:
-        x = sx(t)
-        out.append(
-            f'<line x1="{x:.1f}" y1="{top - 4:.1f}" x2="{x:.1f}" y2="{axis_y:.1f}" '
-            f'stroke="{"#9aa5b1" if t == 0 else "#e4e7eb"}" stroke-width="1"/>'
-        )
-        out.append(
-            f'<text x="{x:.1f}" y="{axis_y + 15:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="middle">{_esc(_fmt_tick(t, ticks))}</text>'
-        )
-    out.append(
-        f'<text x="{(x0 + x1) / 2:.1f}" y="{axis_y + 30:.1f}" font-size="11.5" fill="#3e4c59" '
-        f'text-anchor="middle">{_esc(title)}</text>'
-    )
-    zero = sx(min(max(0.0, d0), d1))
-    for i, (label, full, kind, m, s, is_best) in enumerate(
-        zip(labels, rows["label"], rows["kind"], rows["mean"], rows["std"], rows["is_best"])
-    ):
-        yc = top + row_h * i + row_h / 2
-        weight = "600" if kind != "baseline" else "400"
-        out.append(
-            f'<text x="{left - 8:.1f}" y="{yc + 4:.1f}" font-size="12" text-anchor="end" '
-            f'font-weight="{weight}" fill="#1f2933"><title>{_esc(full)}</title>{_esc(label)}</text>'
-        )
-        if _isnan(m):
-            out.append(
-                f'<text x="{zero + 4:.1f}" y="{yc + 4:.1f}" font-size="11" fill="#9aa5b1">'
-                f"no value</text>"
-            )
-            continue
-        colour = KIND_COLOURS["best_baseline" if is_best else kind] if kind in KIND_COLOURS \
-            else KIND_COLOURS["model"]
-        xa, xb = sorted([zero, sx(m)])
-        tip = f"{full}: {_fmt(m)}" + ("" if _isnan(s) else f" ± {_fmt(s)}")
-        out.append(
-            f'<rect x="{xa:.1f}" y="{yc - 7:.1f}" width="{max(xb - xa, 1.0):.1f}" height="14" '
-            f'rx="2" fill="{colour}"><title>{_esc(tip)}</title></rect>'
-        )
-        end = max(xb, zero)
-        if not _isnan(s) and s > 0:
-            ea, eb = sx(max(m - s, d0)), sx(min(m + s, d1))
-            out.append(
-                f'<line x1="{ea:.1f}" y1="{yc:.1f}" x2="{eb:.1f}" y2="{yc:.1f}" '
-                f'stroke="#323f4b" stroke-width="1.2"/>'
-                f'<line x1="{ea:.1f}" y1="{yc - 4:.1f}" x2="{ea:.1f}" y2="{yc + 4:.1f}" '
-                f'stroke="#323f4b" stroke-width="1.2"/>'
-                f'<line x1="{eb:.1f}" y1="{yc - 4:.1f}" x2="{eb:.1f}" y2="{yc + 4:.1f}" '
-                f'stroke="#323f4b" stroke-width="1.2"/>'
-            )
-            end = max(end, eb)
-        out.append(
-            f'<text x="{end + 5:.1f}" y="{yc + 4:.1f}" font-size="11.5" fill="#323f4b" '
-            f'paint-order="stroke" stroke="#ffffff" stroke-width="3">{_esc(_fmt(m))}</text>'
-        )
-    if best_value is not None and not _isnan(best_value):
-        xb = sx(best_value)
-        out.append(
-            f'<line x1="{xb:.1f}" y1="{top - 6:.1f}" x2="{xb:.1f}" y2="{axis_y:.1f}" '
-            f'stroke="#323f4b" stroke-width="1.4" stroke-dasharray="5 4"/>'
-        )
-        txt = f"best baseline ({best_label}) {_fmt(best_value)}"
-        anchor = "end" if xb > (x0 + x1) / 2 else "start"
-        dx = -4 if anchor == "end" else 4
-        out.append(
-            f'<text x="{xb + dx:.1f}" y="{top - 10:.1f}" font-size="11" fill="#323f4b" '
-            f'text-anchor="{anchor}">{_esc(txt)}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _fmt_tick(t: float, ticks: list[float]) -> str:
-    """Tick label with as few decimals as the tick step needs (0.25 → two, 0.2 → one)."""
-    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
-    digits = 0
-    while digits < 4 and abs(step * 10**digits - round(step * 10**digits)) > 1e-6:
-        digits += 1
-    s = f"{t:.{digits}f}"
-    return s.lstrip("-") if float(s) == 0 else s.replace("-", "−")
-
-
-def scatter_svg(diff: pd.DataFrame, *, model_label: str, metric_label: str, n_labels: int = 5
-                ) -> str:
-    """Per-perturbation scatter: x = best baseline for that perturbation, y = the model.
-
-    ``diff`` is one method's slice of :func:`per_perturbation_differential`. Points above
-    the diagonal are perturbations where the model beats every baseline; the ``n_labels``
-    largest improvements are named.
-    """
-    d = diff[diff["value"].notna() & diff["best_baseline_value"].notna()]
-    size, ml, mb, mt, mr = 440.0, 54.0, 46.0, 14.0, 18.0
-    pw = size - ml - mr
-    ticks = _domain(list(d["value"]) + list(d["best_baseline_value"]))
-    d0, d1 = ticks[0], ticks[-1]
-    width, height = size, mt + pw + mb
-
-    def sx(v: float) -> float:
-        return ml + pw * (float(v) - d0) / (d1 - d0)
-
-    def sy(v: float) -> float:
-        return mt + pw - pw * (float(v) - d0) / (d1 - d0)
-
-    title = f"{model_label} vs best baseline, per perturbation ({metric_label})"
-    out = [
-        f'<svg viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_esc(title)}">',
-        f"<title>{_esc(title)}</title>",
-        # region where the model beats every baseline
-        f'<polygon points="{sx(d0):.1f},{sy(d0):.1f} {sx(d0):.1f},{sy(d1):.1f} '
-        f'{sx(d1):.1f},{sy(d1):.1f}" fill="#0072b2" fill-opacity="0.05"/>',
-    ]
-    for t in ticks:
-        out.append(
-            f'<line x1="{sx(t):.1f}" y1="{mt:.1f}" x2="{sx(t):.1f}" y2="{mt + pw:.1f}" '
-            f'stroke="#eef0f3"/>'
-            f'<line x1="{ml:.1f}" y1="{sy(t):.1f}" x2="{ml + pw:.1f}" y2="{sy(t):.1f}" '
-            f'stroke="#eef0f3"/>'
-            f'<text x="{sx(t):.1f}" y="{mt + pw + 15:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="middle">{_esc(_fmt_tick(t, ticks))}</text>'
-            f'<text x="{ml - 6:.1f}" y="{sy(t) + 4:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="end">{_esc(_fmt_tick(t, ticks))}</text>'
-        )
-    out.append(
-        f'<rect x="{ml:.1f}" y="{mt:.1f}" width="{pw:.1f}" height="{pw:.1f}" fill="none" '
-        f'stroke="#cbd2d9"/>'
-        f'<line x1="{sx(d0):.1f}" y1="{sy(d0):.1f}" x2="{sx(d1):.1f}" y2="{sy(d1):.1f}" '
-        f'stroke="#52606d" stroke-width="1.2" stroke-dasharray="5 4"/>'
-        f'<text x="{ml + 8:.1f}" y="{mt + 16:.1f}" font-size="11" fill="#0b4f8a">'
-        f"model better ↑</text>"
-        f'<text x="{ml + pw - 8:.1f}" y="{mt + pw - 8:.1f}" font-size="11" fill="#616e7c" '
-        f'text-anchor="end">baseline better ↓</text>'
-        f'<text x="{ml + pw / 2:.1f}" y="{mt + pw + 34:.1f}" font-size="11.5" fill="#3e4c59" '
-        f'text-anchor="middle">best baseline for the perturbation ({_esc(metric_label)})</text>'
-        f'<text transform="translate({14:.1f},{mt + pw / 2:.1f}) rotate(-90)" font-size="11.5" '
-        f'fill="#3e4c59" text-anchor="middle">{_esc(_truncate(model_label, 40))} '
-        f"({_esc(metric_label)})</text>"
-    )
-    if d.empty:
-        out.append(
-            f'<text x="{ml + pw / 2:.1f}" y="{mt + pw / 2:.1f}" font-size="12" fill="#9aa5b1" '
-            f'text-anchor="middle">no perturbation with both values</text></svg>'
-        )
-        return "".join(out)
-    top = d[d["improvement"] > 0].nlargest(n_labels, "improvement")
-    top_idx = set(top.index)
-    # draw ordinary points first, highlighted ones last (on top)
-    for idx, r in sorted(d.iterrows(), key=lambda kv: kv[0] in top_idx):
-        better = r["improvement"] > 0
-        tip = (
-            f"{r['perturbation']}: {model_label} {_fmt(r['value'])}, best baseline "
-            f"{_fmt(r['best_baseline_value'])} ({_method_label(r['best_baseline'], r['best_baseline_layer'])})"
-        )
-        if idx in top_idx:
-            out.append(
-                f'<circle cx="{sx(r["best_baseline_value"]):.1f}" cy="{sy(r["value"]):.1f}" r="4.5" '
-                f'fill="#0072b2" stroke="#ffffff" stroke-width="1.2"><title>{_esc(tip)}</title></circle>'
-            )
-        else:
-            fill = "#0072b2" if better else "#9aa5b1"
-            out.append(
-                f'<circle cx="{sx(r["best_baseline_value"]):.1f}" cy="{sy(r["value"]):.1f}" r="3" '
-                f'fill="{fill}" fill-opacity="0.45"><title>{_esc(tip)}</title></circle>'
-            )
-    # outlier labels, nudged apart vertically
-    placed: list[float] = []
-    labs = []
-    for _, r in top.sort_values("value", ascending=False).iterrows():
-        px, py = sx(r["best_baseline_value"]), sy(r["value"])
-        ly = py + 4
-        for p in placed:
-            if abs(ly - p) < 13:
-                ly = p + 13
-        ly = min(ly, mt + pw - 4)
-        placed.append(ly)
-        labs.append((px, py, ly, _truncate(str(r["perturbation"]), 22)))
-    for px, py, ly, name in labs:
-        right_side = px + 8 + _text_width(name, 11) < ml + pw
-        tx = px + 8 if right_side else px - 8
-        anchor = "start" if right_side else "end"
-        if abs(ly - 4 - py) > 3:
-            out.append(
-                f'<line x1="{px:.1f}" y1="{py:.1f}" x2="{tx:.1f}" y2="{ly - 4:.1f}" '
-                f'stroke="#9aa5b1" stroke-width="0.8"/>'
-            )
-        out.append(
-            f'<text x="{tx:.1f}" y="{ly:.1f}" font-size="11" fill="#1f2933" font-weight="600" '
-            f'text-anchor="{anchor}" paint-order="stroke" stroke="#ffffff" stroke-width="3">'
-            f"{_esc(name)}</text>"
-        )
-    out.append("</svg>")
-    return "".join(out)
-
+#: At most this many metrics in a leaderboard's main table (the rest are folded away).
+MAX_MAIN_METRICS = 4
 
 # --------------------------------------------------------------------------- sections
 def _context_html(context: Mapping[str, Any] | None) -> str:
@@ -460,10 +126,22 @@ def _value_html(value: Any, depth: int) -> str:
 
 
 def _headline_metrics(agg: pd.DataFrame) -> dict[str, str]:
-    """First metric (order of appearance) of every task: the one the summary talks about."""
+    """The metric the summary talks about for every task.
+
+    The task's main metric (``baselens.run.tasks.MAIN_METRIC``) when it was scored, else the
+    first metric in order of appearance (the pipeline writes the main metric first).
+    """
+    try:
+        from baselens.run.tasks import MAIN_METRIC
+    except Exception:  # pragma: no cover - the report must render without the run package
+        MAIN_METRIC = {}
     out: dict[str, str] = {}
+    present = agg.groupby("task", sort=False)["metric"].agg(lambda s: set(s)).to_dict()
     for task, metric in zip(agg["task"], agg["metric"]):
-        out.setdefault(task, metric)
+        if task in out:
+            continue
+        main = MAIN_METRIC.get(task)
+        out[task] = main if main in present.get(task, ()) else metric
     return out
 
 
@@ -474,9 +152,13 @@ def _within_noise(row: pd.Series) -> bool:
     return abs(row["difference"]) <= math.sqrt(sum(s * s for s in sds))
 
 
-def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str:
+def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
+                  findings: list[str] = ()) -> str:
     parts = ['<section class="summary" id="summary"><h2>What the numbers say</h2>']
     headline = _headline_metrics(agg)
+    if findings:
+        parts.append('<ul class="keypoints">' + "".join(f"<li>{f}</li>" for f in findings)
+                     + "</ul>")
     models = beyond[beyond["method_kind"] == "model"]
     if models.empty:
         parts.append(
@@ -485,7 +167,7 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str
             + ". The tables show how the baselines compare with each other.</p>"
         )
     else:
-        parts.append('<div class="cards">')
+        parts.append('<h3>Each learned model against the best baseline</h3><div class="cards">')
         # cards count headline metrics only (per task, every batch level): sub-metrics such
         # as one assay's y-scrambled AUPRG would drown the comparisons that matter
         is_headline = models["metric"] == models["task"].map(headline)
@@ -516,7 +198,7 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str
     # the summary speaks of one batch level per task (NR, the usual headline setting, when
     # scored); the per-level numbers are in the tables and the degradation figures
     levels_by_task = agg.groupby("task", sort=False)["batch_level"].agg(
-        lambda s: "NR" if (s == "NR").any() else s.iloc[0])
+        lambda s: S.headline_level(s))
     summary_rows = agg[agg["batch_level"] == agg["task"].map(levels_by_task)]
     for (task, level), grp in summary_rows.groupby(["task", "batch_level"], sort=False):
         metric = headline[task]
@@ -600,17 +282,26 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int) -> str
                         "on this task.")
         items.append(f"<li>{head}<ul>" + "".join(f"<li>{x}</li>" for x in sent) + "</ul></li>")
     if items:
+        lv = ", ".join(sorted({str(x) for x in summary_rows["batch_level"]}))
         parts.append(
-            '<p class="muted">Headline metric per task (the first one scored); every metric is '
-            "in the tables below.</p>"
+            '<details class="verdicts"><summary>Task by task: the best baseline and every model '
+            f"against it (headline metric{', batch level ' + _esc(lv) if n_levels > 1 else ''})"
+            '</summary><p class="muted">Headline metric per task; every metric is in the '
+            "leaderboards below.</p>"
         )
-        parts.append('<ul class="findings">' + "".join(items) + "</ul>")
+        parts.append('<ul class="findings">' + "".join(items) + "</ul></details>")
     parts.append("</section>")
     return "".join(parts)
 
 
-def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: str) -> str:
-    """One sortable table: rows = method/layer, columns = score and margin per metric."""
+def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: str,
+                      pvals: Mapping | None = None) -> str:
+    """One sortable table: rows = method/layer, columns = score and margin per metric.
+
+    ``pvals`` maps ``(method, layer, metric)`` to ``(wilcoxon_p, n_paired, paired_over)``
+    (from ``diagnostics/beyond_baseline.parquet``); the margin cell then shows the p-value.
+    """
+    pvals = pvals or {}
     metrics = list(pd.unique(agg_tl["metric"]))
     has_others = (agg_tl["method_kind"] != "baseline").any()
     methods = (
@@ -643,7 +334,7 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
     span = 2 if has_others else 1
     h1 = ['<tr class="metrics">',
           '<th rowspan="2" data-col="0"><button type="button">Method</button></th>',
-          '<th rowspan="2" data-col="1"><button type="button">Kind</button></th>']
+          '<th rowspan="2" data-col="1" class="kindcol"><button type="button">Kind</button></th>']
     h2 = ['<tr class="sub">']
     col = 2
     for i, metric in enumerate(metrics):
@@ -663,7 +354,7 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
         kind = r.method_kind
         cells = [
             f'<td data-value="{_esc(_method_label(r.method, r.layer))}">{_method_html(r.method, r.layer)}</td>',
-            f'<td data-value="{_KIND_ORDER.get(kind, 1)}">{_tag(kind)}</td>',
+            f'<td class="kindcol" data-value="{_KIND_ORDER.get(kind, 1)}">{_tag(kind)}</td>',
         ]
         for metric in metrics:
             v = vals.get((r.method, r.layer, metric))
@@ -692,11 +383,18 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
                     cls = "pos" if g.improvement > 0 else "neg"
                     ratio = (_fmt_ratio(g.ratio)
                              if g.best_baseline_mean > 0 and g.value_mean >= 0 else "")
+                    pv = pvals.get((r.method, r.layer, metric))
+                    ptxt = ""
+                    if pv is not None and not _isnan(pv[0]):
+                        over = f" {pv[2]}" if pv[2] else ""
+                        ntxt = f" over {int(pv[1])}{over}" if not _isnan(pv[1]) else ""
+                        ptxt = (f'<span class="pval" title="paired Wilcoxon signed-rank test'
+                                f'{_esc(ntxt)}">p {_esc(_fmt_p(pv[0]))}</span>')
                     cells.append(
                         f'<td class="num" data-value="{float(g.improvement)!r}">'
                         f'<span class="{cls}">{_fmt(g.improvement, signed=True)}</span>'
                         + (f'<span class="ratio">{ratio}</span>' if ratio else "")
-                        + "</td>"
+                        + ptxt + "</td>"
                     )
         body.append(f'<tr class="kind-{_esc(kind)}">{"".join(cells)}</tr>')
 
@@ -704,6 +402,11 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
         f'<div class="table-wrap"><table class="leaderboard sortable" id="{_esc(table_id)}">'
         f'<thead>{"".join(h1)}{"".join(h2)}</thead><tbody>{"".join(body)}</tbody></table></div>'
     )
+
+
+def _fmt_p(p: float) -> str:
+    p = float(p)
+    return "< 0.001" if p < 0.001 else (f"{p:.3f}" if p < 0.1 else f"{p:.2f}")
 
 
 def _legend_html(kinds: set[str]) -> str:
@@ -770,66 +473,84 @@ def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, 
     return f'<div class="figgrid">{"".join(figs)}</div>'
 
 
-def _perpert_html(per_pert: pd.DataFrame, task: str, lower: set[str]) -> str:
+def _perpert_metric(pp: pd.DataFrame, headline: str | None) -> str | None:
+    """The per-perturbation metric worth a scatter: the task's headline one when present,
+    else the first that is neither a p-value nor a stored prediction (``oof_*``)."""
+    metrics = [m for m in pd.unique(pp["metric"].astype(str))
+               if not _PVALUE_LIKE.search(m) and not m.startswith(("oof_", "n_"))]
+    if not metrics:
+        return None
+    return headline if headline in metrics else metrics[0]
+
+
+def _perpert_html(per_pert: pd.DataFrame | None, task: str, lower: set[str],
+                  headline: str | None = None, level: str | None = None) -> tuple[str, int]:
+    """Scatters of every model against the per-perturbation best baseline, for one task.
+
+    Only the headline batch level and one metric (the headline one where it exists per
+    perturbation) are drawn — the other levels repeat the picture at many times the size.
+    Returns ``(html, number of figures)``.
+    """
     if per_pert is None or per_pert.empty or "task" not in per_pert.columns:
-        return ""
+        return "", 0
     pp = per_pert[per_pert["task"].astype(str) == task]
     if pp.empty:
-        return ""
-    levels = list(pd.unique(pp["batch_level"].astype(str))) if "batch_level" in pp else ["all"]
-    figs, skipped = [], []
-    for metric in pd.unique(pp["metric"].astype(str)):
-        if _PVALUE_LIKE.search(metric):
-            skipped.append(metric)
-            continue
-        for level in levels:
-            diff = per_perturbation_differential(
-                pp, task, metric, batch_level=level if "batch_level" in pp else None,
-                lower_is_better=metric in lower,
-            )
-            if diff.empty or diff["best_baseline_value"].notna().sum() == 0:
-                continue
-            for (method, layer), d in diff.groupby(["method", "layer"], sort=False):
-                if d["method_kind"].iloc[0] == "null":
-                    continue  # chance-level controls: nothing to learn from a scatter
-                label = _method_label(method, layer)
-                mlabel = _metric_label(metric)
-                svg = scatter_svg(d, model_label=label, metric_label=mlabel)
-                valid = d[d["improvement"].notna()]
-                k = int((valid["improvement"] > 0).sum())
-                top = valid[valid["improvement"] > 0].head(8)
-                lis = "".join(
-                    f"<li><strong>{_esc(r['perturbation'])}</strong>: {_fmt(r['value'])} vs "
-                    f"{_fmt(r['best_baseline_value'])} "
-                    f"({_esc(_method_label(r['best_baseline'], r['best_baseline_layer']))}), "
-                    f'<span class="pos">{_fmt(r["improvement"], signed=True)}</span></li>'
-                    for _, r in top.iterrows()
-                )
-                kind = d["method_kind"].iloc[0]
-                who = "the reference" if kind == "reference" else "the model"
-                lvl = f", batch level <code>{_esc(level)}</code>" if len(levels) > 1 else ""
-                outl = (f'<p class="tablenote">Largest gains over the best baseline:</p>'
-                        f'<ul class="outliers">{lis}</ul>' if lis else
-                        '<p class="tablenote">No perturbation where it beats every baseline.</p>')
-                figs.append(
-                    f'<figure id="{_esc(_slug("pp", task, level, metric, label))}">{svg}'
-                    f"<figcaption><strong>{_esc(label)}</strong> ({_esc(kind)}) — "
-                    f"{_esc(mlabel)} per perturbation{lvl}. Each dot is a perturbation: x is "
-                    f"the best of all baselines <em>for that perturbation</em>, y is {who}. "
-                    f"Dots above the dashed diagonal ({k} of {len(valid)}) are retrieved better "
-                    f"by {who} than by any baseline; the furthest are named.</figcaption>"
-                    f"{outl}</figure>"
-                )
+        return "", 0
+    if "batch_level" in pp.columns:
+        levels = order_levels(pp["batch_level"].astype(str))
+        level = level if level in levels else S.headline_level(levels)
+    else:
+        level = None
+    metric = _perpert_metric(pp, headline)
+    if metric is None:
+        return "", 0
+    diff = per_perturbation_differential(pp, task, metric, batch_level=level,
+                                         lower_is_better=metric in lower)
+    if diff.empty or diff["best_baseline_value"].notna().sum() == 0:
+        return "", 0
+    figs = []
+    mlabel = _metric_label(metric)
+    for (method, layer), d in diff.groupby(["method", "layer"], sort=False):
+        if d["method_kind"].iloc[0] == "null":
+            continue  # chance-level controls: nothing to learn from a scatter
+        label = _method_label(method, layer)
+        svg = scatter_svg(d, model_label=label, metric_label=mlabel)
+        valid = d[d["improvement"].notna()]
+        k = int((valid["improvement"] > 0).sum())
+        top = valid[valid["improvement"] > 0].head(6)
+        lis = "".join(
+            f"<li><strong>{_esc(r['perturbation'])}</strong>: {_fmt(r['value'])} vs "
+            f"{_fmt(r['best_baseline_value'])} "
+            f"({_esc(_method_label(r['best_baseline'], r['best_baseline_layer']))}), "
+            f'<span class="pos">{_fmt(r["improvement"], signed=True)}</span></li>'
+            for _, r in top.iterrows()
+        )
+        kind = d["method_kind"].iloc[0]
+        who = "the reference" if kind == "reference" else "the model"
+        outl = (f'<p class="tablenote">Largest gains over the best baseline:</p>'
+                f'<ul class="outliers">{lis}</ul>' if lis else
+                '<p class="tablenote">No perturbation where it beats every baseline.</p>')
+        figs.append(
+            f'<figure id="{_esc(_slug("pp", task, level or "all", metric, label))}">{svg}'
+            f"<figcaption><strong>{_esc(label)}</strong> ({_esc(kind)}) — "
+            f"{_esc(mlabel)} per perturbation. Dots above the dashed diagonal ({k} of "
+            f"{len(valid)}) are retrieved better by {who} than by any baseline; the furthest "
+            f"are named.</figcaption>{outl}</figure>"
+        )
     if not figs:
-        return ""
-    note = ""
-    if skipped:
-        note = (f'<p class="tablenote">Not plotted: {", ".join(_esc(s) for s in skipped)} '
-                "(p-values are not comparable on a linear scale).</p>")
-    return (
-        '<h3>Per perturbation: what only the learned representation retrieves</h3>'
-        f'<div class="figgrid">{"".join(figs)}</div>{note}'
-    )
+        return "", 0
+    skipped = sorted({m for m in pp["metric"].astype(str) if m != metric})
+    note = (f'<p class="tablenote">Shown: <code>{_esc(metric)}</code>'
+            + (f" at batch level <code>{_esc(level)}</code>" if level else "")
+            + (f". Not plotted: {', '.join(_esc(x) for x in skipped[:6])}"
+               + (", …" if len(skipped) > 6 else "")
+               + " (p-values, predictions or other metrics; they are in "
+                 "<code>per_perturbation.parquet</code>)" if skipped else "") + ".</p>")
+    n_items = diff["perturbation"].nunique()
+    html_ = (f'<p class="tablenote">Each dot is one of {n_items:,} perturbations: x is the '
+             "best of all baselines <em>for that perturbation</em>, y the method named under "
+             f'the figure.</p><div class="figgrid">{"".join(figs)}</div>{note}')
+    return html_, len(figs)
 
 
 def _footer_html(agg: pd.DataFrame, lower: set[str]) -> str:
@@ -861,6 +582,137 @@ def _footer_html(agg: pd.DataFrame, lower: set[str]) -> str:
 
 
 # --------------------------------------------------------------------------- page
+#: (id, table of contents label) of the page's sections, in order. The ids are stable.
+SECTIONS = [
+    ("summary", "Summary"),
+    ("leaderboard", "Leaderboard"),
+    ("batch-levels", "Batch levels"),
+    ("layers", "Layers"),
+    ("classes", "Phenotype classes"),
+    ("residualization", "Confound removal"),
+    ("agreement", "Agreement"),
+    ("dimensionality", "Dimensionality"),
+    ("perturbations", "Perturbations"),
+    ("assays", "Assays"),
+]
+_TITLES = {
+    "leaderboard": "Leaderboard: every method against the best baseline",
+    "batch-levels": "Batch-level degradation",
+    "layers": "Layer by layer",
+    "classes": "Phenotype classes",
+    "residualization": "Confound control: residualizing on cell count",
+    "agreement": "Agreement between methods",
+    "dimensionality": "Dimensionality and collapse",
+    "perturbations": "Per perturbation: what only the learned representation retrieves",
+    "assays": "Bioactivity assays that cell count alone predicts",
+}
+
+
+def _section(sid: str, inner: str) -> str:
+    return (f'<section class="block" id="{sid}"><h2>{_esc(_TITLES[sid])}</h2>{inner}'
+            "</section>")
+
+
+def _main_metrics(metrics: list[str], headline: str) -> list[str]:
+    """Headline metric first, then metrics at most as nested as it (no per-assay splits,
+    counts, chance levels or y-scrambled controls), at most :data:`MAX_MAIN_METRICS`."""
+    depth = headline.count(":")
+    out = [headline] if headline in metrics else []
+    for m in metrics:
+        if m in out or m.count(":") > depth or "scrambled" in m:
+            continue
+        if is_secondary_metric(m.split(":")[0]) or m.split(":")[0].endswith("_chance"):
+            continue
+        out.append(m)
+    return out[:MAX_MAIN_METRICS]
+
+
+def _pvalue_map(bb: pd.DataFrame | None) -> dict:
+    if bb is None or bb.empty or "wilcoxon_p" not in bb.columns:
+        return {}
+    bb = normalise_keys(bb, ("method", "layer", "task", "batch_level", "metric"))
+    n = bb["n_paired"] if "n_paired" in bb.columns else pd.Series(np.nan, index=bb.index)
+    over = (bb["paired_over"].fillna("").astype(str) if "paired_over" in bb.columns
+            else pd.Series("", index=bb.index))
+    return {(t, lv, m, la, me): (p, nn, o) for t, lv, m, la, me, p, nn, o in zip(
+        bb["task"], bb["batch_level"], bb["method"], bb["layer"], bb["metric"],
+        bb["wilcoxon_p"], n, over)}
+
+
+def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str) -> str:
+    """Every other metric of a task at every level: rows (metric, level), columns methods."""
+    rest = at[~at["metric"].isin(main) | (at["batch_level"] != at["_hl"])]
+    rest = rest[~rest["metric"].isin(main)]
+    if rest.empty:
+        return ""
+    keys = [k for k in order if k in set(zip(rest["method"], rest["layer"]))]
+    vals = {(r.metric, r.batch_level, r.method, r.layer): r.value_mean for r in rest.itertuples()}
+    rows = []
+    for metric in pd.unique(rest["metric"]):
+        for lv in order_levels(rest.loc[rest["metric"] == metric, "batch_level"]):
+            cells = "".join(f'<td class="num">{_fmt(vals.get((metric, lv, *k)))}</td>'
+                            for k in keys)
+            rows.append(f"<tr><td><code>{_esc(metric)}</code></td><td>{_esc(lv)}</td>"
+                        f"{cells}</tr>")
+    head = "".join(f'<th class="vert"><span>{_esc(_method_label(*k))}</span></th>' for k in keys)
+    n = rest["metric"].nunique()
+    return (f'<details><summary>{n} more metric{"s" if n != 1 else ""} of '
+            f"{_esc(_task_label(task).lower())} (sub-metrics, counts, controls)</summary>"
+            '<div class="table-wrap"><table class="plain dense"><thead><tr><th>metric</th>'
+            f"<th>level</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+            "</details>")
+
+
+def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds) -> str:
+    parts = ['<p class="lead">Per task, the headline batch level first (scores are means over '
+             "folds and seeds; ★ marks the best baseline of each metric; the "
+             "<em>beyond best baseline</em> column is model − best baseline, with the ratio and, "
+             "where the diagnostics paired the comparison, a Wilcoxon p-value). Click a heading "
+             "to sort; other batch levels and sub-metrics are folded under each table.</p>",
+             _legend_html(kinds)]
+    nav = []
+    open_bars = True  # the first task's chart is open, the others folded
+    for task in pd.unique(agg["task"]):
+        at = agg[agg["task"] == task]
+        hl = ctx.levels[task]
+        main = _main_metrics(list(pd.unique(at["metric"])), headline[task])
+        levels = order_levels(at["batch_level"])
+        nav.append(f'<a href="#{_slug("task", task)}">{_esc(_task_label(task))}</a>')
+        body = [f'<div class="task" id="{_esc(_slug("task", task))}">'
+                f"<h3>{_esc(_task_label(task))} <code>{_esc(task)}</code>"
+                + (f' <span class="lvl">batch level {_esc(hl)}</span>' if n_levels > 1 else "")
+                + "</h3>"]
+
+        def table(level: str) -> str:
+            atl = at[(at["batch_level"] == level) & at["metric"].isin(main)]
+            btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == level)
+                         & beyond["metric"].isin(main)]
+            pv = {(m, la, me): v for (t, lv, m, la, me), v in pvals.items()
+                  if t == task and lv == level}
+            return _leaderboard_html(atl, btl, _slug("table", task, level), pv)
+
+        body.append(table(hl))
+        atl = at[(at["batch_level"] == hl) & (at["metric"] == headline[task])]
+        btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == hl)]
+        body.append(f'<details class="bars"{" open" if open_bars else ""}><summary>Bar chart: '
+                    f"{_esc(_metric_label(headline[task]))} at {_esc(hl)}</summary>"
+                    f"{_bar_figures_html(atl, btl, task, hl, n_levels)}</details>")
+        open_bars = False
+        others = [lv for lv in levels if lv != hl]
+        if others:
+            body.append(f'<details><summary>Other batch levels: {", ".join(others)}</summary>')
+            for lv in others:
+                body.append(f"<h4>Batch level <code>{_esc(lv)}</code>"
+                            + (f" — {_esc(LEVEL_NAMES[lv])}" if lv in LEVEL_NAMES else "")
+                            + "</h4>" + table(lv))
+            body.append("</details>")
+        body.append(_all_metrics_table(at.assign(_hl=hl), set(main), ctx.order, task))
+        body.append("</div>")
+        parts.append("".join(body))
+    parts.insert(1, f'<nav class="subnav">{"".join(nav)}</nav>')
+    return "".join(parts)
+
+
 def render_report(
     scores: pd.DataFrame,
     per_perturbation: pd.DataFrame | None = None,
@@ -868,60 +720,82 @@ def render_report(
     title: str = "baselens report",
     context: Mapping[str, Any] | None = None,
     lower_is_better: Iterable[str] = (),
+    diagnostics: Mapping[str, pd.DataFrame | None] | None = None,
+    phenotypes: pd.DataFrame | None = None,
 ) -> str:
-    """The report as one HTML string (see :func:`write_report`)."""
+    """The report as one HTML string (see :func:`write_report`).
+
+    ``diagnostics`` maps the names of ``diagnostics/*.parquet`` tables (``beyond_baseline``,
+    ``agreement``, ``dimensionality``, ``residualized``, ``assay_confounds``,
+    ``phenotype_classes``) to their contents; absent ones are reported as absent.
+    ``phenotypes`` (``perturbation, phenotype_class``) lets the report compute per-class
+    scores itself when ``phenotype_classes`` is missing.
+    """
     lower = set(lower_is_better)
+    diag = {k: coerce_numeric(v) for k, v in dict(diagnostics or {}).items()}
     agg = aggregate_scores(scores)
     beyond = beyond_best_baseline(scores, lower_is_better=lower)
     tasks = list(pd.unique(agg["task"]))
-    levels_all = list(pd.unique(agg["batch_level"]))
-    n_levels = len(levels_all)
+    n_levels = agg["batch_level"].nunique()
     kinds = set(agg["method_kind"])
+    headline = _headline_metrics(agg)
+    ctx = S.Ctx.build(agg, beyond, lower, headline)
 
     n_methods = len(agg[["method", "layer"]].drop_duplicates())
-    sub = (f"{n_methods} method{'s' if n_methods != 1 else ''} · {len(tasks)} "
+    sub = (f"{n_methods} method{'s' if n_methods != 1 else ''}/layers · {len(tasks)} "
            f"task{'s' if len(tasks) != 1 else ''}"
            + (f" · {n_levels} batch levels" if n_levels > 1 else ""))
-    toc = "".join(
-        f'<a href="#{_esc(_slug("task", t))}">{_esc(_task_label(t))}</a>' for t in tasks
-    )
+    toc = "".join(f'<a href="#{sid}">{_esc(label)}</a>' for sid, label in SECTIONS)
     body = [
         '<header class="hero"><div class="eyebrow">baselens · signal beyond baselines</div>',
         f"<h1>{_esc(title)}</h1>",
         f'<div class="subtitle">{_esc(sub)}</div>',
         _context_html(context),
-        (f'<nav class="toc"><a href="#summary">Summary</a>{toc}</nav>' if tasks else ""),
+        f'<nav class="toc">{toc}</nav>',
         "</header>",
     ]
     if agg.empty:
-        body.append('<p class="note">This run has no scores yet (scores.parquet is empty).</p>')
+        body.append('<section class="summary" id="summary"><h2>What the numbers say</h2>'
+                    '<p class="note">This run has no scores yet (scores.parquet is empty).</p>'
+                    "</section>")
+        for sid, _ in SECTIONS[1:]:
+            body.append(_section(sid, '<p class="absent">No scores.</p>'))
     else:
-        body.append(_summary_html(agg, beyond, n_levels))
-        for task in tasks:
-            at = agg[agg["task"] == task]
-            body.append(
-                f'<section class="task" id="{_esc(_slug("task", task))}">'
-                f"<h2>{_esc(_task_label(task))}<code>{_esc(task)}</code></h2>"
-            )
-            levels = list(pd.unique(at["batch_level"]))
-            for level in levels:
-                atl = at[at["batch_level"] == level]
-                btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == level)]
-                if n_levels > 1:
-                    body.append(f"<h3>Batch level <code>{_esc(level)}</code></h3>")
-                body.append(_leaderboard_html(atl, btl, _slug("table", task, level)))
-                runs = int(atl["n_runs"].max()) if len(atl) else 0
-                body.append(
-                    '<p class="tablenote">Scores are mean'
-                    + (f" ± s.d. over up to {runs} runs (folds × seeds)" if runs > 1 else
-                       " of a single run")
-                    + "; ★ marks the best baseline of each metric. Click a column heading "
-                    "to sort.</p>"
-                )
-                body.append(_legend_html(kinds))
-                body.append(_bar_figures_html(atl, btl, task, level, n_levels))
-            body.append(_perpert_html(per_perturbation, task, lower))
-            body.append("</section>")
+        pc_source = "diagnostics/phenotype_classes.parquet"
+        pc = S.class_table(ctx, normalise_keys(diag.get("phenotype_classes")))
+        if pc is None and phenotypes is not None:
+            pc = S.class_table(ctx, phenotype_classes_from_per_pert(per_perturbation, phenotypes))
+            pc_source = ("per-perturbation replicate mAP averaged within each class of the "
+                         "screen's ground truth (no diagnostics/phenotype_classes.parquet)")
+        findings = (S.reference_findings(ctx) + S.model_findings(ctx)
+                    + S.class_findings(ctx, pc)
+                    + S.residual_findings(ctx, diag.get("residualized"))[:2]
+                    + S.pair_findings(ctx) + S.assay_findings(diag.get("assay_confounds")))
+        body.append(_summary_html(agg, beyond, n_levels, findings))
+        body.append(_section("leaderboard", _leaderboard_section(
+            agg, beyond, headline, ctx, _pvalue_map(diag.get("beyond_baseline")), n_levels,
+            kinds)))
+        body.append(_section("batch-levels", S.batch_levels_html(ctx)))
+        body.append(_section("layers", S.layers_html(ctx)))
+        body.append(_section("classes", S.classes_html(ctx, pc, pc_source)))
+        body.append(_section("residualization",
+                             S.residualization_html(ctx, diag.get("residualized"))))
+        body.append(_section("agreement", S.agreement_html(ctx, diag.get("agreement"))))
+        body.append(_section("dimensionality",
+                             S.dimensionality_html(ctx, diag.get("dimensionality"))))
+        pp_parts = []
+        for i, task in enumerate(tasks):
+            html_, n = _perpert_html(per_perturbation, task, lower, headline[task],
+                                     ctx.levels[task])
+            if n:
+                pp_parts.append(
+                    f'<details class="pp" id="{_slug("pp", task)}"{" open" if not pp_parts else ""}>'
+                    f"<summary>{_esc(_task_label(task))} — {n} scatter{'s' if n != 1 else ''}"
+                    f"</summary>{html_}</details>")
+        body.append(_section("perturbations", "".join(pp_parts) if pp_parts else
+                             '<p class="absent">No per-perturbation values with a baseline to '
+                             "compare against (per_perturbation.parquet absent or empty).</p>"))
+        body.append(_section("assays", S.assays_html(diag.get("assay_confounds"))))
     body.append(_footer_html(agg, lower))
 
     css = _asset("report.css")
@@ -940,26 +814,24 @@ def render_report(
     )
 
 
-def _read_table(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    return pd.read_parquet(path)
-
-
 def write_report(
     run_dir: str | Path,
     *,
     title: str = "baselens report",
     context: dict | None = None,
     lower_is_better: Iterable[str] = (),
+    diagnostics_dir: str | Path | None = None,
+    phenotypes: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` from the run's results tables and return its path.
 
-    Reads ``run_dir/scores.parquet`` (required) and ``run_dir/per_perturbation.parquet``
-    (optional; absent or empty means no per-perturbation figures). The page is rendered in
-    memory, written to a temporary file in ``run_dir`` and moved into place with
-    :func:`os.replace`, so readers never see a half-written report and a failure leaves any
-    previous report untouched.
+    Reads ``run_dir/scores.parquet`` (required), ``run_dir/per_perturbation.parquet`` and
+    ``run_dir/diagnostics/*.parquet`` (optional; absent or empty tables mean the matching
+    figures say so). For a synthetic screen the phenotype class of each perturbation comes
+    from ``run_dir/data/ground_truth/perturbations.parquet`` unless ``phenotypes`` is given.
+    The page is rendered in memory, written to a temporary file in ``run_dir`` and moved
+    into place with :func:`os.replace`, so readers never see a half-written report and a
+    failure leaves any previous report untouched.
 
     Parameters
     ----------
@@ -973,15 +845,23 @@ def write_report(
         strings become preformatted blocks). Text is escaped, never linked.
     lower_is_better
         Metric names where smaller is better (none in the contract).
+    diagnostics_dir
+        Where the diagnostics tables are (default ``run_dir/diagnostics``).
+    phenotypes
+        ``perturbation, phenotype_class`` table (default: found in the run folder).
     """
     run_dir = Path(run_dir)
     scores_path = run_dir / "scores.parquet"
     if not scores_path.exists():
         raise FileNotFoundError(f"no scores.parquet in {run_dir}")
     scores = pd.read_parquet(scores_path)
-    per_pert = _read_table(run_dir / "per_perturbation.parquet")
+    per_pert = read_table(run_dir / "per_perturbation.parquet")
+    diag = read_diagnostics(Path(diagnostics_dir) if diagnostics_dir else run_dir / "diagnostics")
+    if phenotypes is None:
+        phenotypes = find_phenotypes(run_dir)
     page = render_report(
-        scores, per_pert, title=title, context=context, lower_is_better=lower_is_better
+        scores, per_pert, title=title, context=context, lower_is_better=lower_is_better,
+        diagnostics=diag, phenotypes=phenotypes,
     )
     target = run_dir / REPORT_NAME
     fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", suffix=".tmp", dir=run_dir)

@@ -1,0 +1,215 @@
+"""Stage 5 — run every diagnostic on one run's profiles and scores.
+
+``run_diagnostics(profile_sets, scores, per_perturbation, ...)`` returns
+``{name: DataFrame}`` and, with ``out_dir``, writes each table atomically to
+``out_dir/diagnostics/<name>.parquet`` (plus ``curated_tasks.csv``):
+
+===================== ===================================== ============================
+table                 what                                  module
+===================== ===================================== ============================
+``beyond_baseline``   model − best baseline, paired         :mod:`.beyond_baseline`
+                      Wilcoxon (``wilcoxon_p``,
+                      ``n_paired``, ``paired_over``)
+``agreement``         Spearman of similarity rankings,      :mod:`.agreement`
+                      linear CKA, every pair of sets
+``dimensionality``    PCA spectrum, effective rank,         :mod:`.dimensionality`
+                      participation ratio, collapse
+``residualized``      mAP after residualizing on cell       :mod:`.confounds`
+                      count / pixel_stats; matched strata
+``assay_confounds``   per assay: cell count t-test,         :mod:`.curation`
+                      threshold sweep, flag
+``phenotype_classes`` mean mAP per planted class            :mod:`.classes`
+                      (synthetic screens; else empty)
+===================== ===================================== ============================
+
+A diagnostic whose inputs are missing returns its empty table (with the columns). A
+diagnostic that *fails* is recorded in ``log`` (and the ``baselens`` logger) and returns
+its empty table, so one broken diagnostic never costs the run its report — unless
+``strict=True`` (tests), which re-raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from baselens._io import write_parquet_atomic, write_text_atomic
+
+__all__ = ["DIAGNOSTICS", "ProfileSet", "run_diagnostics"]
+
+logger = logging.getLogger("baselens")
+
+#: The tables run_diagnostics returns, in order.
+DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
+               "assay_confounds", "phenotype_classes")
+
+
+@dataclass
+class ProfileSet:
+    """One representation layer, as profiled by the pipeline."""
+
+    method: str
+    method_kind: str
+    layer: str
+    profiles: pd.DataFrame  # normalized WELL profiles: Metadata_* + feature columns
+    features: list[str] = field(default_factory=list)
+
+
+def _empty(name: str) -> pd.DataFrame:
+    from baselens.diagnose.agreement import AGREEMENT_COLUMNS
+    from baselens.diagnose.classes import CLASS_COLUMNS
+    from baselens.diagnose.confounds import RESIDUALIZED_COLUMNS
+    from baselens.diagnose.curation import _empty as empty_assays
+    from baselens.diagnose.dimensionality import DIMENSIONALITY_COLUMNS
+
+    cols = {"agreement": AGREEMENT_COLUMNS, "dimensionality": DIMENSIONALITY_COLUMNS,
+            "residualized": RESIDUALIZED_COLUMNS, "phenotype_classes": CLASS_COLUMNS}
+    if name == "assay_confounds":
+        return empty_assays()
+    if name == "beyond_baseline":
+        from baselens.diagnose.beyond_baseline import add_paired_tests, beyond_best_baseline
+
+        return add_paired_tests(beyond_best_baseline(pd.DataFrame(
+            columns=["method", "method_kind", "task", "metric", "value"])),
+            pd.DataFrame(columns=["method", "method_kind", "task", "metric", "value"]))
+    return pd.DataFrame(columns=cols[name])
+
+
+def _note(log, stage: str, reason: str, failed: bool = False) -> None:
+    if log is None:
+        return
+    if hasattr(log, "add"):
+        log.add(stage, "tables", 1 if failed else 0, 0 if failed else 1, reason, quiet=not failed)
+    elif callable(log):
+        log(f"{stage}: {reason}")
+
+
+def _well_meta(profile_sets: list[ProfileSet]) -> pd.DataFrame:
+    cols = ["Metadata_Plate", "Metadata_Well", "Metadata_Perturbation", "Metadata_ControlType",
+            "Metadata_CellCount"]
+    metas = [ps.profiles[[c for c in cols if c in ps.profiles.columns]] for ps in profile_sets]
+    meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame(columns=cols)
+    keys = [c for c in ("Metadata_Plate", "Metadata_Well") if c in meta.columns]
+    return meta.drop_duplicates(keys) if keys else meta
+
+
+def run_diagnostics(
+    profile_sets: list[ProfileSet],
+    scores: pd.DataFrame,
+    per_perturbation: pd.DataFrame,
+    *,
+    inputs: dict,
+    well_cell_counts: pd.DataFrame | None,
+    phenotype_classes: pd.Series | None,
+    out_dir: Path | None = None,
+    log=None,
+    seed: int = 0,
+    strict: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """Every diagnostic of :data:`DIAGNOSTICS` (module docstring).
+
+    Parameters
+    ----------
+    profile_sets
+        Every representation layer's normalized well profiles.
+    scores, per_perturbation
+        The run's results contract tables.
+    inputs
+        The task inputs; ``inputs["bioactivity"]`` (``Metadata_Perturbation, assay,
+        assay_type, active``) feeds ``assay_confounds``.
+    well_cell_counts
+        ``Metadata_Plate, Metadata_Well, Metadata_CellCount`` (the ``cell_count``
+        method's mean nuclei per well); ``None`` skips what needs it.
+    phenotype_classes
+        Index ``Metadata_Perturbation`` → planted class (synthetic screens only).
+    out_dir
+        Run folder; tables go to ``out_dir/diagnostics/``.
+    log
+        A :class:`baselens.profile.log.FilterLog` (or a callable taking one string):
+        skips and failures are recorded there.
+    seed
+        Seed of anything random (seed 003's balanced t-test subsampling, when enabled).
+    strict
+        Re-raise a failing diagnostic instead of recording it.
+    """
+    from baselens.diagnose.agreement import agreement
+    from baselens.diagnose.beyond_baseline import add_paired_tests, beyond_best_baseline
+    from baselens.diagnose.classes import class_capture
+    from baselens.diagnose.confounds import residualized_retrieval
+    from baselens.diagnose.curation import assay_confounds, compound_cell_counts, curated_tasks
+    from baselens.diagnose.dimensionality import dimensionality
+    from baselens.run.tasks import LOWER_IS_BETTER
+
+    profile_sets = list(profile_sets)
+    inputs = inputs or {}
+
+    def _beyond():
+        b = beyond_best_baseline(scores, lower_is_better=LOWER_IS_BETTER)
+        return add_paired_tests(b, scores, per_perturbation)
+
+    def _assays():
+        labels = inputs.get("bioactivity")
+        if labels is None or not len(labels):
+            _note(log, "diagnose: assay_confounds", "skipped: no bioactivity labels")
+            return _empty("assay_confounds")
+        meta = _well_meta(profile_sets)
+        has_counts = (well_cell_counts is not None and len(well_cell_counts)) or \
+            "Metadata_CellCount" in meta.columns
+        if not has_counts or "Metadata_Plate" not in meta.columns:
+            _note(log, "diagnose: assay_confounds", "skipped: no cell counts (run cell_count)")
+            return _empty("assay_confounds")
+        cc = compound_cell_counts(meta, well_cell_counts)
+        return assay_confounds(cc, labels, seed=seed)
+
+    steps: dict[str, Callable[[], pd.DataFrame]] = {
+        "beyond_baseline": _beyond,
+        "agreement": lambda: agreement(profile_sets),
+        "dimensionality": lambda: dimensionality(profile_sets),
+        "residualized": lambda: residualized_retrieval(
+            profile_sets, well_cell_counts=well_cell_counts,
+            phenotype_classes=phenotype_classes, log=log),
+        "assay_confounds": _assays,
+        "phenotype_classes": lambda: class_capture(per_perturbation, phenotype_classes),
+    }
+    out: dict[str, pd.DataFrame] = {}
+    timings: dict[str, float] = {}
+    for name, fn in steps.items():
+        t = time.perf_counter()
+        try:
+            out[name] = fn()
+        except Exception as exc:  # noqa: BLE001 — recorded, the run goes on (see docstring)
+            if strict:
+                raise
+            logger.exception("diagnostic %s failed", name)
+            _note(log, f"diagnose: {name}", f"failed: {type(exc).__name__}: {exc}", failed=True)
+            out[name] = _empty(name)
+        timings[name] = time.perf_counter() - t
+    logger.info("diagnostics: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+
+    if out_dir is not None:
+        d = Path(out_dir) / "diagnostics"
+        for name, df in out.items():
+            write_parquet_atomic(_parquet_safe(df), d / f"{name}.parquet")
+        write_text_atomic(curated_tasks(out["assay_confounds"]).to_csv(index=False),
+                          d / "curated_tasks.csv")
+    out_attrs = {k: round(v, 3) for k, v in timings.items()}
+    for df in out.values():
+        df.attrs["timings_s"] = out_attrs
+    return out
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing None/str (e.g. best_baseline) are written as str/None."""
+    df = df.copy()
+    df.attrs = {}
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str)
+                              else (None if isinstance(v, float) and np.isnan(v) else str(v)))
+    return df

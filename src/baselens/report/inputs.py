@@ -1,0 +1,120 @@
+"""Reading what the report is built from: the results tables and ``diagnostics/*.parquet``.
+
+Every diagnostics table is optional; a missing or unreadable one is ``None`` and the section
+that would show it says so. Where ``diagnostics/phenotype_classes.parquet`` is absent but
+the run knows each perturbation's phenotype class (a synthetic screen's
+``data/ground_truth/perturbations.parquet``), the per-class scores are computed here from
+the per-perturbation average precision.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: The diagnostics tables the report reads (``DIR/diagnostics/<name>.parquet``).
+DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
+               "assay_confounds", "phenotype_classes")
+
+PHENOTYPE_COLUMN = "Metadata_PhenotypeClass"
+
+
+def read_table(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # a damaged diagnostics table must not cost the whole report
+        log.warning("could not read %s: %s", path, exc)
+        return None
+
+
+#: Columns that must be numbers (a table written with them as text is converted).
+NUMERIC_COLUMNS = ("value", "spearman", "cka", "n_perturbations", "component", "n",
+                   "wilcoxon_p", "n_paired", "n_actives", "n_inactives", "t_statistic",
+                   "p_value", "cell_count_balanced_accuracy", "threshold")
+
+
+def coerce_numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Numeric contract columns as floats; ``predictable_by_cell_count`` as bool."""
+    if df is None:
+        return None
+    df = df.copy()
+    for c in NUMERIC_COLUMNS:
+        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    c = "predictable_by_cell_count"
+    if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
+        df[c] = df[c].map(lambda v: str(v).strip().lower() in ("true", "1", "yes")
+                          if not isinstance(v, (bool, np.bool_)) else bool(v)).astype(bool)
+    return df
+
+
+def read_diagnostics(diag_dir: Path) -> dict[str, pd.DataFrame | None]:
+    return {name: coerce_numeric(read_table(Path(diag_dir) / f"{name}.parquet"))
+            for name in DIAGNOSTICS}
+
+
+def find_phenotypes(run_dir: Path) -> pd.DataFrame | None:
+    """``perturbation → phenotype_class`` of a synthetic screen inside the run folder."""
+    for path in (run_dir / "data" / "ground_truth" / "perturbations.parquet",
+                 run_dir / "ground_truth" / "perturbations.parquet"):
+        t = read_table(path)
+        if t is not None and PHENOTYPE_COLUMN in t.columns and "Metadata_Perturbation" in t:
+            return phenotype_map(t)
+    return None
+
+
+def phenotype_map(t: pd.DataFrame) -> pd.DataFrame:
+    out = t[["Metadata_Perturbation", PHENOTYPE_COLUMN]].rename(
+        columns={"Metadata_Perturbation": "perturbation", PHENOTYPE_COLUMN: "phenotype_class"})
+    out = out.astype(str)
+    return out[out["phenotype_class"].str.len() > 0].drop_duplicates("perturbation")
+
+
+def phenotype_classes_from_per_pert(per_pert: pd.DataFrame | None,
+                                    phenotypes: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Mean per-perturbation mAP of replicate retrieval within each phenotype class.
+
+    Same columns as ``diagnostics/phenotype_classes.parquet``: ``method, method_kind, layer,
+    phenotype_class, batch_level, metric, value, n``.
+    """
+    if per_pert is None or per_pert.empty or phenotypes is None or phenotypes.empty:
+        return None
+    need = {"task", "metric", "perturbation", "value", "method"}
+    if not need <= set(per_pert.columns):
+        return None
+    pp = per_pert[(per_pert["task"].astype(str) == "replicate_retrieval")
+                  & (per_pert["metric"].astype(str) == "mean_average_precision")]
+    if pp.empty:
+        return None
+    pp = pp.assign(perturbation=pp["perturbation"].astype(str),
+                   layer=pp["layer"].astype(str) if "layer" in pp else "default",
+                   batch_level=pp["batch_level"].astype(str) if "batch_level" in pp else "all")
+    pp = pp.merge(phenotypes, on="perturbation", how="inner")
+    if pp.empty:
+        return None
+    keys = ["method", "method_kind", "layer", "phenotype_class", "batch_level"]
+    per = pp.groupby([*keys, "perturbation"], sort=False)["value"].mean().reset_index()
+    g = per.groupby(keys, sort=False)["value"]
+    out = g.mean().to_frame("value").assign(n=g.count()).reset_index()
+    out["metric"] = "mean_average_precision"
+    out["n"] = out["n"].astype(np.int64)
+    return out[["method", "method_kind", "layer", "phenotype_class", "batch_level", "metric",
+                "value", "n"]]
+
+
+def normalise_keys(df: pd.DataFrame | None, cols=("method", "layer")) -> pd.DataFrame | None:
+    """Key columns as plain strings (``layer`` defaulting to ``default``)."""
+    if df is None:
+        return None
+    df = df.copy()
+    for c in cols:
+        if c in df.columns:
+            df[c] = df[c].where(df[c].notna(), "default" if "layer" in c else "").astype(str)
+    return df

@@ -1,0 +1,903 @@
+"""The report's diagnostic sections and the plain-language findings at its top.
+
+Each ``*_html`` function returns the inner HTML of one section (the page wraps it in a
+``<section>`` with a stable id); each ``*_findings`` function returns short sentences for
+the summary. Every function copes with its table being absent or empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from baselens.report.common import (
+    KIND_COLOURS,
+    LEVEL_NAMES,
+    _KIND_ORDER,
+    _esc,
+    _fmt,
+    _isnan,
+    _method_html,
+    _method_label,
+    _metric_label,
+    _slug,
+    _tag,
+    _task_label,
+    headline_level,
+    is_untrained,
+    order_levels,
+    trailing_int,
+    trained_name,
+)
+from baselens.report.figures import (
+    SERIES_PALETTE,
+    dumbbell_svg,
+    heatmap_svg,
+    kind_colours,
+    label_ink,
+    line_chart_svg,
+)
+
+#: A baseline "captures" a phenotype class when its class mAP reaches this …
+CAPTURE_MIN = 0.3
+#: … and is at least this many times the null (random) method's.
+CAPTURE_FOLD = 3.0
+
+
+@dataclass
+class Ctx:
+    """What every section needs: aggregated scores and the run's conventions."""
+
+    agg: pd.DataFrame
+    beyond: pd.DataFrame
+    lower: set[str]
+    headline: dict[str, str]  # task → headline metric
+    levels: dict[str, str] = field(default_factory=dict)  # task → headline batch level
+    order: list[tuple[str, str]] = field(default_factory=list)  # (method, layer) display order
+    kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, agg: pd.DataFrame, beyond: pd.DataFrame, lower: set[str],
+              headline: dict[str, str]) -> Ctx:
+        levels = {t: headline_level(g["batch_level"]) for t, g in agg.groupby("task", sort=False)}
+        pairs = agg[["method", "layer", "method_kind"]].drop_duplicates(["method", "layer"])
+        first = {m: i for i, m in enumerate(pd.unique(pairs["method"]))}
+        rows = sorted(pairs.itertuples(index=False),
+                      key=lambda r: (_KIND_ORDER.get(r.method_kind, 1), first[r.method]))
+        order = [(r.method, r.layer) for r in rows]
+        kinds = {(r.method, r.layer): r.method_kind for r in rows}
+        return cls(agg, beyond, lower, headline, levels, order, kinds)
+
+    def kind(self, method: str, layer: str = "default") -> str:
+        k = self.kinds.get((method, layer))
+        if k is None:
+            k = next((v for (m, _), v in self.kinds.items() if m == method), "model")
+        return k
+
+    def sort_keys(self, keys) -> list[tuple[str, str]]:
+        pos = {k: i for i, k in enumerate(self.order)}
+        return sorted(keys, key=lambda k: (pos.get(k, len(pos)), k))
+
+    def headline_rows(self, task: str) -> pd.DataFrame:
+        a = self.agg
+        return a[(a["task"] == task) & (a["metric"] == self.headline.get(task))
+                 & (a["batch_level"] == self.levels.get(task))]
+
+
+def absent(what: str, table: str) -> str:
+    return (f'<p class="absent">{what} — <code>diagnostics/{_esc(table)}.parquet</code> is not in '
+            "this run folder (the diagnostics step did not write it).</p>")
+
+
+def _best_baseline_of(ctx: Ctx, task: str, level: str, metric: str):
+    b = ctx.beyond[(ctx.beyond["task"] == task) & (ctx.beyond["batch_level"] == level)
+                   & (ctx.beyond["metric"] == metric)]
+    if not b.empty and b["best_baseline"].iloc[0] is not None:
+        r = b.iloc[0]
+        return (r["best_baseline"], r["best_baseline_layer"]), float(r["best_baseline_mean"])
+    a = ctx.agg[(ctx.agg["task"] == task) & (ctx.agg["batch_level"] == level)
+                & (ctx.agg["metric"] == metric) & (ctx.agg["method_kind"] == "baseline")
+                & ctx.agg["value_mean"].notna()]
+    if a.empty:
+        return None, float("nan")
+    r = a.sort_values("value_mean", ascending=metric in ctx.lower, kind="stable").iloc[0]
+    return (r["method"], r["layer"]), float(r["value_mean"])
+
+
+def _kind_legend(kinds: set[str], extra: str = "") -> str:
+    names = [("baseline", "baselines"), ("model", "learned models"),
+             ("reference", "reference (upper bound)"), ("null", "null (chance level)")]
+    items = [f'<span><span class="sw line" style="background:{KIND_COLOURS[k]}"></span>{t}</span>'
+             for k, t in names if k in kinds]
+    return f'<div class="legend">{"".join(items)}{extra}</div>'
+
+
+# --------------------------------------------------------------------------- batch levels
+def batch_levels_html(ctx: Ctx) -> str:
+    parts = ['<p class="lead">How each representation holds up as the evaluation forbids '
+             "shortcuts: from matching replicates on the same plate (SP) to matching them only "
+             "across sources and well positions (NSSL). A curve that falls steeply was "
+             "retrieving plate, batch or well-position effects rather than biology.</p>"]
+    figs, tables = [], []
+    for task, metric in ctx.headline.items():
+        a = ctx.agg[(ctx.agg["task"] == task) & (ctx.agg["metric"] == metric)]
+        levels = order_levels(a["batch_level"])
+        if len(levels) < 2:
+            continue
+        keys = ctx.sort_keys(set(zip(a["method"], a["layer"])))
+        colours = kind_colours([(k, ctx.kind(*k)) for k in keys])
+        vals = {(r.method, r.layer, r.batch_level): r.value_mean for r in a.itertuples()}
+        series = []
+        for key in keys:
+            kind = ctx.kind(*key)
+            label = _method_label(*key)
+            pts = [(i, vals.get((*key, lv), float("nan")),
+                    f"{label} · {lv}: {_fmt(vals.get((*key, lv), float('nan')))}")
+                   for i, lv in enumerate(levels)]
+            series.append(dict(label=label, points=pts, colour=colours[(key, kind)],
+                               ink=label_ink(kind), width=2.2 if kind != "baseline" else 1.5,
+                               dash="4 3" if kind == "null" else None))
+        # draw baselines first, the rest on top
+        series.sort(key=lambda s: 0 if s["ink"] == label_ink("baseline") else 1)
+        mlabel = _metric_label(metric)
+        svg = line_chart_svg(series, title=f"{_task_label(task)}: {mlabel} by batch level",
+                             x_label="batch level (left: easiest → right: strictest)",
+                             y_label=mlabel, x_ticks=[(i, lv) for i, lv in enumerate(levels)])
+        figs.append(
+            f'<figure id="{_slug("levels", task)}">{svg}<figcaption><strong>'
+            f"{_esc(_task_label(task))}</strong> — {_esc(mlabel)} at each batch level "
+            f"({', '.join(f'{lv} = {LEVEL_NAMES[lv]}' for lv in levels if lv in LEVEL_NAMES)})."
+            "</figcaption></figure>")
+        rows = []
+        for key in keys:
+            cells = "".join(
+                f'<td class="num">{_fmt(vals.get((*key, lv), float("nan")))}</td>' for lv in levels)
+            first, last = vals.get((*key, levels[0])), vals.get((*key, levels[-1]))
+            hl = vals.get((*key, ctx.levels.get(task)), first)
+            keep = (f"{100 * last / hl:.0f} %" if hl and not _isnan(hl) and hl > 0
+                    and last is not None and not _isnan(last) else "—")
+            rows.append(f'<tr class="kind-{_esc(ctx.kind(*key))}"><td>{_method_html(*key)}</td>'
+                        f'{cells}<td class="num">{keep}</td></tr>')
+        tables.append(
+            f"<h4>{_esc(_task_label(task))} — {_esc(mlabel)}</h4>"
+            '<div class="table-wrap"><table class="plain"><thead><tr><th>method</th>'
+            + "".join(f"<th>{_esc(lv)}</th>" for lv in levels)
+            + f'<th title="value at {_esc(levels[-1])} ÷ value at {_esc(ctx.levels.get(task))}">'
+            f"kept at {_esc(levels[-1])}</th></tr></thead><tbody>{''.join(rows)}</tbody>"
+            "</table></div>")
+    if not figs:
+        parts.append('<p class="absent">Every task was scored at a single batch level, so there '
+                     "is no degradation to show.</p>")
+        return "".join(parts)
+    parts.append(_kind_legend(set(ctx.kinds.values())))
+    parts.append(f'<div class="figgrid wide">{"".join(figs)}</div>')
+    parts.append('<details><summary>Numbers behind the curves</summary>'
+                 + "".join(tables) + "</details>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- layers
+def layer_families(ctx: Ctx) -> dict[str, list[str]]:
+    """Methods with several layers that carry a depth number, layers ordered by depth."""
+    out = {}
+    methods = list(dict.fromkeys(m for m, _ in ctx.order))
+    for m in methods:
+        layers = [la for mm, la in ctx.order if mm == m]
+        if len(layers) >= 2 and all(trailing_int(la) is not None for la in layers):
+            out[m] = sorted(layers, key=lambda la: (trailing_int(la), la))
+    return out
+
+
+def network_pairs(ctx: Ctx) -> list[tuple[str, str]]:
+    """(trained, untrained) method pairs such as ``vit_s16`` / ``vit_s16_random``."""
+    methods = list(dict.fromkeys(m for m, _ in ctx.order))
+    pairs = []
+    for u in methods:
+        if is_untrained(u):
+            t = trained_name(u)
+            match = next((m for m in methods if m != u and not is_untrained(m)
+                          and (m == t or m.lower() == t.lower())), None)
+            if match:
+                pairs.append((match, u))
+    return pairs
+
+
+def _best_layer(ctx: Ctx, task: str, method: str):
+    h = ctx.headline_rows(task)
+    h = h[(h["method"] == method) & h["value_mean"].notna()]
+    if h.empty:
+        return None, float("nan")
+    r = h.sort_values("value_mean", ascending=ctx.headline[task] in ctx.lower).iloc[0]
+    return r["layer"], float(r["value_mean"])
+
+
+def pair_findings(ctx: Ctx) -> list[str]:
+    out = []
+    for trained, untrained in network_pairs(ctx):
+        parts = []
+        for task, metric in ctx.headline.items():
+            if metric in ctx.lower:
+                continue
+            _, vt = _best_layer(ctx, task, trained)
+            _, vu = _best_layer(ctx, task, untrained)
+            if _isnan(vt) or _isnan(vu) or vt <= 0:
+                continue
+            parts.append((task, vu / vt, vu, vt))
+        if not parts:
+            continue
+        t0, r0, vu0, vt0 = parts[0]
+        txt = (f"{100 * r0:.0f} % of pretrained <strong>{_esc(trained)}</strong> on "
+               f"{_esc(_task_label(t0).lower())} ({_fmt(vu0, digits=2)} vs {_fmt(vt0, digits=2)})")
+        txt += "".join(f", {100 * r:.0f} % on {_esc(_task_label(t).lower())}"
+                       for t, r, _, _ in parts[1:4])
+        mean = sum(p[1] for p in parts) / len(parts)
+        out.append(f"Untrained <strong>{_esc(untrained)}</strong> reaches {txt} (best layer of "
+                   "each, headline metric)"
+                   + (" — most of what the pretrained network scores comes from its "
+                      "architecture, not its training." if mean >= 0.9 else "."))
+    return out
+
+
+def layers_html(ctx: Ctx) -> str:
+    fams = layer_families(ctx)
+    if not fams:
+        return ('<p class="absent">No method in this run has several numbered layers '
+                "(e.g. <code>layer1…layer4</code>, <code>block3…block12</code>), so there are no "
+                "layer-wise curves.</p>")
+    pairs = network_pairs(ctx)
+    untrained_of = {u: t for t, u in pairs}
+    colour: dict[str, str] = {}
+    i = 0
+    for m in fams:
+        base = untrained_of.get(m, m)
+        if base not in colour:
+            colour[base] = SERIES_PALETTE[i % len(SERIES_PALETTE)]
+            i += 1
+        colour[m] = colour[base]
+    parts = ['<p class="lead">Score against depth for every network with several layers '
+             "(headline metric of each task at its headline batch level). Depth is the layer's "
+             "number divided by the deepest one, so networks of different depth share an axis."
+             " Solid lines are trained networks, dashed ones untrained (randomly initialised) "
+             "twins; the grey dashed line is the best baseline, the orange one the reference."
+             "</p>"]
+    findings = pair_findings(ctx)
+    if findings:
+        parts.append('<ul class="findings">' + "".join(f"<li>{f}</li>" for f in findings)
+                     + "</ul>")
+    figs = []
+    best_rows = []
+    for task, metric in ctx.headline.items():
+        h = ctx.headline_rows(task)
+        vals = {(r.method, r.layer): r.value_mean for r in h.itertuples()}
+        series = []
+        for m, layers in fams.items():
+            deepest = max(trailing_int(la) for la in layers)
+            pts = [(trailing_int(la) / deepest, vals.get((m, la), float("nan")),
+                    f"{m}/{la}: {_fmt(vals.get((m, la), float('nan')))}") for la in layers]
+            if all(_isnan(p[1]) for p in pts):
+                continue
+            series.append(dict(label=m, points=pts, colour=colour[m], ink=colour[m],
+                               dash="6 4" if is_untrained(m) else None, width=2.2))
+        if not series:
+            continue
+        hl = []
+        level = ctx.levels.get(task)
+        key, bval = _best_baseline_of(ctx, task, level, metric)
+        if key is not None:
+            hl.append(dict(y=bval, label=f"best baseline ({_method_label(*key)})",
+                           colour="#52606d", ink="#52606d"))
+        refs = h[h["method_kind"] == "reference"]
+        if not refs.empty and refs["value_mean"].notna().any():
+            r = refs.loc[refs["value_mean"].idxmax()]
+            hl.append(dict(y=float(r["value_mean"]), label=f"{_method_label(r['method'], r['layer'])}"
+                           " (reference)", colour=KIND_COLOURS["reference"], ink="#9a6700"))
+        mlabel = _metric_label(metric)
+        svg = line_chart_svg(series, title=f"{_task_label(task)}: {mlabel} by depth",
+                             x_label="relative depth (layer number ÷ deepest layer)",
+                             y_label=mlabel, hlines=hl, width=560, plot_height=220,
+                             x_ticks=[(0.25, "25 %"), (0.5, "50 %"), (0.75, "75 %"), (1.0, "100 %")])
+        figs.append(f'<figure id="{_slug("layers", task)}">{svg}<figcaption><strong>'
+                    f"{_esc(_task_label(task))}</strong> — {_esc(mlabel)}"
+                    f" (<code>{_esc(level)}</code>).</figcaption></figure>")
+        cells = []
+        for m in fams:
+            la, v = _best_layer(ctx, task, m)
+            cells.append(f'<td class="num">{_esc(la) if la else "—"}'
+                         f'{"" if la is None else f" <span class=sd>{_fmt(v)}</span>"}</td>')
+        best_rows.append(f"<tr><td>{_esc(_task_label(task))}</td>{''.join(cells)}</tr>")
+    parts.append(f'<div class="figgrid">{"".join(figs)}</div>')
+    parts.append('<details><summary>Best layer of each network per task</summary>'
+                 '<div class="table-wrap"><table class="plain"><thead><tr><th>task</th>'
+                 + "".join(f"<th>{_esc(m)}</th>" for m in fams)
+                 + f"</tr></thead><tbody>{''.join(best_rows)}</tbody></table></div></details>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- phenotype classes
+def _class_order(classes) -> list[str]:
+    cl = sorted(set(map(str, classes)))
+    return [c for c in cl if c not in ("inert", "control")] + [c for c in cl if c in ("inert",
+                                                                                        "control")]
+
+
+def class_table(ctx: Ctx, pc: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Phenotype-class scores at one batch level and metric: rows (method, layer, class)."""
+    if pc is None or pc.empty:
+        return None
+    pc = pc.copy()
+    for c in ("method", "layer", "phenotype_class", "batch_level", "metric"):
+        if c in pc.columns:
+            pc[c] = pc[c].astype(str)
+    if "layer" not in pc.columns:
+        pc["layer"] = "default"
+    if "batch_level" in pc.columns:
+        pc = pc[pc["batch_level"] == headline_level(pc["batch_level"])]
+    if "metric" in pc.columns and len(pc):
+        metrics = list(pd.unique(pc["metric"]))
+        pc = pc[pc["metric"] == ("mean_average_precision" if "mean_average_precision" in metrics
+                                 else metrics[0])]
+    if "method_kind" not in pc.columns:
+        pc["method_kind"] = [ctx.kind(m, la) for m, la in zip(pc["method"], pc["layer"])]
+    pc = pc.groupby(["method", "method_kind", "layer", "phenotype_class"], sort=False,
+                    as_index=False)["value"].mean()
+    return pc if len(pc) else None
+
+
+def class_capture(ctx: Ctx, pc: pd.DataFrame) -> dict[tuple[str, str], list[tuple[str, float]]]:
+    """Classes each method captures: mAP ≥ CAPTURE_MIN and ≥ CAPTURE_FOLD × the null's."""
+    null = pc[pc["method_kind"] == "null"].groupby("phenotype_class")["value"].max()
+    out: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    for (m, la), g in pc.groupby(["method", "layer"], sort=False):
+        got = []
+        for c, v in zip(g["phenotype_class"], g["value"]):
+            nv = null.get(c, float("nan"))
+            if not _isnan(v) and v >= CAPTURE_MIN and (_isnan(nv) or v >= CAPTURE_FOLD * max(nv, 0)):
+                got.append((c, float(v)))
+        out[(m, la)] = sorted(got, key=lambda x: -x[1])
+    return out
+
+
+def class_findings(ctx: Ctx, pc: pd.DataFrame | None) -> list[str]:
+    if pc is None:
+        return []
+    cap = class_capture(ctx, pc)
+    classes = _class_order(pc["phenotype_class"])
+    base = [k for k in ctx.order if ctx.kind(*k) == "baseline" and k in cap]
+    out = []
+    parts = []
+    nothing = []
+    for k in base:
+        got = cap[k]
+        if got:
+            parts.append(f"<strong>{_esc(_method_label(*k))}</strong> captures "
+                         + ", ".join(f"{_esc(c)} ({_fmt(v, digits=2)})" for c, v in got))
+        else:
+            nothing.append(_method_label(*k))
+    if parts or nothing:
+        has_null = (pc["method_kind"] == "null").any()
+        crit = (f"class mAP ≥ {CAPTURE_MIN:g}" + (f" and ≥ {CAPTURE_FOLD:g}× the null method's"
+                                                   if has_null else ""))
+        s = "Phenotype classes the baselines capture (" + crit + "): " + "; ".join(parts)
+        if nothing:
+            s += ("; " if parts else "") + "no class for " + ", ".join(
+                f"<strong>{_esc(n)}</strong>" for n in nothing)
+        out.append(s + ".")
+    base_caught = {c for k in base for c, _ in cap[k]}
+    for k in ctx.order:
+        if ctx.kind(*k) not in ("reference", "model") or k not in cap:
+            continue
+        extra = [c for c, _ in cap[k] if c not in base_caught]
+        if ctx.kind(*k) == "reference":
+            out.append(f"The reference <strong>{_esc(_method_label(*k))}</strong> captures "
+                       f"{len(cap[k])} of {len(classes)} classes"
+                       + (f", including {', '.join(_esc(c) for c in extra)} that no baseline "
+                          "captures." if extra else "."))
+    models_extra = [(k, [c for c, _ in cap[k] if c not in base_caught]) for k in ctx.order
+                    if ctx.kind(*k) == "model" and k in cap]
+    models_extra = [(k, e) for k, e in models_extra if e]
+    if models_extra:
+        out.append("Classes only learned models capture: " + "; ".join(
+            f"<strong>{_esc(_method_label(*k))}</strong>: {', '.join(_esc(c) for c in e)}"
+            for k, e in models_extra[:4]) + ("; …" if len(models_extra) > 4 else "") + ".")
+    elif any(ctx.kind(*k) == "model" for k in cap):
+        out.append("No learned model captures a phenotype class that a baseline misses.")
+    return out
+
+
+def classes_html(ctx: Ctx, pc: pd.DataFrame | None, source: str) -> str:
+    if pc is None:
+        return absent("No per-phenotype-class scores (only synthetic screens know each "
+                      "perturbation's class)", "phenotype_classes")
+    classes = _class_order(pc["phenotype_class"])
+    keys = ctx.sort_keys(set(zip(pc["method"], pc["layer"])))
+    vals = {(r.method, r.layer, r.phenotype_class): r.value for r in pc.itertuples()}
+    m = np.array([[vals.get((*k, c), np.nan) for c in classes] for k in keys])
+    cap = class_capture(ctx, pc)
+    mark = [[c in {x for x, _ in cap.get(k, [])} for c in classes] for k in keys]
+    svg = heatmap_svg([_method_label(*k) for k in keys], m, col_labels=classes, vmin=0.0,
+                      title="replicate mAP per phenotype class",
+                      inks=[label_ink(ctx.kind(*k)) for k in keys], mark=mark)
+    has_null = (pc["method_kind"] == "null").any()
+    findings = class_findings(ctx, pc)
+    return (
+        '<p class="lead">Which kinds of biology each representation retrieves: the mean '
+        "replicate-retrieval mAP of the perturbations in each planted phenotype class. A "
+        f"framed cell means the method <em>captures</em> the class (mAP ≥ {CAPTURE_MIN:g}"
+        + (f" and ≥ {CAPTURE_FOLD:g}× the null method's" if has_null else "") + ").</p>"
+        + ('<ul class="findings">' + "".join(f"<li>{f}</li>" for f in findings) + "</ul>"
+           if findings else "")
+        + f'<figure id="classes-heatmap" class="scroll">{svg}<figcaption>Rows: methods '
+        "(grey baselines, blue models, orange reference, pink null); columns: phenotype "
+        f"classes. Source: {_esc(source)}.</figcaption></figure>"
+    )
+
+
+# --------------------------------------------------------------------------- residualization
+_STRATUM_MEAN = "(stratum mean)"
+
+
+def _resid_frame(res: pd.DataFrame | None) -> pd.DataFrame | None:
+    if res is None or res.empty:
+        return None
+    r = res.copy()
+    for c in ("method", "layer", "confound", "task", "batch_level", "metric", "perturbation",
+              "phenotype_class", "stratum"):
+        if c in r.columns:
+            r[c] = r[c].where(r[c].notna(), "").astype(str)
+        else:
+            r[c] = "default" if c == "layer" else ""
+    if "method_kind" not in r.columns:
+        r["method_kind"] = "model"
+    if len(r):
+        tasks = list(pd.unique(r["task"]))
+        task = "replicate_retrieval" if "replicate_retrieval" in tasks else tasks[0]
+        r = r[r["task"] == task]
+        r = r[r["batch_level"] == headline_level(r["batch_level"])]
+        metrics = list(pd.unique(r["metric"]))
+        if metrics:
+            r = r[r["metric"] == ("mean_average_precision" if "mean_average_precision" in metrics
+                                  else metrics[0])]
+    return r if len(r) else None
+
+
+def _resid_by_class(r: pd.DataFrame) -> pd.DataFrame:
+    """Mean over perturbations per (method, layer, confound, class); '' = every class."""
+    pp = r[r["perturbation"] != _STRATUM_MEAN]
+    keys = ["method", "method_kind", "layer", "confound"]
+    by = pp.groupby([*keys, "phenotype_class"], sort=False, as_index=False)["value"].mean()
+    allc = pp.groupby(keys, sort=False, as_index=False)["value"].mean().assign(phenotype_class="")
+    return pd.concat([by[by["phenotype_class"] != ""], allc], ignore_index=True)
+
+
+def _retained(before: float, after: float) -> float:
+    if _isnan(before) or _isnan(after) or before <= 0:
+        return float("nan")
+    return max(after, 0.0) / before
+
+
+def residual_findings(ctx: Ctx, res: pd.DataFrame | None, confound: str = "cell_count"
+                      ) -> list[str]:
+    r = _resid_frame(res)
+    if r is None or confound not in set(r["confound"]):
+        return []
+    t = _resid_by_class(r)
+    piv = t.pivot_table(index=["method", "layer", "phenotype_class"], columns="confound",
+                        values="value", aggfunc="mean")
+    if "none" not in piv.columns:
+        return []
+    keys = ctx.sort_keys(set(zip(t["method"], t["layer"])))
+    # speak of the reference first, then the best scoring model, then the best baseline
+    chosen = []
+    for kind in ("reference", "model", "baseline"):
+        cand = [k for k in keys if ctx.kind(*k) == kind and (*k, "") in piv.index]
+        if cand:
+            chosen.append(max(cand, key=lambda k: piv.loc[(*k, ""), "none"]))
+    out = []
+    has_classes = (t["phenotype_class"] != "").any()
+    for k in chosen[:3]:
+        name = f"<strong>{_esc(_method_label(*k))}</strong>"
+        if has_classes:
+            rows = []
+            for c in _class_order(t.loc[(t["method"] == k[0]) & (t["layer"] == k[1])
+                                        & (t["phenotype_class"] != ""), "phenotype_class"]):
+                if (*k, c) not in piv.index:
+                    continue
+                b, a = piv.loc[(*k, c), "none"], piv.loc[(*k, c), confound]
+                if not _isnan(b) and b >= 0.2:
+                    rows.append((c, b, a, _retained(b, a)))
+            if len(rows) < 2:
+                continue
+            lost = sorted([x for x in rows if x[3] <= 0.6], key=lambda x: x[3])
+            kept = sorted([x for x in rows if x[3] >= 0.8], key=lambda x: -x[1])
+            if not lost:
+                out.append(f"Residualizing {name} on {_esc(confound.replace('_', ' '))} keeps "
+                           "most of its signal in every class it retrieves (no class loses "
+                           "more than 40 %).")
+                continue
+            c, b, a, f = lost[0]
+            s = (f"Residualizing {name} on {_esc(confound.replace('_', ' '))} removes "
+                 f"{100 * (1 - f):.0f} % of its <em>{_esc(c)}</em> signal (mAP {_fmt(b, digits=2)}"
+                 f" → {_fmt(a, digits=2)})")
+            if len(lost) > 1:
+                s += " and most of " + ", ".join(f"<em>{_esc(x[0])}</em>" for x in lost[1:3])
+            if kept:
+                s += (" but keeps " + ", ".join(
+                    f"<em>{_esc(x[0])}</em> ({100 * x[3]:.0f} %)" for x in kept[:3]))
+            out.append(s + ".")
+        else:
+            b, a = piv.loc[(*k, ""), "none"], piv.loc[(*k, ""), confound]
+            f = _retained(b, a)
+            if not _isnan(f):
+                out.append(f"Residualizing {name} on {_esc(confound.replace('_', ' '))} keeps "
+                           f"{100 * f:.0f} % of its mAP ({_fmt(b, digits=2)} → "
+                           f"{_fmt(a, digits=2)}).")
+    return out
+
+
+def residualization_html(ctx: Ctx, res: pd.DataFrame | None) -> str:
+    r = _resid_frame(res)
+    if r is None:
+        return absent("No residualization results", "residualized")
+    t = _resid_by_class(r)
+    confounds = [c for c in pd.unique(t["confound"]) if c != "none"]
+    if "none" not in set(t["confound"]) or not confounds:
+        return ('<p class="absent">The residualization table has no before/after pair '
+                "(confound <code>none</code> and a confound).</p>")
+    keys = ctx.sort_keys(set(zip(t["method"], t["layer"])))
+    has_classes = (t["phenotype_class"] != "").any()
+    parts = ['<p class="lead">Each representation is regressed on a confound (the site\'s '
+             "cell count; pixel statistics) and scored again on what is left. Signal that "
+             "survives is not a by-product of how many cells there are; signal that vanishes "
+             "was the confound.</p>"]
+    for conf in confounds:
+        f = residual_findings(ctx, res, conf)
+        if f:
+            parts.append('<ul class="findings">' + "".join(f"<li>{x}</li>" for x in f) + "</ul>")
+    val = {(a.method, a.layer, a.confound, a.phenotype_class): a.value for a in t.itertuples()}
+    conf = "cell_count" if "cell_count" in confounds else confounds[0]
+    if has_classes:
+        classes = _class_order(t.loc[t["phenotype_class"] != "", "phenotype_class"])
+        # small multiples for the methods that matter most: reference, models, best baselines
+        ranked = sorted(keys, key=lambda k: (_KIND_ORDER.get(ctx.kind(*k), 1),
+                                             -val.get((*k, "none", ""), 0.0)))
+        shown = [k for k in ranked if ctx.kind(*k) in ("reference", "model")][:4]
+        shown += [k for k in ranked if ctx.kind(*k) == "baseline"][:max(2, 6 - len(shown))]
+        figs = []
+        for k in shown:
+            rows = [(c, val.get((*k, "none", c), float("nan")), val.get((*k, conf, c), float("nan")))
+                    for c in classes]
+            svg = dumbbell_svg(rows, title=f"{_method_label(*k)}: mAP per class before and "
+                               f"after residualizing on {conf}", x_label="mAP",
+                               before_label="as is", after_label=f"residualized on {conf}")
+            figs.append(f'<figure id="{_slug("resid", *k)}">{svg}<figcaption><strong>'
+                        f"{_esc(_method_label(*k))}</strong> ({_esc(ctx.kind(*k))}): per "
+                        f"phenotype class, mAP as is (open) and after removing "
+                        f"<code>{_esc(conf)}</code> (filled; red where it drops).</figcaption>"
+                        "</figure>")
+        parts.append(f'<div class="figgrid narrow">{"".join(figs)}</div>')
+        cols = classes + [""]
+        head = "".join(f"<th>{_esc(c or 'all')}</th>" for c in cols)
+        body = []
+        for k in keys:
+            for cf in ["none", *confounds]:
+                cells = "".join(f'<td class="num">{_fmt(val.get((*k, cf, c)), digits=2)}</td>'
+                                for c in cols)
+                body.append(f'<tr class="kind-{_esc(ctx.kind(*k))}"><td>{_method_html(*k)}</td>'
+                            f"<td>{_esc(cf)}</td>{cells}</tr>")
+        parts.append('<details><summary>Every method and class (mAP as is and residualized)'
+                     '</summary><div class="table-wrap"><table class="plain"><thead><tr>'
+                     f"<th>method</th><th>residualized on</th>{head}</tr></thead><tbody>"
+                     f"{''.join(body)}</tbody></table></div></details>")
+    else:
+        body = []
+        for k in keys:
+            b = val.get((*k, "none", ""))
+            cells = "".join(
+                f'<td class="num">{_fmt(val.get((*k, cf, "")))}'
+                f'<span class="ratio">{_pct(_retained(b, val.get((*k, cf, ""), float("nan"))))}'
+                "</span></td>" for cf in confounds)
+            body.append(f'<tr class="kind-{_esc(ctx.kind(*k))}"><td>{_method_html(*k)}</td>'
+                        f'<td class="num">{_fmt(b)}</td>{cells}</tr>')
+        parts.append('<div class="table-wrap"><table class="plain"><thead><tr><th>method</th>'
+                     "<th>as is</th>" + "".join(f"<th>residualized on {_esc(c)}</th>"
+                                                for c in confounds)
+                     + f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    strata = r[r["perturbation"] == _STRATUM_MEAN]
+    if len(strata) and (strata["stratum"] != "").any():
+        st = sorted(set(strata["stratum"]) - {""})
+        sv = strata.groupby(["method", "layer", "confound", "stratum"])["value"].mean().to_dict()
+        body = []
+        for k in keys:
+            for cf in ["none", *confounds]:
+                if not any((*k, cf, s) in sv for s in st):
+                    continue
+                body.append(f'<tr class="kind-{_esc(ctx.kind(*k))}"><td>{_method_html(*k)}</td>'
+                            f"<td>{_esc(cf)}</td>" + "".join(
+                                f'<td class="num">{_fmt(sv.get((*k, cf, s)), digits=2)}</td>'
+                                for s in st) + "</tr>")
+        parts.append('<details><summary>Within strata of matched cell-count change</summary>'
+                     '<p class="tablenote">Perturbations binned by how much they change the cell '
+                     "count (q1 smallest … q4 largest); mean mAP per bin. A representation that "
+                     "keeps its mAP in q1 retrieves perturbations that do not move cell count."
+                     '</p><div class="table-wrap"><table class="plain"><thead><tr><th>method</th>'
+                     "<th>residualized on</th>" + "".join(f"<th>{_esc(s)}</th>" for s in st)
+                     + f"</tr></thead><tbody>{''.join(body)}</tbody></table></div></details>")
+    return "".join(parts)
+
+
+def _pct(x: float) -> str:
+    return "" if _isnan(x) else f"{100 * x:.0f} %"
+
+
+# --------------------------------------------------------------------------- agreement
+def agreement_html(ctx: Ctx, ag: pd.DataFrame | None) -> str:
+    if ag is None or ag.empty:
+        return absent("No agreement between methods", "agreement")
+    ag = ag.copy()
+    for c in ("method_a", "layer_a", "method_b", "layer_b"):
+        ag[c] = ag[c].where(ag[c].notna(), "default").astype(str)
+    keys = ctx.sort_keys(set(zip(ag["method_a"], ag["layer_a"])) | set(zip(ag["method_b"],
+                                                                           ag["layer_b"])))
+    idx = {k: i for i, k in enumerate(keys)}
+    labels = [_method_label(*k) for k in keys]
+    inks = [label_ink(ctx.kind(*k)) for k in keys]
+    figs = []
+    mats = {}
+    for col, name in (("spearman", "Spearman ρ of the perturbation-similarity rankings"),
+                      ("cka", "linear CKA")):
+        if col not in ag.columns:
+            continue
+        m = np.full((len(keys), len(keys)), np.nan)
+        np.fill_diagonal(m, 1.0)
+        for r in ag.itertuples():
+            i, j = idx[(r.method_a, r.layer_a)], idx[(r.method_b, r.layer_b)]
+            v = getattr(r, col)
+            if not _isnan(v):
+                m[i, j] = m[j, i] = float(v)
+        mats[col] = m
+        svg = heatmap_svg(labels, m, title=name, inks=inks,
+                          vmin=-1.0 if col == "spearman" and np.nanmin(m) < 0 else 0.0)
+        figs.append(f'<figure id="agreement-{col}" class="scroll">{svg}<figcaption><strong>'
+                    f"{_esc(name)}</strong>"
+                    + (" between every two methods: 1 = they order perturbation pairs by "
+                       "similarity identically." if col == "spearman" else
+                       ": similarity of the representations themselves (1 = the same up to "
+                       "rotation and scale).") + "</figcaption></figure>")
+    lines = []
+    m = mats.get("spearman", mats.get("cka"))
+    base_idx = [idx[k] for k in keys if ctx.kind(*k) == "baseline"]
+    if m is not None and base_idx:
+        for k in keys:
+            if ctx.kind(*k) not in ("model", "reference"):
+                continue
+            i = idx[k]
+            row = [(m[i, j], keys[j]) for j in base_idx if not _isnan(m[i, j])]
+            if not row:
+                continue
+            v, bk = max(row)
+            lines.append(f"<li><strong>{_esc(_method_label(*k))}</strong> agrees most with "
+                         f"<strong>{_esc(_method_label(*bk))}</strong> (ρ = {_fmt(v, digits=2)}"
+                         + (f", CKA {_fmt(mats['cka'][i, idx[bk]], digits=2)}"
+                            if "cka" in mats and "spearman" in mats else "") + ")</li>")
+    n = int(ag["n_perturbations"].max()) if "n_perturbations" in ag.columns and len(ag) else 0
+    return (
+        '<p class="lead">Do two representations see the same biology? For every pair of methods, '
+        "how alike their rankings of perturbation–perturbation similarity are (Spearman), and "
+        "how alike the representations are (CKA)"
+        + (f", over {n:,} perturbations" if n else "") + ". A model that agrees closely with a "
+        "baseline has mostly learned what the baseline measures.</p>"
+        + (f'<details open><summary>Closest baseline of each model</summary><ul class="compact">'
+           f'{"".join(lines)}</ul></details>' if lines else "")
+        + f'<div class="figgrid wide">{"".join(figs)}</div>'
+    )
+
+
+# --------------------------------------------------------------------------- dimensionality
+def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
+    if dim is None or dim.empty:
+        return absent("No dimensionality analysis", "dimensionality")
+    d = dim.copy()
+    d["layer"] = d["layer"].where(d["layer"].notna(), "default").astype(str)
+    d["method"] = d["method"].astype(str)
+    keys = ctx.sort_keys(set(zip(d["method"], d["layer"])))
+    kinds = {k: ctx.kinds.get(k) or (d.loc[(d["method"] == k[0]) & (d["layer"] == k[1]),
+                                           "method_kind"].iloc[0] if "method_kind" in d else "model")
+             for k in keys}
+    cum = d[d["metric"] == "cumulative_explained_variance"]
+    parts = ['<p class="lead">How many directions a representation really uses. The curves '
+             "show the cumulative share of variance explained by the first <em>k</em> principal "
+             "components of each method's perturbation profiles; a curve that jumps to 1 within a"
+             " few components has collapsed onto a handful of signals (often cell count or "
+             "intensity).</p>"]
+    if len(cum):
+        colours = kind_colours([(k, kinds[k]) for k in keys])
+        series = []
+        kmax = 1
+        for k in keys:
+            g = cum[(cum["method"] == k[0]) & (cum["layer"] == k[1])].sort_values("component")
+            if g.empty:
+                continue
+            kmax = max(kmax, int(g["component"].max()))
+            pts = [(int(c), float(v), f"{_method_label(*k)}: {_fmt(v, digits=2)} at {int(c)}")
+                   for c, v in zip(g["component"], g["value"])]
+            series.append(dict(label=_method_label(*k), points=pts, colour=colours[(k, kinds[k])],
+                               ink=label_ink(kinds[k]), markers=False,
+                               width=2.0 if kinds[k] != "baseline" else 1.4))
+        series.sort(key=lambda s: 0 if s["ink"] == label_ink("baseline") else 1)
+        svg = line_chart_svg(series, title="cumulative explained variance", log_x=kmax > 30,
+                             x_label="number of principal components" + (" (log scale)"
+                                                                          if kmax > 30 else ""),
+                             y_label="cumulative explained variance",
+                             y_ticks=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        parts.append(_kind_legend(set(kinds.values())))
+        parts.append(f'<figure id="dimensionality-curves" class="single">{svg}<figcaption>One line per method '
+                     "and layer; dots of the same colour family are the same kind of method."
+                     "</figcaption></figure>")
+    scal = d[d["metric"].isin(["effective_rank", "participation_ratio", "n_components_90",
+                               "top1_variance"])]
+    if len(scal):
+        sv = scal.groupby(["method", "layer", "metric"])["value"].mean().to_dict()
+        cols = [("effective_rank", "effective rank"), ("participation_ratio",
+                                                       "participation ratio"),
+                ("n_components_90", "components for 90 %"), ("top1_variance", "top PC share")]
+        body = []
+        for k in keys:
+            if not any((*k, c) in sv for c, _ in cols):
+                continue
+            cells = []
+            for c, _ in cols:
+                v = sv.get((*k, c), float("nan"))
+                txt = "—" if _isnan(v) else (f"{v:.0f}" if c == "n_components_90" else
+                                             (f"{100 * v:.0f} %" if c == "top1_variance" else
+                                              f"{v:.1f}"))
+                cls = " warn" if c == "top1_variance" and not _isnan(v) and v >= 0.8 else ""
+                cells.append(f'<td class="num{cls}" data-value="{"" if _isnan(v) else repr(float(v))}">'
+                             f"{txt}</td>")
+            body.append(f'<tr class="kind-{_esc(kinds[k])}"><td data-value="{_esc(_method_label(*k))}">'
+                        f'{_method_html(*k)}</td><td class="kindcol" data-value="{_KIND_ORDER.get(kinds[k], 1)}">'
+                        f'{_tag(kinds[k])}</td>{"".join(cells)}</tr>')
+        head = "".join(f'<th data-col="{i + 2}"><button type="button">{_esc(t)}</button></th>'
+                       for i, (_, t) in enumerate(cols))
+        parts.append('<div class="table-wrap"><table class="leaderboard sortable compact" '
+                     'id="dimensionality-table"><thead><tr class="sub"><th data-col="0" class="left"><button '
+                     'type="button">method</button></th><th data-col="1" class="left kindcol"><button type="button">'
+                     f"kind</button></th>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+                     "</table></div>"
+                     '<p class="tablenote">Effective rank = exp(entropy of the normalised '
+                     "eigenvalues); participation ratio = (Σλ)² / Σλ². Both count the directions "
+                     "in use. A top principal component holding ≥ 80 % of the variance is "
+                     "flagged.</p>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- assays
+def assay_findings(asy: pd.DataFrame | None) -> list[str]:
+    if asy is None or asy.empty or "predictable_by_cell_count" not in asy.columns:
+        return []
+    flag = asy["predictable_by_cell_count"].fillna(False).astype(bool)
+    k, n = int(flag.sum()), len(asy)
+    names = ", ".join(f"<code>{_esc(a)}</code>" for a in asy.loc[flag, "assay"].astype(str)[:6])
+    s = f"Cell count alone explains <strong>{k} of {n}</strong> bioactivity assays"
+    if k:
+        s += (f" ({names}{', …' if k > 6 else ''}): a representation's score on those says "
+              "little beyond toxicity or proliferation.")
+    else:
+        s += " — every assay needs more than cell count."
+    return [s]
+
+
+def assays_html(asy: pd.DataFrame | None) -> str:
+    if asy is None or asy.empty:
+        return absent("No assay confound table", "assay_confounds")
+    a = asy.copy()
+    flag = a["predictable_by_cell_count"].fillna(False).astype(bool) \
+        if "predictable_by_cell_count" in a.columns else pd.Series(False, index=a.index)
+    a = a.assign(_f=flag).sort_values(
+        ["_f", "cell_count_balanced_accuracy"] if "cell_count_balanced_accuracy" in a.columns
+        else ["_f"], ascending=False, kind="stable")
+    rows = []
+    for r in a.to_dict("records"):
+        pred = bool(r.get("_f"))
+        rows.append(
+            f'<tr class="{"flagged" if pred else ""}"><td><code>{_esc(r.get("assay", ""))}</code></td>'
+            f'<td>{_esc(r.get("assay_type", ""))}</td>'
+            f'<td class="num">{_fmt_int(r.get("n_actives"))}</td>'
+            f'<td class="num">{_fmt_int(r.get("n_inactives"))}</td>'
+            f'<td class="num">{_fmt(r.get("t_statistic"), digits=2)}</td>'
+            f'<td class="num">{_fmt_p(r.get("p_value"))}</td>'
+            f'<td class="num">{_fmt(r.get("cell_count_balanced_accuracy"), digits=2)}</td>'
+            f'<td class="num">{_fmt(r.get("threshold"), digits=2)}</td>'
+            f'<td>{"<span class=warn>yes — cell count alone</span>" if pred else "no"}</td></tr>')
+    f = assay_findings(asy)
+    return (
+        '<p class="lead">Before trusting a bioactivity score: could the number of cells alone '
+        "have predicted the assay? For each assay, a t-test of cell count between actives and "
+        "inactives and the balanced accuracy of the best single cell-count threshold."
+        + " The flag is the diagnostics' verdict that cell count alone predicts the assay."
+        + "</p>"
+        + ('<ul class="findings">' + "".join(f"<li>{x}</li>" for x in f) + "</ul>" if f else "")
+        + '<div class="table-wrap"><table class="plain" id="assay-table"><thead><tr>'
+        "<th>assay</th><th>type</th><th>actives</th><th>inactives</th><th>t</th><th>p</th>"
+        "<th>cell-count balanced accuracy</th><th>at threshold</th><th>predictable by cell count</th>"
+        "</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _fmt_int(x) -> str:
+    return "—" if _isnan(x) else f"{int(x):,}"
+
+
+def _fmt_p(x) -> str:
+    if _isnan(x):
+        return "—"
+    x = float(x)
+    return f"{x:.2g}" if x < 0.001 else f"{x:.3f}"
+
+
+# --------------------------------------------------------------------------- summary
+def reference_findings(ctx: Ctx) -> list[str]:
+    out = []
+    refs = [k for k in ctx.order if ctx.kind(*k) == "reference"]
+    for k in refs:
+        wins, tot, ex = 0, 0, []
+        for task, metric in ctx.headline.items():
+            b = ctx.beyond[(ctx.beyond["task"] == task) & (ctx.beyond["metric"] == metric)
+                           & (ctx.beyond["batch_level"] == ctx.levels.get(task))
+                           & (ctx.beyond["method"] == k[0]) & (ctx.beyond["layer"] == k[1])]
+            if b.empty or _isnan(b["improvement"].iloc[0]):
+                continue
+            r = b.iloc[0]
+            tot += 1
+            if r["beats_best_baseline"]:
+                wins += 1
+                ex.append(f"{_esc(_task_label(task).lower())} {_fmt(r['value_mean'], digits=2)} vs "
+                          f"{_fmt(r['best_baseline_mean'], digits=2)} "
+                          f"({_esc(_method_label(r['best_baseline'], r['best_baseline_layer']))})")
+        if not tot:
+            continue
+        verb = ("adds signal beyond <em>all</em> baselines on every task" if wins == tot else
+                f"beats the best baseline on {wins} of {tot} tasks")
+        out.append(f"The reference <strong>{_esc(_method_label(*k))}</strong> {verb}"
+                   + (": " + "; ".join(ex[:3]) + ("; …" if len(ex) > 3 else "") if ex else "")
+                   + (" — there is biology left for a model to find." if wins else "."))
+    return out
+
+
+def model_findings(ctx: Ctx) -> list[str]:
+    models = [k for k in ctx.order if ctx.kind(*k) == "model"]
+    if not models:
+        return []
+    stats = []
+    for k in models:
+        wins, tot, gain = 0, 0, []
+        for task, metric in ctx.headline.items():
+            b = ctx.beyond[(ctx.beyond["task"] == task) & (ctx.beyond["metric"] == metric)
+                           & (ctx.beyond["batch_level"] == ctx.levels.get(task))
+                           & (ctx.beyond["method"] == k[0]) & (ctx.beyond["layer"] == k[1])]
+            if b.empty or _isnan(b["improvement"].iloc[0]):
+                continue
+            tot += 1
+            if b["beats_best_baseline"].iloc[0]:
+                wins += 1
+                gain.append((float(b["improvement"].iloc[0]), task))
+        stats.append((wins, tot, k, gain))
+    if not any(s[1] for s in stats):
+        return []
+    winners = sorted([s for s in stats if s[0]], key=lambda s: (-s[0], -max(s[3])[0], s[2]))
+    if not winners:
+        return [f"None of the {len(models)} learned model representations beats the best "
+                "baseline on any task's headline metric — so far they show no signal beyond "
+                "simple image statistics."]
+    out = []
+    for wins, tot, k, gain in winners[:3]:
+        g, task = max(gain)
+        out.append(f"<strong>{_esc(_method_label(*k))}</strong> beats the best baseline on "
+                   f"{wins} of {tot} tasks (largest margin {_fmt(g, signed=True)} on "
+                   f"{_esc(_task_label(task).lower())}).")
+    rest = len(models) - len(winners)
+    if rest:
+        out.append(f"{rest} of {len(models)} learned model representations beat the best "
+                   "baseline on no task.")
+    return out
