@@ -303,6 +303,8 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
     """
     pvals = pvals or {}
     metrics = list(pd.unique(agg_tl["metric"]))
+    if not metrics:  # e.g. a batch level at which none of the task's main metrics was scored
+        return '<p class="tablenote">No headline metric was scored at this batch level.</p>'
     has_others = (agg_tl["method_kind"] != "baseline").any()
     methods = (
         agg_tl[["method", "layer", "method_kind"]].drop_duplicates(["method", "layer"])

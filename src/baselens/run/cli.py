@@ -24,11 +24,35 @@ def _demo_config(args):
     })
 
 
+def _apply_execution(cfg, args):
+    """``--workers`` / ``--scheduler`` / ``--executor`` / ``--chunk-size`` over ``[execution]``."""
+    over = {"workers": getattr(args, "workers", None),
+            "scheduler": getattr(args, "scheduler", None),
+            "executor": getattr(args, "executor", None),
+            "chunk_size": getattr(args, "chunk_size", None)}
+    cfg.execution = {**cfg.execution, **{k: v for k, v in over.items() if v is not None}}
+    if cfg.execution.get("scheduler") and cfg.execution.get("executor") is None:
+        cfg.execution["executor"] = "dask"
+    return cfg
+
+
+def _add_execution_options(p) -> None:
+    p.add_argument("--workers", type=int, default=None,
+                   help="extraction workers (default: one per core; one per GPU for GPU models)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run extraction on an existing dask cluster, e.g. tcp://host:8786")
+    p.add_argument("--executor", choices=["dask", "processes", "serial"], default=None,
+                   help="where extraction runs (default: a dask LocalCluster)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="sites per cached chunk (default 64)")
+
+
 def cmd_demo(args) -> int:
     from baselens.run.pipeline import run_pipeline
 
     t = time.perf_counter()
-    res = run_pipeline(_demo_config(args), args.out, progress=not args.quiet)
+    res = run_pipeline(_apply_execution(_demo_config(args), args), args.out,
+                       progress=not args.quiet)
     print(f"finished in {time.perf_counter() - t:.1f} s")
     print(f"report: {res.report.resolve()}")
     return 0
@@ -38,11 +62,26 @@ def cmd_run(args) -> int:
     from baselens.run.config import RunConfig
     from baselens.run.pipeline import run_pipeline
 
-    cfg = RunConfig.from_toml(args.config)
+    cfg = _apply_execution(RunConfig.from_toml(args.config), args)
     t = time.perf_counter()
     res = run_pipeline(cfg, args.out, progress=not args.quiet)
     print(f"finished in {time.perf_counter() - t:.1f} s")
     print(f"report: {res.report.resolve()}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from baselens.run.execution import status_report
+
+    print(status_report(args.dir))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from baselens.run.compare import compare_runs
+
+    report = compare_runs(args.runs, args.out, title=args.title)
+    print(f"report: {report.resolve()}")
     return 0
 
 
@@ -81,13 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-effect", type=float, default=None,
                    help="batch-effect strength of the synthetic screen (0 = none)")
     d.add_argument("--quiet", action="store_true")
+    _add_execution_options(d)
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="run a TOML config")
     r.add_argument("config", help="TOML config file")
     r.add_argument("--out", required=True, help="run folder")
     r.add_argument("--quiet", action="store_true")
+    _add_execution_options(r)
     r.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="what is done and what is left in a run folder")
+    st.add_argument("dir", help="run folder (the --out of demo/run)")
+    st.set_defaults(func=cmd_status)
+
+    cmp_ = sub.add_parser("compare", help="merge run folders into one report")
+    cmp_.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with scores.parquet)")
+    cmp_.add_argument("--out", required=True, help="folder for the merged tables and report")
+    cmp_.add_argument("--title", default=None, help="report title")
+    cmp_.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("list", help="list registered representations")
     ls.set_defaults(func=cmd_list)

@@ -32,7 +32,11 @@ Example (every key optional except a data source)::
     upper_tail = 0.05
 
     [execution]
-    batch_size = 32
+    batch_size = 32                       # sites per extractor call
+    chunk_size = 64                       # sites per cached chunk (one plate at most)
+    executor = "dask"                     # dask (default) | processes | serial
+    workers = 8                           # default: one per core (one per GPU for GPU models)
+    scheduler = "tcp://host:8786"         # an existing dask cluster instead of a LocalCluster
 """
 
 from __future__ import annotations
@@ -72,7 +76,11 @@ _SCHEMA: dict[str, Any] = {
     "methods": list,
     "profile": {"aggregate": str, "normalize": str, "reference": str, "steps": (str, list)},
     "tasks": dict,  # validated against the task functions' signatures (run.tasks)
-    "execution": {"batch_size": int, "prefetch": int, "read_workers": int, "workers": int},
+    # extraction: see baselens.run.execution (executor: "serial" | "processes" | "dask";
+    # scheduler: address of an existing dask cluster; chunk_size: sites per cached chunk)
+    "execution": {"batch_size": int, "prefetch": int, "read_workers": int, "workers": int,
+                  "executor": str, "scheduler": str, "chunk_size": int,
+                  "dashboard_address": str},
 }
 
 DEFAULT_METHODS = [

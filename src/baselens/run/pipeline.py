@@ -19,8 +19,7 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,12 @@ import baselens
 from baselens._io import write_json_atomic, write_parquet_atomic
 from baselens.data.annotations import read_relationship_pairs
 from baselens.data.load_data import LoadData, read_load_data
-from baselens.extract.registry import SiteBatch, get_extractor, get_spec
+from baselens.diagnose.run import ProfileSet, run_diagnostics
+from baselens.extract.registry import get_extractor, get_spec
 from baselens.profile.aggregate import aggregate, feature_columns
 from baselens.profile.log import FilterLog
 from baselens.profile.normalize import normalize
+from baselens.run import execution
 from baselens.run.config import RunConfig, synthetic_config
 from baselens.run.tasks import LOWER_IS_BETTER, run_tasks
 
@@ -69,12 +70,23 @@ class RunResult:
 
 
 class _Progress:
-    """Stage lines with counts and rates on stderr."""
+    """Stage lines with counts and rates on stderr, and every line (plus ``log``-only
+    detail such as each finished chunk) appended to the run log ``DIR/run.log``."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, log_path: str | Path | None = None):
         self.enabled = enabled
+        self.log_path = Path(log_path) if log_path is not None else None
+
+    def log(self, msg: str) -> None:
+        if self.log_path is not None:
+            try:
+                with open(self.log_path, "a") as f:
+                    f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {msg}\n")
+            except OSError:  # pragma: no cover - a read-only run folder still runs
+                pass
 
     def __call__(self, msg: str) -> None:
+        self.log(msg)
         if self.enabled:
             print(f"[baselens] {msg}", file=sys.stderr, flush=True)
 
@@ -161,22 +173,6 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
     return ld, inputs, context
 
 
-def _data_identity(ld: LoadData) -> str:
-    """Identity of the input images: the table's content plus file sizes/mtimes."""
-    h = hashlib.sha256()
-    h.update(pd.util.hash_pandas_object(ld.table, index=False).values.tobytes())
-    h.update(json.dumps(ld.channels).encode())
-    for i in range(0, len(ld), max(1, len(ld) // 50)):  # sampled: cheap on big screens
-        for ch in ld.channels:
-            try:
-                st = ld.path(i, ch).stat()
-                h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
-            except Exception:
-                h.update(b"?")
-    return h.hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- extract
 def _bar(total: int, say: "_Progress"):
     """A tqdm progress bar on an interactive stderr (None otherwise: stage lines instead)."""
     if not say.enabled or not sys.stderr.isatty():
@@ -188,222 +184,218 @@ def _bar(total: int, say: "_Progress"):
     return tqdm(total=total, unit="site", desc="[baselens] extract", file=sys.stderr)
 
 
+def _method_base(m: dict) -> str:
+    """Extractor name, its parameters and the code version (no data)."""
+    blob = json.dumps({"name": m["name"], "params": m.get("params", {}),
+                       "version": baselens.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _method_key(m: dict, data_id: str) -> str:
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
                        "version": baselens.__version__}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _run_extractors(todo: list, batch: SiteBatch, n_sites: int) -> tuple[dict, dict]:
-    """Every extractor on one batch: ({label: {layer: DataFrame}}, {label: seconds})."""
-    out, spent = {}, {}
-    for label, m, _, ex in todo:
-        t = time.perf_counter()
-        layers = ex(batch)
-        spent[label] = time.perf_counter() - t
-        for layer, df in layers.items():
-            if len(df) != n_sites:
-                raise RuntimeError(f"extractor {m['name']!r} returned {len(df)} rows for "
-                                   f"{n_sites} sites (layer {layer!r})")
-        out[label] = {layer: df.reset_index(drop=True) for layer, df in layers.items()}
-    return out, spent
+_run_extractors = execution.run_extractors  # kept under its old name
 
 
-def _extract_serial(todo, ld, context, meta, starts, batch_size, need_images, cfg, collect) -> float:
-    """One process; a thread reads the next batches while the extractors run."""
-    n = len(ld)
-    prefetch = max(0, int(cfg.execution.get("prefetch", 2)))
-    readers = max(1, int(cfg.execution.get("read_workers", 1)))
-    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="baselens-read") \
-        if need_images and prefetch else None
-    pending: dict[int, Future] = {}
-
-    def _read(start: int) -> np.ndarray | None:
-        if not need_images:
-            return None
-        return ld.read_sites(np.arange(start, min(start + batch_size, n)))
-
-    t_read = 0.0
+def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
+    manifest = feat_dir / f"{label}.json"
+    if not manifest.exists():
+        return None
     try:
-        for b, start in enumerate(starts):
-            idx = np.arange(start, min(start + batch_size, n))
-            if pool is not None:  # keep `prefetch` batches in flight (tifffile/zlib release the GIL)
-                for nxt in starts[b: b + prefetch + 1]:
-                    if nxt not in pending:
-                        pending[nxt] = pool.submit(_read, nxt)
-            t = time.perf_counter()
-            images = pending.pop(start).result() if start in pending else _read(start)
-            t_read += time.perf_counter() - t
-            batch = SiteBatch(images=images, channels=list(ld.channels),
-                              meta=meta.iloc[idx].reset_index(drop=True), context=context)
-            collect(start, *_run_extractors(todo, batch, len(idx)))
-    finally:
-        if pool is not None:
-            for f in pending.values():
-                f.cancel()
-            pool.shutdown(wait=True)
-    return t_read
-
-
-# state of a worker process (set once by its initializer, then reused for every chunk)
-_WORKER: dict = {}
-
-
-def _init_worker(todo, ld, context, meta, batch_size, need_images, threads) -> None:
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
-    _WORKER.update(todo=todo, ld=ld, context=context, meta=meta, batch_size=batch_size,
-                   need_images=need_images)
-
-
-def _worker_chunk(start: int) -> tuple[int, dict, dict, float]:
-    w = _WORKER
-    ld = w["ld"]
-    idx = np.arange(start, min(start + w["batch_size"], len(ld)))
-    t = time.perf_counter()
-    images = ld.read_sites(idx) if w["need_images"] else None  # workers read their own images
-    t_read = time.perf_counter() - t
-    batch = SiteBatch(images=images, channels=list(ld.channels),
-                      meta=w["meta"].iloc[idx].reset_index(drop=True), context=w["context"])
-    out, spent = _run_extractors(w["todo"], batch, len(idx))
-    return start, out, spent, t_read
-
-
-def _extract_parallel(todo, ld, context, meta, starts, batch_size, need_images, workers,
-                      collect) -> float:
-    """Chunks of sites on ``workers`` processes; each reads its own images (no image bytes
-    cross process boundaries). Extractors are built (and fitted) once in the parent and
-    sent to each worker, so every worker computes with identical parameters."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    t_read = 0.0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker,
-                             initargs=(todo, ld, context, meta, batch_size, need_images,
-                                       threads)) as pool:
-        futures = [pool.submit(_worker_chunk, s) for s in starts]
-        for f in as_completed(futures):
-            start, out, spent, tr = f.result()
-            t_read += tr
-            collect(start, out, spent)
-    return t_read
-
-
-def _n_workers(cfg: RunConfig, n_chunks: int) -> int:
-    """``execution.workers``; default: one process per core, at most 4, at most one per chunk."""
-    w = cfg.execution.get("workers")
-    if w is None:
-        w = min(4, os.cpu_count() or 1)
-    return max(1, min(int(w), n_chunks))
+        info = json.loads(manifest.read_text())
+    except ValueError:
+        return None
+    # layers as [layer, file] pairs: the extractor's order (JSON objects get sorted)
+    paths = {layer: feat_dir / f for layer, f in info.get("layers", [])}
+    if info.get("key") != key or not paths or not all(p.exists() for p in paths.values()):
+        return None
+    return {layer: pd.read_parquet(p) for layer, p in paths.items()}
 
 
 def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
              say: _Progress) -> dict[str, dict[str, pd.DataFrame]]:
-    """Per-site features: {label: {layer: DataFrame(Metadata_* + features)}}."""
+    """Per-site features: {label: {layer: DataFrame(Metadata_* + features)}}.
+
+    Chunks of sites (one plate, at most ``chunk_size`` sites) run on the configured
+    executor (``baselens.run.execution``); each chunk's features are cached as Parquet
+    parts under a key of (extractor, params, code version, the chunk's input files), so a
+    finished run re-extracts nothing and a killed run computes only its missing chunks.
+    The parts are then consolidated into ``features/<label>.<layer>.parquet``.
+    """
     feat_dir = out / "features"
-    data_id = _data_identity(ld)
+    ex_cfg = cfg.execution
     meta = ld.metadata.reset_index(drop=True)
+    batch_size = int(ex_cfg.get("batch_size", 32))
+    chunk_size = int(ex_cfg.get("chunk_size", max(execution.DEFAULT_CHUNK_SIZE, batch_size)))
+    t = time.perf_counter()
+    chunks = execution.make_chunks(ld, chunk_size)
+    idents = execution.chunk_identities(ld, chunks)
+    data_id = execution.screen_identity(idents)
+    say.log(f"extract: {len(chunks)} chunks of <= {chunk_size} sites, input identity {data_id} "
+            f"({time.perf_counter() - t:.1f} s to stat the images)")
     results: dict[str, dict[str, pd.DataFrame]] = {}
-    todo = []
+    todo = []  # (label, method, key, base, extractor)
     aliases: dict[str, str] = {}  # label -> label whose features it shares (extracted once)
+    plan: dict[str, dict] = {}
     for m in cfg.methods:
         label = m.get("label", m["name"])
         key = _method_key(m, data_id)
-        manifest = feat_dir / f"{label}.json"
-        if manifest.exists():
-            info = json.loads(manifest.read_text())
-            # layers as [layer, file] pairs: the extractor's order (JSON objects get sorted)
-            paths = {layer: feat_dir / f for layer, f in info.get("layers", [])}
-            if info.get("key") == key and paths and all(p.exists() for p in paths.values()):
-                results[label] = {layer: pd.read_parquet(p) for layer, p in paths.items()}
-                say(f"extract: {label} reused from cache ({len(meta)} sites)")
-                continue
-        if any(k == key for _, _, k, _ in todo):  # same extractor and params, another label
-            aliases[label] = next(lb for lb, _, k, _ in todo if k == key)
+        cached = _read_consolidated(feat_dir, label, key)
+        if cached is not None:
+            results[label] = cached
+            plan[label] = {"key": key, "base": _method_base(m)}
+            say(f"extract: {label} reused from cache ({len(meta)} sites)")
             continue
-        todo.append((label, m, key, get_extractor(m["name"], **m.get("params", {}))))
-    if not todo:
-        return results
-    batch_size = int(cfg.execution.get("batch_size", 32))
-    need_images = any(getattr(ex, "needs_images", True) for *_, ex in todo)
-    parts: dict[str, dict[str, list[pd.DataFrame]]] = {label: {} for label, *_ in todo}
-    spent = {label: 0.0 for label, *_ in todo}
-    # optional hook: extractor.fit(load_data, progress=...) before any batch, e.g. per-plate
-    # intensity statistics (networks) or a whole-screen key check (precomputed)
-    for label, m, _, ex in todo:
+        if any(k == key for _, _, k, _, _ in todo):  # same extractor and params, another label
+            aliases[label] = next(lb for lb, _, k, _, _ in todo if k == key)
+            plan[label] = {"same_as": aliases[label]}
+            continue
+        ex = get_extractor(m["name"], **m.get("params", {}))
+        # a whole-screen fit (e.g. per-plate statistics) makes every chunk depend on the screen
+        base = _method_base(m) + (f"|fit:{data_id}" if callable(getattr(ex, "fit", None)) else "")
+        todo.append((label, m, key, base, ex))
+        plan[label] = {"key": key, "base": base}
+    execution.write_plan(feat_dir, {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "chunk_size": chunk_size,
+        "data_id": data_id, "methods": plan,
+        "chunks": [{"id": c.id, "plate": c.plate, "n": c.n, "identity": idents[c.id]}
+                   for c in chunks]})
+    if todo:
+        _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta, batch_size)
+    for label, m, key, base, _ in todo:
+        results[label] = _consolidate(feat_dir, label, m, key, base, chunks, idents, meta)
+    for label, same in aliases.items():
+        results[label] = results[same]
+    return results
+
+
+def _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta,
+                    batch_size) -> None:
+    """Compute every (method, chunk) whose part is not cached under its current key."""
+    keys = {label: {c.id: execution.chunk_key(base, idents[c.id]) for c in chunks}
+            for label, _, _, base, _ in todo}
+    missing: dict[str, list[str]] = {}
+    for c in chunks:
+        need = [label for label, *_ in todo
+                if execution.chunk_done(feat_dir, label, c.id, keys[label][c.id]) is None]
+        if need:
+            missing[c.id] = need
+    for label, *_ in todo:
+        n_miss = sum(label in v for v in missing.values())
+        say(f"extract: {label}: {len(chunks) - n_miss}/{len(chunks)} chunks cached, "
+            f"{n_miss} to compute")
+    if not missing:
+        say("extract: every chunk cached; nothing to compute")
+        return
+    needed = [(label, m, ex) for label, m, _, _, ex in todo
+              if any(label in v for v in missing.values())]
+    spent = {label: 0.0 for label, *_ in needed}
+    # optional hook: extractor.fit(load_data, progress=...) before any chunk, e.g. per-plate
+    # intensity statistics (networks) or a whole-screen key check (precomputed); the fitted
+    # extractor is what the workers receive
+    for label, _, ex in needed:
         fit = getattr(ex, "fit", None)
         if callable(fit):
             t = time.perf_counter()
             fit(ld, progress=say)
             spent[label] += time.perf_counter() - t
-    policies = {label: ex.geometry_policy for label, *_, ex in todo if hasattr(ex, "geometry_policy")}
+    policies = {label: ex.geometry_policy for label, _, ex in needed if hasattr(ex, "geometry_policy")}
     if len(set(policies.values())) > 1:
         say("extract: WARNING networks see the sites through different input geometries ("
             + ", ".join(f"{k}={v}" for k, v in policies.items())
             + "); set the same geometry/input_size for every network to compare them fairly")
-    n = len(ld)
-    starts = list(range(0, n, batch_size))
-    workers = _n_workers(cfg, len(starts))
+    by_id = {c.id: c for c in chunks}
+    tasks = []
+    for cid, labels in missing.items():
+        rows = np.asarray(by_id[cid].rows)
+        tasks.append(execution.ChunkTask(
+            chunk_id=cid, ld=replace(ld, table=ld.table.iloc[rows].reset_index(drop=True)),
+            meta=meta.iloc[rows].reset_index(drop=True), labels=labels,
+            keys={lb: keys[lb][cid] for lb in labels}, feat_dir=str(feat_dir),
+            batch_size=batch_size, prefetch=max(0, int(cfg.execution.get("prefetch", 2))),
+            read_workers=max(1, int(cfg.execution.get("read_workers", 1)))))
+    tasks.sort(key=lambda t: -len(t.meta))  # big chunks first: no straggler at the end
+    total = sum(len(t.meta) for t in tasks)
+    payload = {"todo": {label: ex for label, _, ex in needed}, "context": context, "threads": None}
+    executor = execution.make_executor(cfg.execution, payload, len(tasks),
+                                       [ex for *_, ex in needed])
     t0 = time.perf_counter()
-    bar = _bar(n, say)
-    done = 0
-
-    def _collect(start: int, layers_by_label: dict, spent_by_label: dict) -> None:
-        nonlocal done
-        chunk[start] = layers_by_label
-        for label, sec in spent_by_label.items():
-            spent[label] += sec
-        k = min(start + batch_size, n) - start
-        done += k
-        if bar is not None:
-            bar.update(k)
-        elif done == n or (done // batch_size) % 10 == 1:
-            rate = done / max(time.perf_counter() - t0, 1e-9)
-            say(f"extract: {done}/{n} sites ({rate:.1f} sites/s"
-                + (f", {workers} worker processes)" if workers > 1 else ")"))
-
-    chunk: dict[int, dict] = {}
+    done_sites = done_chunks = 0
     t_read = 0.0
-    try:
-        if workers > 1:
-            t_read = _extract_parallel(todo, ld, context, meta, starts, batch_size, need_images,
-                                       workers, _collect)
-        else:
-            t_read = _extract_serial(todo, ld, context, meta, starts, batch_size, need_images,
-                                     cfg, _collect)
-    finally:
-        if bar is not None:
-            bar.close()
-    for start in starts:  # site order, whatever order the chunks finished in
-        for label, layers in chunk[start].items():
-            for layer, df in layers.items():
-                parts[label].setdefault(layer, []).append(df)
+    last = 0.0
+    bar = None
+    with executor:
+        say(f"extract: computing {len(tasks)} of {len(chunks)} chunks ({total} sites) on "
+            f"{executor.describe()}")
+        if executor.dashboard_link:
+            say(f"extract: dask dashboard {executor.dashboard_link}"
+                + ("" if _has_bokeh() else " (install bokeh to serve it)"))
+        bar = _bar(total, say)
+        try:
+            for s in executor.map(tasks):
+                done_chunks += 1
+                done_sites += s["rows"]
+                t_read += s["read"]
+                for label, sec in s["spent"].items():
+                    spent[label] += sec
+                el = time.perf_counter() - t0
+                msg = (f"extract: {done_chunks}/{len(tasks)} chunks, {done_sites}/{total} sites "
+                       f"({done_sites / max(el, 1e-9):.1f} sites/s)")
+                say.log(f"extract: chunk {s['chunk']} done ({s['rows']} sites, "
+                        + ", ".join(sorted(spent.keys() & s["spent"].keys())) + ")")
+                if bar is not None:
+                    bar.update(s["rows"])
+                elif done_chunks == len(tasks) or el - last > 10 or done_chunks == 1:
+                    last = el
+                    say(msg)
+        finally:
+            if bar is not None:
+                bar.close()
     say("extract: time per method " + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
         + f"; waiting for image reading {t_read:.1f} s"
-        + (f" (summed over {workers} worker processes)" if workers > 1 else ""))
-    for label, m, key, _ in todo:
-        layers = {}
-        files = {}
-        for layer, frames in parts[label].items():
-            feats = pd.concat(frames, ignore_index=True)
-            feats.columns = [str(c) for c in feats.columns]
-            df = pd.concat([meta, feats.astype(np.float64)], axis=1)
-            fname = f"{label}.{layer}.parquet"
-            write_parquet_atomic(df, feat_dir / fname)
-            layers[layer] = df
-            files[layer] = fname
-        write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
-                          feat_dir / f"{label}.json")
-        results[label] = layers
-    for label, same in aliases.items():
-        results[label] = results[same]
-    return results
+        + (f" (summed over {executor.n_workers} workers)" if executor.n_workers > 1 else ""))
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunks, idents,
+                 meta: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Chunk parts → ``features/<label>.<layer>.parquet`` in site order + its manifest."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    order: list[str] | None = None
+    for c in chunks:
+        layers = execution.chunk_done(feat_dir, label, c.id,
+                                      execution.chunk_key(base, idents[c.id]))
+        if layers is None:
+            raise RuntimeError(f"extract: {label}: chunk {c.id} has no features after "
+                               "extraction (a worker lost?); run again to compute it")
+        if order is None:
+            order = layers
+        elif set(layers) != set(order):
+            raise RuntimeError(f"extract: {label}: chunk {c.id} has layers {layers}, "
+                               f"others {order}")
+        for layer in layers:
+            frames.setdefault(layer, []).append(
+                pd.read_parquet(execution.part_path(feat_dir, label, layer, c.id)))
+    site_order = np.argsort(np.concatenate([np.asarray(c.rows, dtype=np.int64) for c in chunks]),
+                            kind="stable")
+    out, files = {}, {}
+    for layer in order or []:
+        feats = pd.concat(frames[layer], ignore_index=True).iloc[site_order].reset_index(drop=True)
+        df = pd.concat([meta, feats], axis=1)
+        fname = f"{label}.{layer}.parquet"
+        write_parquet_atomic(df, feat_dir / fname)
+        out[layer], files[layer] = df, fname
+    write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
+                      feat_dir / f"{label}.json")
+    return out
 
 
 # --------------------------------------------------------------------------- profile
@@ -466,7 +458,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     """Run every stage and write the results contract into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    say = _Progress(progress)
+    say = _Progress(progress, out / "run.log")
     log = FilterLog()
     timings: dict[str, float] = {}
 
@@ -481,6 +473,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     timings["extract"] = time.perf_counter() - t
 
     score_frames, per_frames = [], []
+    profile_sets = []  # every representation layer's well profiles, for the diagnostics
     well_counts = _well_cell_counts(feats_by_method)
     t_prof = t_eval = 0.0
     for m in cfg.methods:
@@ -499,6 +492,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
             score_frames += [s.assign(**ident, seed=seed) for s in scores]
             per_frames += [p.assign(**ident) for p in per]
             say(f"evaluate: {label}/{layer}: {_headline(scores)}")
+            profile_sets.append(ProfileSet(method=label, method_kind=kind, layer=layer,
+                                           profiles=profiles, features=list(feats)))
     timings["profile"], timings["evaluate"] = t_prof, t_eval
 
     scores = pd.concat(score_frames, ignore_index=True)[SCORE_COLUMNS]
@@ -508,11 +503,17 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     write_parquet_atomic(per_pert, out / "per_perturbation.parquet")
 
     t = time.perf_counter()
-    from baselens.diagnose.beyond_baseline import beyond_best_baseline
-
-    beyond = beyond_best_baseline(scores, lower_is_better=LOWER_IS_BETTER)
-    write_parquet_atomic(beyond, out / "beyond_baseline.parquet")
+    classes = None
+    if "ground_truth_dir" in context:  # synthetic: the planted phenotype class of each perturbation
+        classes = (pd.read_parquet(Path(context["ground_truth_dir"]) / "perturbations.parquet")
+                   .set_index("Metadata_Perturbation")["Metadata_PhenotypeClass"])
+    diagnostics = run_diagnostics(profile_sets, scores, per_pert, inputs=inputs,
+                                  well_cell_counts=well_counts, phenotype_classes=classes,
+                                  out_dir=out, log=log)
+    # kept at the top level too (the first results contract had it there)
+    write_parquet_atomic(diagnostics["beyond_baseline"], out / "beyond_baseline.parquet")
     timings["diagnose"] = time.perf_counter() - t
+    say(f"diagnose: {', '.join(sorted(diagnostics))} ({timings['diagnose']:.1f} s)")
 
     run_info = {
         "title": cfg.title,

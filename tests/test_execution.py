@@ -1,0 +1,208 @@
+"""Scale-out and resumable extraction (baselens.run.execution): chunks, per-chunk cache,
+serial == LocalCluster(1) == LocalCluster(2), a run killed with SIGKILL resumes with only
+its missing chunks, ``baselens status``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baselens.data.load_data import read_load_data
+from baselens.data.synthetic import SyntheticConfig, generate_screen
+from baselens.run import execution
+from baselens.run.cli import main
+from baselens.run.config import RunConfig
+from baselens.run.pipeline import run_pipeline
+
+METHODS = [{"name": "pixel_stats"}, {"name": "cell_count"},
+           {"name": "single_conv", "params": {"n_filters": 8}}]
+TASKS = {"replicate_retrieval": {"null_size": 200}}
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory) -> Path:
+    return Path(generate_screen(SyntheticConfig.quick(), tmp_path_factory.mktemp("screen")))
+
+
+def _cfg(screen: Path, **execution_cfg) -> dict:
+    return {"data": {"load_data": str(screen)}, "methods": METHODS, "tasks": TASKS,
+            "execution": {"chunk_size": 24, "dashboard_address": ":0", **execution_cfg}}
+
+
+@pytest.fixture(scope="module")
+def serial_run(screen, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("serial")
+    run_pipeline(RunConfig.from_dict(_cfg(screen, executor="serial")), out, progress=False)
+    return out
+
+
+def _features(out: Path) -> dict:
+    return {m["name"]: pd.read_parquet(out / "features" / f"{m['name']}.default.parquet")
+            for m in METHODS}
+
+
+def _n_chunks(out: Path) -> int:
+    return len(json.loads((out / "features" / "plan.json").read_text())["chunks"])
+
+
+def test_chunks_are_plates_cut_to_size(screen):
+    ld = read_load_data(screen)
+    chunks = execution.make_chunks(ld, 24)
+    plates = ld.table["Metadata_Plate"].astype(str).to_numpy()
+    rows = np.concatenate([c.rows for c in chunks])
+    assert sorted(rows) == list(range(len(ld)))
+    assert all(c.n <= 24 and set(plates[list(c.rows)]) == {c.plate} for c in chunks)
+    assert len({c.id for c in chunks}) == len(chunks)
+    assert len(chunks) >= ld.table["Metadata_Plate"].nunique()
+
+
+def test_chunk_identity_follows_the_files(screen):
+    ld = read_load_data(screen)
+    chunks = execution.make_chunks(ld, 24)
+    a = execution.chunk_identities(ld, chunks)
+    assert a == execution.chunk_identities(ld, chunks)
+    p = ld.path(int(chunks[1].rows[0]), "DNA")
+    st = p.stat()
+    try:
+        os.utime(p, (st.st_atime, st.st_mtime + 100))
+        b = execution.chunk_identities(ld, chunks)
+    finally:
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert [c for c in a if a[c] != b[c]] == [chunks[1].id]
+
+
+@pytest.mark.slow
+def test_serial_and_local_cluster_with_1_and_2_workers_agree(screen, serial_run, tmp_path):
+    """A real LocalCluster (processes): same features and scores as in-process extraction."""
+    ref_feats = _features(serial_run)
+    ref_scores = pd.read_parquet(serial_run / "scores.parquet")
+    for workers in (1, 2):
+        out = tmp_path / f"dask{workers}"
+        run_pipeline(RunConfig.from_dict(_cfg(screen, executor="dask", workers=workers)), out,
+                     progress=False)
+        log = (out / "run.log").read_text()
+        assert f"dask LocalCluster, {workers} workers" in log
+        assert "dask dashboard http" in log
+        for name, df in _features(out).items():
+            pd.testing.assert_frame_equal(ref_feats[name], df, rtol=1e-6)
+        pd.testing.assert_frame_equal(ref_scores, pd.read_parquet(out / "scores.parquet"),
+                                      rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_rerun_extracts_nothing_and_a_changed_image_recomputes_its_chunk(screen, serial_run,
+                                                                         tmp_path):
+    cfg = RunConfig.from_dict(_cfg(screen, executor="serial"))
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(serial_run, out)
+    parts = {p: p.stat().st_mtime_ns for p in (out / "features").rglob("part-*.parquet")}
+    run_pipeline(cfg, out, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in parts} == parts
+    assert "reused from cache" in (out / "run.log").read_text()
+    # touch one image: its chunk (only) is recomputed, the others come from their parts
+    ld = read_load_data(screen)
+    chunk = execution.make_chunks(ld, 24)[2]
+    p = ld.path(int(chunk.rows[0]), "Mito")
+    st = p.stat()
+    os.utime(p, (st.st_atime, st.st_mtime + 100))
+    try:
+        run_pipeline(cfg, out, progress=False)
+    finally:
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    log = (out / "run.log").read_text()
+    assert f"computing 1 of {_n_chunks(out)} chunks" in log
+    changed = {p.name for p in parts if p.stat().st_mtime_ns != parts[p]}
+    assert changed == {f"part-{chunk.id}.parquet"}
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"),
+                                  pd.read_parquet(serial_run / "scores.parquet"))
+
+
+def _write_toml(path: Path, screen: Path, **ex) -> Path:
+    lines = [f'[data]\nload_data = "{screen}"\n']
+    for m in METHODS:
+        lines.append(f'[[methods]]\nname = "{m["name"]}"\n')
+        if "params" in m:
+            lines.append("params = { " + ", ".join(f"{k} = {v}" for k, v in m["params"].items())
+                         + " }\n")
+    lines.append("[tasks.replicate_retrieval]\nnull_size = 200\n")
+    lines.append("[execution]\n" + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in {"chunk_size": 8, "dashboard_address": ":0",
+                                                **ex}.items()))
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_computes_only_missing_chunks(screen, serial_run, tmp_path):
+    """`baselens run` on a dask LocalCluster, SIGKILLed after some chunks: the second run
+    computes exactly the missing chunks and scores equal an uninterrupted run's."""
+    cfg = _write_toml(tmp_path / "run.toml", screen, executor="dask", workers=1)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "baselens.run.cli", "run", str(cfg), "--out", str(out), "--quiet"]
+    marks = out / "features" / "single_conv" / "chunks"
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while len(list(marks.glob("*.json")) if marks.exists() else []) < 3:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no chunk finished in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its dask workers, at once
+        proc.wait()
+    total = _n_chunks(out)
+    done = {p.stem for p in marks.glob("*.json")}
+    assert 3 <= len(done) < total, "the run finished before it could be killed"
+    assert not (out / "scores.parquet").exists()
+    status = subprocess.run([sys.executable, "-m", "baselens.run.cli", "status", str(out)],
+                            capture_output=True, text=True, check=True).stdout
+    row = next(ln for ln in status.splitlines() if ln.startswith("single_conv"))
+    assert f"{len(done)}/{total}" in row.replace(" ", "")
+    assert "scores.parquet: no" in status
+    # chunks a method finished before the kill (the 3 methods finish a chunk together)
+    finished = {p: p.stat().st_mtime_ns for p in (out / "features").rglob("part-*.parquet")
+                if p.stem.removeprefix("part-") in done}
+    log_before = (out / "run.log").read_text()
+
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    second = (out / "run.log").read_text()[len(log_before):]
+    assert f"computing {total - len(done)} of {total} chunks" in second
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    recomputed = {ln.split("chunk ")[1].split()[0] for ln in second.splitlines()
+                  if "extract: chunk " in ln}
+    assert recomputed.isdisjoint(done) and len(recomputed) == total - len(done)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"),
+                                  pd.read_parquet(serial_run / "scores.parquet"))
+    for name, df in _features(serial_run).items():
+        pd.testing.assert_frame_equal(df, pd.read_parquet(out / "features" / f"{name}.default.parquet"),
+                                      rtol=1e-6)
+    status = subprocess.run([sys.executable, "-m", "baselens.run.cli", "status", str(out)],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"{total}/{total}" in status.replace(" ", "") and "scores.parquet: yes" in status
+
+
+def test_status_of_a_finished_run(serial_run, capsys):
+    assert main(["status", str(serial_run)]) == 0
+    out = capsys.readouterr().out
+    n = _n_chunks(serial_run)
+    for m in METHODS:
+        row = next(ln for ln in out.splitlines() if ln.startswith(m["name"]))
+        assert f"{n}/{n}" in row.replace(" ", "") and "written" in row
+    assert "scores.parquet: yes" in out and "report.html: yes" in out
+
+
+def test_unknown_executor_is_a_clear_error(screen, tmp_path):
+    cfg = RunConfig.from_dict(_cfg(screen, executor="slurm"))
+    with pytest.raises(ValueError, match="execution.executor must be one of"):
+        run_pipeline(cfg, tmp_path / "x", progress=False)
