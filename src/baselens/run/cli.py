@@ -42,7 +42,8 @@ def _add_execution_options(p) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run extraction on an existing dask cluster, e.g. tcp://host:8786")
     p.add_argument("--executor", choices=["dask", "processes", "serial"], default=None,
-                   help="where extraction runs (default: a dask LocalCluster)")
+                   help="where extraction runs (default: worker processes on this machine; "
+                        "dask with --scheduler)")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="sites per cached chunk (default 64)")
 
