@@ -230,6 +230,28 @@ def test_real_six_channel_site_all_small_models_finite():
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL, reason="BASELENS_TEST_DATA not set (points to shared/realdata)")
+def test_real_six_channel_site_every_architecture_finite():
+    """Every registered architecture, ViT-H/14 and DINOv2-g included, runs on the real
+    6-channel site (random weights, ``expand``, 56 px input to keep CI fast: about 45 s
+    for all 13 on 2 cores, ViT-H and DINOv2-g dominating) and returns finite embeddings
+    with the documented dimensions for all four layers."""
+    import tifffile
+
+    files = sorted((Path(REAL) / "images/pediatric_atlas_BR00143976_C03_s3/images/orig").glob("*.tiff"))
+    site = np.stack([tifffile.imread(f).astype(np.float32) for f in files])[None]
+    batch = _batch(site, CH6)
+    for arch in ARCHITECTURES:
+        net = Network(arch, geometry="resize", input_size=56, channels="expand", n_threads=2)
+        out = net(batch)
+        assert len(out) == 4, arch
+        for layer, df in out.items():
+            assert df.shape[0] == 1 and np.isfinite(df.to_numpy()).all(), (arch, layer)
+        del net, out
+
+
+@pytest.mark.slow
 def test_pipeline_scores_every_layer_and_fit_hook(tmp_path):
     """End to end on the quick screen: each network layer is its own `layer` in
     scores.parquet; the plate_percentile fit hook runs; features are cached; batch size
