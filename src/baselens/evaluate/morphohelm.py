@@ -58,7 +58,6 @@ from baselens import metrics as _m
 from baselens.evaluate.batch_levels import (
     allowed_candidates,
     apply_level,
-    level_rule,
     report_skipped,
     resolve_levels,
 )

@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
 from baselens.extract.segmentation import (  # re-exported: they used to live here
