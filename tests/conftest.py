@@ -28,6 +28,18 @@ def realdata() -> Path:
 
 
 @pytest.fixture(scope="session")
+def dsb2018(realdata):
+    """The DSB 2018 nuclei image (float32) and its label mask (125 nuclei)."""
+    import numpy as np
+    import tifffile
+
+    path = realdata / "images" / "nuclei_dsb2018" / "img2d.tif"
+    if not path.is_file():
+        pytest.skip(f"{path} not found under BASELENS_TEST_DATA")
+    return tifffile.imread(path).astype(np.float32), tifffile.imread(path.with_name("mask2d.tif"))
+
+
+@pytest.fixture(scope="session")
 def efaar():
     """Import efaar_benchmarking.benchmarking without its heavy dependencies.
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,17 +173,8 @@ def test_count_features_are_not_linearly_dependent():
 
 
 @pytest.mark.realdata
-def test_dsb2018_count_within_15_percent_of_125():
-    root = os.environ.get("BASELENS_TEST_DATA")
-    if not root:
-        pytest.skip("BASELENS_TEST_DATA is unset (point it at the shared realdata folder)")
-    path = Path(root) / "images" / "nuclei_dsb2018" / "img2d.tif"
-    if not path.is_file():
-        pytest.skip(f"{path} not found under BASELENS_TEST_DATA")
-    import tifffile
-
-    img = tifffile.imread(path).astype(np.float32)
-    mask = tifffile.imread(path.with_name("mask2d.tif"))
+def test_dsb2018_count_within_15_percent_of_125(dsb2018):
+    img, mask = dsb2018
     truth = len(np.unique(mask[mask > 0]))  # labels are not consecutive (max is 183)
     assert truth == 125
     # default parameters (sigma 1, Otsu, min_distance 5, area 15..5000 px)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,17 +76,8 @@ def test_time_segmentation_reports_rate():
 
 
 @pytest.mark.realdata
-def test_dsb2018_count_within_10_percent_and_matched_iou():
-    root = os.environ.get("BASELENS_TEST_DATA")
-    if not root:
-        pytest.skip("BASELENS_TEST_DATA is unset (point it at the shared realdata folder)")
-    path = Path(root) / "images" / "nuclei_dsb2018" / "img2d.tif"
-    if not path.is_file():
-        pytest.skip(f"{path} not found under BASELENS_TEST_DATA")
-    import tifffile
-
-    img = tifffile.imread(path).astype(np.float32)
-    mask = tifffile.imread(path.with_name("mask2d.tif"))
+def test_dsb2018_count_within_10_percent_and_matched_iou(dsb2018):
+    img, mask = dsb2018
     ids = np.unique(mask[mask > 0])
     assert len(ids) == 125
     labels = segment_nuclei(img)
