@@ -149,18 +149,18 @@ def test_count_matched_pearson_known_answers():
     c = np.array([0, 0, 1, 1])
     yc, pc = np.array([-1, 1, -2, 2.0]), np.array([-0.5, 0.5, 0.5, -0.5])
     expect = (yc @ pc) / np.sqrt((yc @ yc) * (pc @ pc))
-    assert count_matched_pearson(yy, pp, c, min_stratum=2)[0] == pytest.approx(expect)
+    assert count_matched_pearson(yy, pp, c)[0] == pytest.approx(expect)
 
 
-def test_count_strata_exact_or_equal_frequency():
+def test_count_strata_exact_where_tied_nearest_counts_otherwise():
     c = np.repeat([1, 2, 3], 10)
-    assert len(np.unique(count_strata(c))) == 3
-    spread = np.arange(100)  # 100 distinct counts: strata of 10 neighbouring counts
-    s = count_strata(spread, min_stratum=5)
-    assert len(np.unique(s)) == 10 and (np.diff(s) >= 0).all()
-    tied = np.array([0] * 3 + [1] * 30 + list(range(2, 40)))
-    s = count_strata(tied, min_stratum=5)
-    assert len(np.unique(s[3:33])) == 1  # equal counts never split
+    assert len(np.unique(count_strata(c))) == 3  # exact matching
+    s = count_strata(np.arange(10), size=2)  # all distinct: neighbouring pairs
+    assert s.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    s = count_strata(np.array([5, 0, 1, 1, 1, 2, 9]), size=2)
+    # 0 alone is short, so the three tied 1s join it; 2 and 5 pair; the lone 9 joins them
+    assert s.tolist() == [1, 0, 0, 0, 0, 1, 1]
+    assert count_strata(np.array([3, 3, 3, 4]), size=2).tolist() == [0, 0, 0, 0]  # short tail joins
 
 
 def test_probe_reports_count_matched_and_fold_means():

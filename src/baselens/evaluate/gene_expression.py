@@ -200,26 +200,35 @@ def _fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, n_comp
 
 
 # --------------------------------------------------------------------------- count matching
-def count_strata(counts: np.ndarray, *, min_stratum: int = 5) -> np.ndarray:
-    """Stratum label per spot: spots with the same (or nearly the same) cell count.
+def count_strata(counts: np.ndarray, *, size: int = 2) -> np.ndarray:
+    """Stratum label per spot: spots matched on (nearly) the same cell count.
 
-    Exact counts when there are on average at least ``min_stratum`` spots per distinct
-    count; otherwise equal-frequency strata of about ``2 · min_stratum`` spots by count
-    rank (``stratum = ⌊rank / (2 · min_stratum)⌋`` with tied counts sharing their average
-    rank, so equal counts are never split between strata).
+    Spots are sorted by count and cut into consecutive strata of at least ``size`` spots;
+    tied counts are never split, so a count shared by ``size`` or more spots is its own
+    stratum (exact matching) and rarer counts are pooled with their nearest neighbours
+    (e.g. with ``size = 2``, a spot of 41 cells with the one of 42). Small strata keep the
+    count difference within a stratum small: a prediction that depends on count alone
+    then has (almost) no within-stratum variation left to correlate with the target.
+    Labels are ``0 … n_strata − 1`` in increasing count.
     """
     c = np.asarray(counts, dtype=np.float64)
-    n = len(c)
-    uniq, inv = np.unique(c, return_inverse=True)
-    if n == 0 or n / max(len(uniq), 1) >= min_stratum:
-        return inv.astype(np.int64)
-    from scipy.stats import rankdata
-
-    return np.floor((rankdata(c, method="average") - 1) / (2 * min_stratum)).astype(np.int64)
+    if len(c) == 0:
+        return np.zeros(0, dtype=np.int64)
+    uniq, inv, n_per = np.unique(c, return_inverse=True, return_counts=True)
+    label_of = np.empty(len(uniq), dtype=np.int64)
+    label, filled = 0, 0
+    for i, k in enumerate(n_per):
+        if filled >= size:  # the current stratum is full: start the next
+            label, filled = label + 1, 0
+        label_of[i] = label
+        filled += int(k)
+    if filled < size and label > 0:  # a short last stratum joins the one before
+        label_of[label_of == label] = label - 1
+    return label_of[inv]
 
 
 def count_matched_pearson(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, *,
-                          min_stratum: int = 5) -> np.ndarray:
+                          stratum_size: int = 2) -> np.ndarray:
     """Pearson r of each column of ``y`` and ``pred`` *within* cell-count strata.
 
     With strata ``s`` from :func:`count_strata` and stratum means ``ȳ_s``, ``p̄_s``::
@@ -238,7 +247,7 @@ def count_matched_pearson(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, *
     p = np.asarray(pred, dtype=np.float64)
     if y.ndim == 1:
         y, p = y[:, None], p[:, None]
-    s = count_strata(counts, min_stratum=min_stratum)
+    s = count_strata(counts, size=stratum_size)
     _, inv = np.unique(s, return_inverse=True)
     m = inv.max() + 1 if len(inv) else 0
     size = np.bincount(inv, minlength=m).astype(np.float64)
@@ -314,7 +323,7 @@ def gene_expression_probe(
     splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     seed: int = 0,
     counts: np.ndarray | None = None,
-    min_stratum: int = 5,
+    stratum_size: int = 2,
     xgb_params: dict | None = None,
     n_jobs: int = 1,
 ) -> GeneExpressionResult:
@@ -347,8 +356,8 @@ def gene_expression_probe(
     counts : array (n_spots,), optional
         Cells per spot; adds ``pearson_count_matched`` (:func:`count_matched_pearson` on
         each fold's test spots).
-    min_stratum : int
-        See :func:`count_strata`.
+    stratum_size : int
+        Smallest count-matched stratum (:func:`count_strata`).
     xgb_params : dict, optional
         Overrides of :data:`HEST_XGB_PARAMS`.
     n_jobs : int
@@ -400,7 +409,7 @@ def gene_expression_probe(
         cols = {"fold": fold, "gene": gnames, "pearson": pearson_columns(y[te], pred)}
         if c is not None:
             cols["pearson_count_matched"] = count_matched_pearson(y[te], pred, c[te],
-                                                                  min_stratum=min_stratum)
+                                                                  stratum_size=stratum_size)
         frames.append(pd.DataFrame({**cols, "n_train": len(tr), "n_test": len(te),
                                     "n_components": k, "alpha": lam}))
     per_gene = pd.concat(frames, ignore_index=True)

@@ -748,6 +748,15 @@ def render_report(
            f"task{'s' if len(tasks) != 1 else ''}"
            + (f" · {n_levels} batch levels" if n_levels > 1 else ""))
     toc = "".join(f'<a href="#{sid}">{_esc(label)}</a>' for sid, label in SECTIONS)
+    # tissue runs (gene expression scored by Pearson r): the panels of baselens.report.tissue
+    tissue_html, tissue_notes = "", []
+    if not agg.empty and (agg["metric"] == "pearson").any():
+        from baselens.report import tissue as T
+
+        tissue_html = T.tissue_section_html(ctx, per_perturbation, diag)
+        tissue_notes = T.tissue_findings(ctx, per_perturbation, diag)
+        if tissue_html:
+            toc = toc.replace('Leaderboard</a>', 'Leaderboard</a><a href="#tissue">Tissue</a>', 1)
     body = [
         '<header class="hero"><div class="eyebrow">baselens · signal beyond baselines</div>',
         f"<h1>{_esc(title)}</h1>",
@@ -772,11 +781,13 @@ def render_report(
         findings = (S.reference_findings(ctx) + S.model_findings(ctx)
                     + S.class_findings(ctx, pc)
                     + S.residual_findings(ctx, diag.get("residualized"))[:2]
-                    + S.pair_findings(ctx) + S.assay_findings(diag.get("assay_confounds")))
+                    + S.pair_findings(ctx) + S.assay_findings(diag.get("assay_confounds"))
+                    + tissue_notes)
         body.append(_summary_html(agg, beyond, n_levels, findings))
         body.append(_section("leaderboard", _leaderboard_section(
             agg, beyond, headline, ctx, _pvalue_map(diag.get("beyond_baseline")), n_levels,
             kinds)))
+        body.append(tissue_html)
         body.append(_section("batch-levels", S.batch_levels_html(ctx)))
         body.append(_section("layers", S.layers_html(ctx)))
         body.append(_section("classes", S.classes_html(ctx, pc, pc_source)))
@@ -859,6 +870,10 @@ def write_report(
     scores = pd.read_parquet(scores_path)
     per_pert = read_table(run_dir / "per_perturbation.parquet")
     diag = read_diagnostics(Path(diagnostics_dir) if diagnostics_dir else run_dir / "diagnostics")
+    from baselens.report.tissue import read_tissue_tables  # tissue runs' gene/method tables
+
+    diag.update(read_tissue_tables(Path(diagnostics_dir) if diagnostics_dir
+                                   else run_dir / "diagnostics"))
     if phenotypes is None:
         phenotypes = find_phenotypes(run_dir)
     page = render_report(
