@@ -51,6 +51,15 @@ def _add_execution_options(p) -> None:
 def cmd_demo(args) -> int:
     from baselens.run.pipeline import run_pipeline
 
+    if getattr(args, "tissue", False):  # the synthetic HEST protocol (protocols/hest_synthetic.toml)
+        from baselens.run.tissue import TissueConfig
+
+        return _run_tissue(TissueConfig.from_dict({
+            "title": "baselens demo — synthetic tissue (H&E + gene expression)"
+                     + (" (quick)" if args.quick else ""),
+            "data": {"synthetic_tissue": {"preset": "quick" if args.quick else "demo",
+                                          "seed": args.seed}}}), args)
+
     t = time.perf_counter()
     res = run_pipeline(_apply_execution(_demo_config(args), args), args.out,
                        progress=not args.quiet)
@@ -59,9 +68,26 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _run_tissue(cfg, args) -> int:
+    """H&E spots + gene expression (``[data.synthetic_tissue]`` / ``[data.hest]``)."""
+    from baselens.run.tissue import run_tissue_pipeline
+
+    t = time.perf_counter()
+    res = run_tissue_pipeline(cfg, args.out, progress=not args.quiet)
+    print(f"finished in {time.perf_counter() - t:.1f} s")
+    print(f"report: {res.report.resolve()}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from baselens.run.config import RunConfig
     from baselens.run.pipeline import run_pipeline
+    from baselens.run.tissue import TissueConfig, is_tissue_config_file
+
+    if is_tissue_config_file(args.config):
+        return _run_tissue(TissueConfig.from_toml(args.config, variables={
+            "data_dir": getattr(args, "data_dir", None),
+            "annotations_dir": getattr(args, "annotations_dir", None)}), args)
 
     cfg = _apply_execution(RunConfig.from_toml(args.config), args)
     t = time.perf_counter()
@@ -120,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="simulator seed")
     d.add_argument("--batch-effect", type=float, default=None,
                    help="batch-effect strength of the synthetic screen (0 = none)")
+    d.add_argument("--tissue", action="store_true",
+                   help="synthetic H&E tissue with gene expression instead (seed 004 HEST protocol)")
     d.add_argument("--quiet", action="store_true")
     _add_execution_options(d)
     d.set_defaults(func=cmd_demo)
