@@ -132,6 +132,57 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from baselens.data.datasets import download_dataset
+
+    ms = str(args.max_sites).lower()
+    if ms not in ("all", "0") and not ms.isdigit():
+        raise ValueError(f"--max-sites must be a number or 'all', got {args.max_sites!r}")
+    max_sites = None if ms in ("all", "0") else int(ms)
+    download_dataset(args.dataset, args.out, plates=args.plates, source=args.source,
+                     batch=args.batch, max_sites=max_sites, sites_per_well=args.sites_per_well,
+                     channels=args.channels, shards=args.shards,
+                     embeddings=not args.no_embeddings, base_url=args.base_url,
+                     revision=args.revision, dry_run=args.dry_run, retries=args.retries,
+                     backoff=args.backoff, timeout=args.timeout)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from baselens.data.inspect import inspect_path
+
+    path_map = dict(kv.split("=", 1) for kv in args.path_map or [])
+    rep = inspect_path(args.path, channels=args.channels, illum=args.illum, path_map=path_map,
+                       channel_map=args.channel_map, pattern=args.pattern, plate=args.plate,
+                       platemap=args.platemap, perturbation=args.perturbation,
+                       negcon=args.negcon, metadata=args.metadata,
+                       platemap_options={k: v for k, v in {
+                           "negcon": args.negcon, "fill_empty": args.fill_empty,
+                           "perturbation": args.perturbation}.items() if v})
+    print(rep.text())
+    if rep.problems:  # the error a run would stop at, as a run reports it
+        print(f"baselens: error: {rep.problems[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_load_data(args) -> int:
+    from baselens.data.inspect import build_run_inputs
+
+    cfg, summary = build_run_inputs(
+        args.source, args.out, pattern=args.pattern, plate=args.plate, platemap=args.platemap,
+        platemap_options={k: v for k, v in {"negcon": args.negcon, "fill_empty": args.fill_empty,
+                                            "perturbation": args.perturbation}.items() if v},
+        channel_map=args.channel_map, plane=args.plane, on_missing=args.on_missing,
+        perturbation=args.perturbation, negcon=args.negcon, embeddings=args.embeddings,
+        image_root=args.image_root, title=args.title)
+    print(summary)
+    print(f"config: {cfg.resolve()}")
+    print(f"next: baselens inspect {cfg.parent / ('load_data.csv' if (cfg.parent / 'load_data.csv').exists() else 'load_data.parquet')}"
+          f"  then  baselens run {cfg} --out runs/{cfg.parent.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="baselens",
@@ -178,6 +229,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-effect", type=float, default=None)
     s.set_defaults(func=cmd_synth)
+
+    dl = sub.add_parser(
+        "download", help="fetch a public dataset (jump-cp, rxrx3-core, cpgNNNN-<name>) with "
+                         "resume, retries, checksums and a manifest; writes load_data.parquet")
+    dl.add_argument("dataset", metavar="DATASET",
+                    help="jump-cp | rxrx3-core | a Cell Painting Gallery project such as "
+                         "cpg0000-jump-pilot")
+    dl.add_argument("--out", default=None, help="folder (default data/<DATASET>)")
+    dl.add_argument("--plates", nargs="+", default=None, metavar="PLATE",
+                    help="plate barcodes (jump-cp default: BR00126114 BR00126115)")
+    dl.add_argument("--source", default=None, help="e.g. source_4 (jump-cp, cpg*)")
+    dl.add_argument("--batch", default=None, help="batch folder (cpg* datasets)")
+    dl.add_argument("--max-sites", default="64", metavar="N",
+                    help="sites per plate (jump-cp, cpg*) or in all (rxrx3-core); "
+                         "'all' for every site (default 64)")
+    dl.add_argument("--sites-per-well", type=int, default=None, metavar="K",
+                    help="at most K sites per well before --max-sites (spreads over wells)")
+    dl.add_argument("--channels", nargs="+", default=None,
+                    help="load_data channels to fetch (default the 5 Cell Painting channels)")
+    dl.add_argument("--shards", nargs="+", type=int, default=None,
+                    help="rxrx3-core image shards 0-34 to fetch (default 0; ~0.5 GB each)")
+    dl.add_argument("--no-embeddings", action="store_true",
+                    help="rxrx3-core: skip the 532 MB OpenPhenom embeddings file")
+    dl.add_argument("--base-url", default=None, metavar="URL",
+                    help="mirror root: https://HOST/PATH is read from URL/HOST/PATH "
+                         "(default $BASELENS_MIRROR, else the upstream hosts)")
+    dl.add_argument("--revision", default=None,
+                    help="git revision of the JUMP metadata / Hugging Face repo (default main)")
+    dl.add_argument("--dry-run", action="store_true",
+                    help="fetch only the index files (metadata, load_data) and list the rest "
+                         "with sizes")
+    dl.add_argument("--retries", type=int, default=5, help="retries per file (default 5)")
+    dl.add_argument("--backoff", type=float, default=1.0,
+                    help="seconds before the first retry, doubled each time (default 1)")
+    dl.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    dl.set_defaults(func=cmd_download)
     return p
 
 
