@@ -615,7 +615,8 @@ class Downloader:
         try:
             res = fetch(spec.url, dest, expected_size=spec.size, sha256=spec.sha256, md5=spec.md5,
                         etag_md5=spec.etag_md5, retries=self.retries, backoff=self.backoff,
-                        timeout=self.timeout, sleep=self._sleep_logged(spec))
+                        timeout=self.timeout, sleep=self._sleep_logged(spec),
+                        progress=self._progress(spec))
         except DownloadError:
             self.manifest.save()
             raise
@@ -631,6 +632,20 @@ class Downloader:
                      f"{human_bytes(rate)}/s  {spec.rel}"
                      + ("  (checksum verified)" if res.verified else ""))
         return dest
+
+    def _progress(self, spec: FileSpec, every: float = 5.0):
+        """A ``progress`` callback that logs a large file's bytes and rate every few seconds."""
+        t0 = last = time.monotonic()
+
+        def _report(done: int, total: int | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= every:
+                last = now
+                rate = done / max(now - t0, 1e-6)
+                self.log(f"  {spec.rel}: {human_bytes(done)} of {human_bytes(total)} "
+                         f"({human_bytes(rate)}/s)")
+        return _report
 
     def _sleep_logged(self, spec: FileSpec):
         def _sleep(s: float) -> None:
