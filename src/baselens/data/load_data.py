@@ -92,6 +92,11 @@ class LoadData:
 
     def read_site(self, i: int) -> np.ndarray:
         """Read site ``i`` as a float32 array of shape (C, H, W) in raw intensity units."""
+        if not self.channels:
+            raise ImageReadError(
+                f"{self.site_label(i)}: this screen has no image channels (channels = []); "
+                "only representations that read no pixels (precomputed, plate_layout, random) "
+                "can run on it. Give the table FileName_Orig<Channel> columns to use others.")
         planes = []
         for ch in self.channels:
             img = read_image(self.path(i, ch), site=self.site_label(i), channel=ch)
@@ -136,6 +141,7 @@ def read_load_data(
     root: str | os.PathLike | None = None,
     path_map: Mapping[str, str] | None = None,
     illum: bool = False,
+    channel_map: Mapping[str, str] | None = None,
 ) -> LoadData:
     """Read and validate a load_data table (CSV, CSV.GZ or Parquet).
 
@@ -154,6 +160,16 @@ def read_load_data(
     illum : bool
         Divide by the ``FileName_Illum<Ch>`` illumination function (CellProfiler
         ``CorrectIlluminationApply`` "Divide").
+    channel_map : dict, optional
+        ``{name: channel_in_table}``: rename channels whose names in the table differ from
+        the ones the representations expect (e.g. ``{"DNA": "HOECHST", "Mito": "ch1"}``);
+        the ``Orig`` and ``Illum`` columns are renamed together. Without ``channels``, the
+        channels read are the map's names, in the map's order. See
+        :func:`apply_channel_map`.
+
+    ``channels=[]`` (explicitly empty) accepts a metadata-only table without image
+    columns: a screen scored only by representations that read no pixels
+    (``precomputed`` profiles or embeddings, ``plate_layout``, ``random``).
 
     Raises
     ------
@@ -175,8 +191,13 @@ def read_load_data(
         columns={c: c.removeprefix("Image_") for c in table.columns
                  if c.startswith(("Image_FileName_", "Image_PathName_"))}
     )
+    if channel_map:
+        table = apply_channel_map(table, channel_map, source=str(path))
+        if channels is None:
+            channels = list(channel_map)
     available = discover_channels(table)
-    if not available:
+    metadata_only = channels is not None and len(channels) == 0
+    if not available and not metadata_only:
         raise ValueError(
             f"{path}: no FileName_Orig<Channel> columns; is this a load_data table? "
             f"columns: {list(table.columns)[:12]}…"
@@ -215,6 +236,35 @@ def read_load_data(
         path_map=dict(path_map or {}),
         illum=illum,
     )
+
+
+def apply_channel_map(table: pd.DataFrame, channel_map: Mapping[str, str], *,
+                      source: str = "") -> pd.DataFrame:
+    """Rename channel columns: ``{new_name: old_name}``.
+
+    ``FileName_/PathName_`` ``Orig<old>`` and ``Illum<old>`` become ``...<new>``. Swaps
+    (``{"A": "B", "B": "A"}``) are allowed; a new name that is already another,
+    unmapped channel of the table is an error, as is an ``old`` channel the table lacks.
+    """
+    where = f"{source}: " if source else ""
+    available = discover_channels(table)
+    missing = [old for old in channel_map.values() if str(old) not in available]
+    if missing:
+        raise ValueError(f"{where}channel_map names channel(s) {missing} that the table does not "
+                         f"have; its channels are {available}")
+    olds = [str(v) for v in channel_map.values()]
+    if len(set(olds)) != len(olds):
+        raise ValueError(f"{where}channel_map maps two names to the same channel: {dict(channel_map)}")
+    clash = [new for new in channel_map if new in available and new not in olds]
+    if clash:
+        raise ValueError(f"{where}channel_map renames a channel to {clash}, which the table "
+                         "already has as another channel; map that one too or pick another name")
+    rename = {}
+    for new, old in channel_map.items():
+        for kind in ("FileName_Orig", "PathName_Orig", "FileName_Illum", "PathName_Illum"):
+            if f"{kind}{old}" in table.columns:
+                rename[f"{kind}{old}"] = f"{kind}{new}"
+    return table.rename(columns=rename)
 
 
 def _to_int_if_possible(s: pd.Series) -> pd.Series:
