@@ -265,6 +265,58 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds before the first retry, doubled each time (default 1)")
     dl.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
     dl.set_defaults(func=cmd_download)
+
+    ins = sub.add_parser("inspect", help="what baselens sees in a load_data table, an image "
+                                         "folder, a profile table or an embeddings file")
+    ins.add_argument("path", help="load_data (.csv/.parquet), image folder, profile table, "
+                                  "embeddings (.parquet/.csv/.npy/.h5ad) or RxRx3 metadata")
+    ins.add_argument("--channels", nargs="+", default=None, help="channels to read (load_data)")
+    ins.add_argument("--illum", action="store_true", help="apply the illumination functions")
+    ins.add_argument("--path-map", nargs="+", default=None, metavar="PREFIX=DIR",
+                     help="replace a PathName prefix, e.g. s3://cellpainting-gallery=/data/cpg")
+    ins.add_argument("--channel-map", default=None, metavar="MAP",
+                     help="NAME=CHANNEL,... (e.g. DNA=ch5,ER=ch4) or a preset (jump_phenix)")
+    ins.add_argument("--pattern", default="auto",
+                     help="image folder file names: auto | opera | imagexpress | baselens | a regex")
+    ins.add_argument("--plate", default=None, help="plate name for an image folder")
+    ins.add_argument("--platemap", default=None, help="plate map CSV/TSV for an image folder")
+    ins.add_argument("--perturbation", default=None,
+                     help="column naming the perturbation (profile tables, plate maps)")
+    ins.add_argument("--negcon", nargs="+", default=None, metavar="VALUE",
+                     help="perturbation value(s) that are negative controls (e.g. DMSO)")
+    ins.add_argument("--fill-empty", default=None, metavar="NAME",
+                     help="perturbation of plate-map wells left empty (e.g. DMSO)")
+    ins.add_argument("--metadata", default=None, help="metadata table of a .npy embeddings file")
+    ins.set_defaults(func=cmd_inspect)
+
+    ld = sub.add_parser("load-data", help="build a run's inputs (load_data + run.toml) from an "
+                                          "image folder and plate map, a profile table or "
+                                          "RxRx3 metadata")
+    ld.add_argument("source", help="image folder, profile table or metadata_rxrx3_core.csv")
+    ld.add_argument("--out", required=True, help="folder for load_data and run.toml")
+    ld.add_argument("--pattern", default="auto",
+                    help="file names: auto | opera | imagexpress | baselens | a regex with "
+                         "(?P<well>) or (?P<row>)(?P<col>), (?P<channel>), (?P<site>), (?P<plate>)")
+    ld.add_argument("--plate", default=None, help="plate name when the file names carry none")
+    ld.add_argument("--platemap", default=None,
+                    help="CSV/TSV: well (, plate), perturbation, control_type (negcon/poscon)")
+    ld.add_argument("--perturbation", default=None,
+                    help="plate-map / profile column naming the perturbation")
+    ld.add_argument("--negcon", nargs="+", default=None, metavar="VALUE",
+                    help="perturbation value(s) that are negative controls (e.g. DMSO)")
+    ld.add_argument("--fill-empty", default=None, metavar="NAME",
+                    help="perturbation of plate-map wells left empty (e.g. DMSO)")
+    ld.add_argument("--channel-map", default=None, metavar="MAP",
+                    help="NAME=CHANNEL,... (e.g. DNA=ch5,ER=ch4,RNA=ch3,AGP=ch2,Mito=ch1) or "
+                         "a preset (jump_phenix, pediatric_atlas)")
+    ld.add_argument("--plane", type=int, default=None, help="keep one z-plane (Opera p<NN>)")
+    ld.add_argument("--on-missing", choices=["error", "drop"], default="error",
+                    help="a site missing a channel: stop (default) or leave it out (counted)")
+    ld.add_argument("--embeddings", default=None,
+                    help="RxRx3: OpenPhenom_rxrx3_core_embeddings.parquet to score")
+    ld.add_argument("--image-root", default=None, help="RxRx3: folder of the unpacked images")
+    ld.add_argument("--title", default=None, help="report title")
+    ld.set_defaults(func=cmd_load_data)
     return p
 
 
