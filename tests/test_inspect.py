@@ -77,7 +77,7 @@ def test_pediatric_site_as_load_data(realdata, tmp_path):
 
     with pytest.raises(ValueError) as norm:
         normalize(t.assign(f=1.0), features=["f"])
-    assert [str(p) for p in rep.problems] == [str(norm.value)]
+    assert str(rep.problems[0]) == str(norm.value)
     mapped = inspect_path(tmp_path / "ld.csv", channel_map="pediatric_atlas")
     assert mapped.info["channels"][0] == "DNA" and not any("no channel named" in a for a in mapped.actions)
 
@@ -91,9 +91,27 @@ def test_nf1_plate_controls_and_replicates(realdata, tmp_path):
     rep = inspect_path(folder, pattern=NF1_REGEX, plate="Plate_2", platemap=pm)
     i = rep.info
     assert (i["rows"], i["wells"], i["negcon_wells"], i["scorable"], i["single_replicate"]) == (5, 5, 2, 1, 1)
-    assert i["plates_without_negcon"] == [] and not rep.problems
+    assert i["plates_without_negcon"] == []
     assert "FLAG: 1 perturbation(s) in a single well" in rep.text()
     assert "formable: SP, NR, NSL" in rep.text()
+    # one replicated treatment: the kNN probe (a default task) stops the run; same message
+    from baselens.evaluate.knn_probe import knn_probe
+
+    wells = images_to_load_data(folder, pattern=NF1_REGEX, plate="Plate_2", platemap=pm).table
+    with pytest.raises(ValueError) as knn:
+        knn_probe(wells.assign(f=np.arange(5.0)), ["f"])
+    assert [str(p) for p in rep.problems] == [str(knn.value)]
+    pd.DataFrame({"well": ["B7", "D6", "D7", "F7", "H12"],
+                  "perturbation": ["DMSO", "DMSO", "a", "a", "a"],
+                  "control_type": ["negcon", "negcon", "", "", ""]}).to_csv(pm, index=False)
+    ok = inspect_path(folder, pattern=NF1_REGEX, plate="Plate_2", platemap=pm)
+    assert ok.info["scorable"] == 1 and len(ok.problems) == 1  # still one label only
+    pd.DataFrame({"well": ["B7", "D6", "D7", "F7", "H12"],
+                  "perturbation": ["DMSO", "DMSO", "a", "a", "b"],
+                  "control_type": ["", "", "", "", ""]}).to_csv(pm, index=False)
+    none = inspect_path(folder, pattern=NF1_REGEX, plate="Plate_2", platemap=pm)
+    assert none.info["plates_without_negcon"] == ["Plate_2"]
+    assert "FLAG: 1 plate(s) with fewer than 2 negative-control wells" in none.text()
 
 
 def test_lincs_profile_table(realdata, capsys):
@@ -169,7 +187,9 @@ def test_load_data_builder_cli_then_inspect_then_config(realdata, tmp_path, caps
                "--out", str(tmp_path / "mydata")])
     assert rc == 0
     assert "config:" in capsys.readouterr().out
-    assert main(["inspect", str(tmp_path / "mydata" / "load_data.csv")]) == 0
+    # five wells cannot give the kNN probe two replicated treatments: inspect says so first
+    assert main(["inspect", str(tmp_path / "mydata" / "load_data.csv")]) == 2
+    assert "kNN probe needs ≥ 2 labels" in capsys.readouterr().err
     from baselens.run.config import RunConfig
 
     cfg = RunConfig.from_toml(tmp_path / "mydata" / "run.toml")

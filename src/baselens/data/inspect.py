@@ -152,6 +152,24 @@ def _normalize_problem(wells: pd.DataFrame) -> Exception | None:
     return None
 
 
+def _knn_problem(wells: pd.DataFrame, min_per_label: int = 2) -> Exception | None:
+    """The guard of the kNN probe (a default task) with the run's defaults: the label is
+    Metadata_moa when present, else Metadata_Perturbation; controls excluded."""
+    label = "Metadata_moa" if "Metadata_moa" in wells.columns else "Metadata_Perturbation"
+    if label not in wells.columns:
+        return None
+    df = wells
+    keep = df[label].notna() & ~df[label].astype(str).isin(["", "nan", "None"])
+    if "Metadata_ControlType" in df.columns:
+        keep &= ~df["Metadata_ControlType"].astype(str).isin(["negcon", "poscon"])
+    counts = df.loc[keep, label].astype(str).value_counts()
+    n = int((counts >= min_per_label).sum())
+    if n >= 2:
+        return None
+    return ValueError(f"kNN probe needs ≥ 2 labels in {label!r} with ≥ {min_per_label} wells; "
+                      f"found {n}")
+
+
 def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "site") -> pd.DataFrame:
     """Plates, wells, metadata, controls, replicates, batch levels; returns the wells."""
     meta_cols = [c for c in sites.columns if str(c).startswith("Metadata_")]
@@ -194,6 +212,9 @@ def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "si
             rep.add("controls", f"FLAG: unknown Metadata_ControlType values {other[:5]} "
                                 "(treated as perturbations)")
         prob = _normalize_problem(wells)
+        if prob is not None:
+            rep.problems.append(prob)
+        prob = _knn_problem(wells)
         if prob is not None:
             rep.problems.append(prob)
     if "Metadata_Perturbation" in wells.columns:
@@ -429,7 +450,7 @@ def _inspect_profiles(path: Path, rep: InspectReport, *, perturbation=None, negc
     if pt.report.get("perturbation_column"):
         rep.add("metadata columns", f"perturbation from {pt.report['perturbation_column']}; "
                                     f"negative controls: {pt.report.get('negcon_rule', 'Metadata_ControlType')}")
-    if "Metadata_ControlType" in pt.table.columns and not rep.problems:
+    if "Metadata_ControlType" in pt.table.columns:
         log = FilterLog()
         try:
             normalize(pt.table, features=pt.features, log=log)
@@ -441,7 +462,8 @@ def _inspect_profiles(path: Path, rep: InspectReport, *, perturbation=None, negc
                                "(non-finite, or zero spread in the controls of some plate)"
                                + (f", e.g. {ex}" if ex else ""))
         except ValueError as exc:
-            rep.problems.append(exc)
+            if str(exc) not in {str(p) for p in rep.problems}:
+                rep.problems.append(exc)
     rep.actions.append("score the table as a representation with the precomputed extractor "
                        "(keys = \"well\"): `baselens load-data PROFILES --out DIR` writes the "
                        "metadata-only load_data, the features and DIR/run.toml")
