@@ -78,6 +78,7 @@ __all__ = [
     "simulate_points",
     "render_he",
     "landscapes",
+    "synthetic_point_sets",
 ]
 
 #: Gene drivers, in column order of ``gene_drivers`` weights.
@@ -255,6 +256,67 @@ def simulate_points(cfg: SyntheticTissueConfig, land: dict, shape_um: tuple[floa
     return pts[(pts >= 0).all(1) & (pts[:, 0] < w_um) & (pts[:, 1] < h_um)]
 
 
+# ------------------------------------------------------------------------------ slides
+def _simulate_slide(cfg: SyntheticTissueConfig, p: int) -> dict:
+    """Landscapes, nuclei and spots of patient ``p`` (own stream ``default_rng([seed, p])``);
+    per spot the top-left patch corner (x, y px), its nuclei (row, col patch px) and the
+    patch means of the landscapes."""
+    rng = np.random.default_rng([cfg.seed, p])
+    grid = cfg.grid if cfg.grid != "alternate" else ("square" if p % 2 == 0 else "hex")
+    centres, arr = _spot_centres(cfg, grid)
+    shape_um = (float(centres[:, 1].max() + cfg.patch_um / 2 + 10.0), float(centres[:, 0].max() + cfg.patch_um / 2 + 10.0))
+    land = landscapes(cfg, shape_um, rng)
+    pts = simulate_points(cfg, land, shape_um, rng)
+    tl = np.round(centres / cfg.pixel_size_um - cfg.patch_px // 2).astype(np.int64)
+    step = float(land["step_um"])
+    span = int(round(cfg.patch_um / step))
+    pts_px = pts / cfg.pixel_size_um
+    lat: dict[str, list] = {k: [] for k in _LATENT}
+    nuclei = []
+    for t in tl:
+        inside = ((pts_px[:, 0] >= t[0]) & (pts_px[:, 0] < t[0] + cfg.patch_px)
+                  & (pts_px[:, 1] >= t[1]) & (pts_px[:, 1] < t[1] + cfg.patch_px))
+        q = pts_px[inside]
+        nuclei.append(np.column_stack([q[:, 1] - t[1], q[:, 0] - t[0]]))
+        r0, c0 = int(t[1] * cfg.pixel_size_um / step), int(t[0] * cfg.pixel_size_um / step)
+        for k in _LATENT:
+            lat[k].append(float(land[k][r0:r0 + span, c0:c0 + span].mean()))
+    return {"rng": rng, "grid": grid, "centres_um": centres, "array": arr, "shape_um": shape_um, "land": land,
+            "points_um": pts, "topleft_px": tl, "nuclei": nuclei, "latent": {k: np.asarray(v) for k, v in lat.items()}}
+
+
+def _classes(cfg: SyntheticTissueConfig, dens: np.ndarray, reg: np.ndarray, clu: np.ndarray):
+    """Regime weights r, c and the class of each spot (module docstring)."""
+    r = _sigmoid(cfg.landscape_slope * np.asarray(reg))
+    c = _sigmoid(cfg.landscape_slope * (np.asarray(clu) - cfg.cluster_offset))
+    cls = np.where(c > 0.5, "clustered",
+                   np.where(np.asarray(dens) > 0, "dense-", "sparse-").astype(object)
+                   + np.where(r > 0.5, "regular", "disordered"))
+    return r, c, cls.astype(str)
+
+
+def synthetic_point_sets(cfg: SyntheticTissueConfig) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Nuclei point sets of every spot without rendering or writing anything: the
+    classification task of seed 004 E.3 used to pre-train the structure encoders.
+
+    Returns
+    -------
+    nuclei : list of (k, 2) arrays, (row, col) patch px
+    classes : ndarray of str, ``Metadata_Class`` of each spot
+    patient : ndarray of int
+    """
+    nuclei, dens, reg, clu, pat = [], [], [], [], []
+    for p in range(cfg.n_patients):
+        sl = _simulate_slide(cfg, p)
+        nuclei += sl["nuclei"]
+        dens.append(sl["latent"]["density"])
+        reg.append(sl["latent"]["regularity"])
+        clu.append(sl["latent"]["clustering"])
+        pat.append(np.full(len(sl["nuclei"]), p))
+    _, _, cls = _classes(cfg, np.concatenate(dens), np.concatenate(reg), np.concatenate(clu))
+    return nuclei, cls, np.concatenate(pat)
+
+
 # ------------------------------------------------------------------------------ rendering
 def render_he(cfg: SyntheticTissueConfig, pts_um: np.ndarray, land: dict, shape_um: tuple[float, float],
               rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -377,41 +439,20 @@ def generate_tissue(cfg: SyntheticTissueConfig, out_dir: str | Path) -> Path:
     per_spot = []
     sample_data = []
     for p, sid in enumerate(ids):
-        rng = np.random.default_rng([cfg.seed, p])
-        grid = cfg.grid if cfg.grid != "alternate" else ("square" if p % 2 == 0 else "hex")
-        centres, arr = _spot_centres(cfg, grid)
-        shape_um = (float(centres[:, 1].max() + cfg.patch_um / 2 + 10.0), float(centres[:, 0].max() + cfg.patch_um / 2 + 10.0))
-        land = landscapes(cfg, shape_um, rng)
-        pts = simulate_points(cfg, land, shape_um, rng)
-        slide, outlines = render_he(cfg, pts, land, shape_um, rng)
-        half = cfg.patch_px // 2
-        cpx = centres / cfg.pixel_size_um
-        tl = np.round(cpx - half).astype(np.int64)  # top-left (x, y) px
+        sl = _simulate_slide(cfg, p)
+        slide, outlines = render_he(cfg, sl["points_um"], sl["land"], sl["shape_um"], sl["rng"])
+        tl = sl["topleft_px"]
         imgs = np.stack([slide[t[1]:t[1] + cfg.patch_px, t[0]:t[0] + cfg.patch_px] for t in tl])
-        step = float(land["step_um"])
-        # patch means of the landscapes and realized counts
-        pts_px = pts / cfg.pixel_size_um
-        lat = {k: [] for k in _LATENT}
-        n_cells = []
-        for t in tl:
-            inside = ((pts_px[:, 0] >= t[0]) & (pts_px[:, 0] < t[0] + cfg.patch_px)
-                      & (pts_px[:, 1] >= t[1]) & (pts_px[:, 1] < t[1] + cfg.patch_px))
-            n_cells.append(int(inside.sum()))
-            r0, c0 = int(t[1] * cfg.pixel_size_um / step), int(t[0] * cfg.pixel_size_um / step)
-            span = int(round(cfg.patch_um / step))
-            for k in _LATENT:
-                lat[k].append(float(land[k][r0:r0 + span, c0:c0 + span].mean()))
-        barcodes = [f"r{a:02d}c{b:02d}" for a, b in arr]
+        barcodes = [f"r{a:02d}c{b:02d}" for a, b in sl["array"]]
         df = pd.DataFrame({"Metadata_Spot": [f"{sid}_{b}" for b in barcodes], "Metadata_Sample": sid,
-                           "n_cells": n_cells, **{f"L_{k}": lat[k] for k in _LATENT}})
+                           "n_cells": [len(q) for q in sl["nuclei"]],
+                           **{f"L_{k}": sl["latent"][k] for k in _LATENT}})
         per_spot.append(df)
-        sample_data.append((sid, grid, imgs, tl, barcodes, arr, centres / cfg.pixel_size_um, outlines, slide))
+        sample_data.append((sid, sl["grid"], imgs, tl, barcodes, sl["array"], sl["centres_um"] / cfg.pixel_size_um,
+                            outlines, slide))
     spots = pd.concat(per_spot, ignore_index=True)
-    r = _sigmoid(cfg.landscape_slope * spots["L_regularity"].to_numpy())
-    c = _sigmoid(cfg.landscape_slope * (spots["L_clustering"].to_numpy() - cfg.cluster_offset))
-    dense = spots["L_density"].to_numpy() > 0
-    cls = np.where(c > 0.5, "clustered",
-                   np.where(dense, "dense-", "sparse-").astype(object) + np.where(r > 0.5, "regular", "disordered"))
+    r, c, cls = _classes(cfg, spots["L_density"].to_numpy(), spots["L_regularity"].to_numpy(),
+                         spots["L_clustering"].to_numpy())
     gt = pd.DataFrame({
         "Metadata_Spot": spots["Metadata_Spot"], "Metadata_Sample": spots["Metadata_Sample"],
         "Metadata_Class": cls.astype(str),
