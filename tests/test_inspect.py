@@ -212,3 +212,15 @@ def test_bad_input_gets_the_readers_error(tmp_path, realdata):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="cannot inspect this kind of file"):
         inspect_path(tmp_path / "x.json")
+
+
+def test_replicates_at_one_well_position_are_flagged(tmp_path):
+    df = pd.DataFrame({"Metadata_Plate": ["p1"] * 5 + ["p2"] * 5,
+                       "Metadata_Well": ["A01", "A02", "A03", "A04", "A05"] * 2,
+                       "Metadata_Perturbation": ["DMSO", "DMSO", "y", "z", "w"]
+                       + ["DMSO", "DMSO", "y", "w", "z"],
+                       "f": np.arange(10.0)})
+    df.to_parquet(tmp_path / "p.parquet")
+    rep = inspect_path(tmp_path / "p.parquet")
+    assert rep.info["scorable"] == 3 and rep.info["same_position_replicates"] == 1  # only y
+    assert "1 of 3 replicated perturbation(s) sit at one well position" in rep.text()

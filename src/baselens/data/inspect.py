@@ -230,6 +230,16 @@ def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "si
         if len(single):
             rep.add("replicates", f"FLAG: {len(single)} perturbation(s) in a single well (no replicate "
                                   f"to retrieve), e.g. {single.index[:5].tolist()}")
+        multi = trt[trt["Metadata_Perturbation"].map(reps).fillna(0).to_numpy() >= 2]
+        if len(multi):
+            pos = multi.groupby("Metadata_Perturbation", observed=True)["Metadata_Well"].nunique()
+            same = int((pos == 1).sum())
+            rep.info["same_position_replicates"] = same
+            if same:
+                rep.add("replicates", f"FLAG: {same} of {len(pos)} replicated perturbation(s) sit at "
+                                      "one well position on every plate: plate position alone "
+                                      "retrieves their replicates (compare with plate_layout; the "
+                                      "NSL level removes same-position pairs)")
         dose = next((c for c in DOSE_COLUMNS if c in trt.columns), None)
         if dose is not None and len(trt):
             n_dose = trt.groupby("Metadata_Perturbation", observed=True)[dose].nunique()
