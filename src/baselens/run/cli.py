@@ -89,7 +89,9 @@ def cmd_run(args) -> int:
             "data_dir": getattr(args, "data_dir", None),
             "annotations_dir": getattr(args, "annotations_dir", None)}), args)
 
-    cfg = _apply_execution(RunConfig.from_toml(args.config), args)
+    variables = {"data_dir": getattr(args, "data_dir", None),
+                 "annotations_dir": getattr(args, "annotations_dir", None)}
+    cfg = _apply_execution(RunConfig.from_toml(args.config, variables=variables), args)
     t = time.perf_counter()
     res = run_pipeline(cfg, args.out, progress=not args.quiet)
     print(f"finished in {time.perf_counter() - t:.1f} s")
@@ -206,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a TOML config")
     r.add_argument("config", help="TOML config file")
     r.add_argument("--out", required=True, help="run folder")
+    r.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="downloaded dataset folder: replaces ${data_dir} in the config "
+                        "(default: data/<dataset> under the current directory)")
+    r.add_argument("--annotations-dir", default=None, metavar="DIR",
+                   help="relationship tables (CORUM.txt, ...): replaces ${annotations_dir} "
+                        "(default: <data dir>/annotations)")
     r.add_argument("--quiet", action="store_true")
     _add_execution_options(r)
     r.set_defaults(func=cmd_run)

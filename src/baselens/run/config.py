@@ -37,12 +37,21 @@ Example (every key optional except a data source)::
     executor = "dask"                     # dask (default) | processes | serial
     workers = 8                           # default: one per core (one per GPU for GPU models)
     scheduler = "tcp://host:8786"         # an existing dask cluster instead of a LocalCluster
+
+Variables in strings: ``${data_dir}`` and ``${annotations_dir}`` anywhere in a string value
+(paths in ``[data]``, method ``params``) are replaced before validation. ``data_dir`` is
+``baselens run --data-dir DIR``, else ``data/<dataset>`` under the current directory, where
+``dataset = "jump-cp"`` is a top-level key (what ``baselens download DATASET --out
+data/DATASET`` wrote); ``annotations_dir`` is ``--annotations-dir``, else
+``${data_dir}/annotations``. Both become absolute paths. See ``protocols/`` and
+``docs/protocols.md``.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +70,7 @@ class ConfigError(ValueError):
 _METHOD_SCHEMA = {"name": str, "label": str, "params": dict, "profile": dict}
 _SCHEMA: dict[str, Any] = {
     "title": str,
+    "dataset": str,  # names the default ${data_dir}: data/<dataset> under the current directory
     "data": {
         "load_data": str,
         "root": str,
@@ -148,7 +158,9 @@ class RunConfig:
     base_dir: Path = field(default_factory=Path.cwd)
 
     @classmethod
-    def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None) -> "RunConfig":
+    def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None,
+                  variables: dict[str, str | os.PathLike | None] | None = None) -> "RunConfig":
+        d = substitute_variables(d, config_variables(d, variables))
         _check(d, _SCHEMA, "")
         methods = d.get("methods", [dict(m) for m in DEFAULT_METHODS])
         labels = set()
@@ -212,7 +224,8 @@ class RunConfig:
                     raise ConfigError(f"{where}.steps: {exc}") from None
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> "RunConfig":
+    def from_toml(cls, path: str | os.PathLike,
+                  variables: dict[str, str | os.PathLike | None] | None = None) -> "RunConfig":
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
@@ -221,7 +234,7 @@ class RunConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         try:
-            return cls.from_dict(d, base_dir=path.parent)
+            return cls.from_dict(d, base_dir=path.parent, variables=variables)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
 
@@ -233,6 +246,51 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {"title": self.title, "data": self.data, "methods": self.methods,
                 "profile": self.profile, "tasks": self.tasks, "execution": self.execution}
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def config_variables(d: dict, given: dict | None = None) -> dict[str, str]:
+    """``${...}`` values for a config: ``data_dir`` and ``annotations_dir`` (absolute).
+
+    ``given`` (e.g. the CLI's ``--data-dir``) wins; ``data_dir`` defaults to
+    ``./data/<dataset>`` when the config names a ``dataset``; ``annotations_dir`` to
+    ``<data_dir>/annotations``. Relative paths are taken from the current directory.
+    """
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    out = {k: str(Path(v).expanduser().resolve()) for k, v in given.items()}
+    if "data_dir" not in out and isinstance(d.get("dataset"), str) and d["dataset"]:
+        out["data_dir"] = str((Path.cwd() / "data" / d["dataset"]).resolve())
+    if "annotations_dir" not in out and "data_dir" in out:
+        out["annotations_dir"] = str(Path(out["data_dir"]) / "annotations")
+    return out
+
+
+def substitute_variables(d: Any, variables: dict[str, str], where: str = "") -> Any:
+    """Replace ``${name}`` in every string of a parsed config (recursively).
+
+    Raises :class:`ConfigError` naming the key for an unknown or unset variable.
+    """
+    if isinstance(d, dict):
+        return {k: substitute_variables(v, variables, f"{where}.{k}" if where else str(k))
+                for k, v in d.items()}
+    if isinstance(d, list):
+        return [substitute_variables(v, variables, f"{where}[{i}]") for i, v in enumerate(d)]
+    if not isinstance(d, str) or "${" not in d:
+        return d
+
+    def one(m: re.Match) -> str:
+        name = m.group(1)
+        if name in variables:
+            return variables[name]
+        if name in ("data_dir", "annotations_dir"):
+            raise ConfigError(f"{where} uses ${{{name}}} but no data folder is known: pass "
+                              "--data-dir DIR (or set a top-level `dataset` key: data/<dataset>)")
+        raise ConfigError(f"{where}: unknown variable ${{{name}}} "
+                          f"(known: {', '.join('${%s}' % k for k in sorted(variables)) or 'none'})")
+
+    return _VARIABLE.sub(one, d)
 
 
 def _validate_synthetic(d: dict) -> None:

@@ -16,7 +16,13 @@ bioactivity          per-compound assay labels             logistic regression, 
 regression_probe     per-well continuous targets           every probe level
 batch_mixing         negative controls                     —
 morphohelm           negative controls (off by default)    every batch level
+control_retrieval    positive controls (off by default)    every batch level, 5 plate folds
 ==================== ===================================== ==================================
+
+Every task table also takes ``where`` (not passed to the function): which profile rows the
+task scores, e.g. ``where = { Metadata_PerturbationType = ["CRISPR", "gene"] }`` keeps rows
+whose value is one of the listed ones, ``{ Metadata_PerturbationType = { not = ["compound"] } }``
+drops them (values compared as case-insensitive strings; rows removed are logged).
 
 A task whose input is absent (no annotations, no assay labels, no MoA column) is skipped
 and the skip is recorded in ``run.json`` — never silently.
@@ -38,6 +44,7 @@ from baselens.run.config import ConfigError
 def _tasks() -> dict[str, Callable]:
     from baselens.evaluate.batch_mixing import batch_mixing
     from baselens.evaluate.bioactivity import bioactivity
+    from baselens.evaluate.control_retrieval import control_retrieval
     from baselens.evaluate.knn_probe import knn_probe
     from baselens.evaluate.moa_retrieval import moa_retrieval
     from baselens.evaluate.morphohelm import morphohelm
@@ -54,6 +61,7 @@ def _tasks() -> dict[str, Callable]:
         "regression_probe": regression_probe,
         "batch_mixing": batch_mixing,
         "morphohelm": morphohelm,
+        "control_retrieval": control_retrieval,
     }
 
 
@@ -67,6 +75,7 @@ DEFAULTS: dict[str, dict] = {
     "regression_probe": {},
     "batch_mixing": {},
     "morphohelm": {"batch_level": "all"},
+    "control_retrieval": {"batch_level": "all"},
 }
 
 #: Tasks a run scores unless told otherwise.
@@ -83,6 +92,7 @@ MAIN_METRIC = {
     "regression_probe": "pearson",
     "batch_mixing": "ilisi_scaled",
     "morphohelm": "replicate_map",
+    "control_retrieval": "mean_average_precision",
 }
 
 #: Metrics where lower is better (how much batch a representation still encodes).
@@ -101,11 +111,13 @@ def validate_tasks(tasks_cfg: dict) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"tasks.{name} must be a table")
         params = inspect.signature(fns[name]).parameters
+        if "where" in table:
+            _check_where(table["where"], f"tasks.{name}.where")
         for key in table:
-            if key == "enabled":
+            if key in ("enabled", "where"):
                 continue
             if key not in params or key in _PROVIDED:
-                allowed = sorted(["enabled", *(p for p in params if p not in _PROVIDED)])
+                allowed = sorted(["enabled", "where", *(p for p in params if p not in _PROVIDED)])
                 raise ConfigError(f"unknown key {key!r} in tasks.{name} (allowed: {', '.join(allowed)})")
             default, value = params[key].default, table[key]
             if isinstance(default, (int, float)) and not isinstance(default, bool) \
@@ -126,14 +138,16 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
         table = dict(tasks_cfg.get(name, {}))
         if not table.pop("enabled", name in ENABLED_BY_DEFAULT):
             continue
+        where = table.pop("where", None)
         kwargs = {**DEFAULTS.get(name, {}), **table}
-        args, why = _inputs_for(name, profiles, inputs, kwargs)
+        rows = profiles if where is None else select_rows(profiles, where, log, f"{label}: {name}")
+        args, why = _inputs_for(name, rows, inputs, kwargs)
         if args is None:
             log.add(f"{label}: {name}", "tasks", 1, 0, f"task skipped: {why}", quiet=True)
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped levels are read from attrs
-            s, p = fn(profiles, features, *args, **kwargs)
+            s, p = fn(rows, features, *args, **kwargs)
         for key in ("skipped_batch_levels", "skipped_levels"):
             for level, reason in dict(s.attrs.get(key, {})).items():
                 log.add(f"{label}: {name}", "batch levels", 1, 0, f"{level} skipped: {reason}",
@@ -144,6 +158,38 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
         scores.append(_stamp_scores(s, name))
         per.append(_stamp_per(p, name))
     return scores, per
+
+
+def _check_where(where, where_name: str) -> None:
+    if not isinstance(where, dict) or not where:
+        raise ConfigError(f"{where_name} must be a table {{column = [values]}} or "
+                          f"{{column = {{not = [values]}}}}, got {where!r}")
+    for col, v in where.items():
+        if isinstance(v, dict) and (set(v) != {"not"}):
+            raise ConfigError(f"{where_name}.{col}: a table here takes only 'not', got {sorted(v)}")
+
+
+def select_rows(profiles: pd.DataFrame, where: dict, log: FilterLog | None = None,
+                stage: str = "where") -> pd.DataFrame:
+    """Rows of ``profiles`` matching every ``{column: values}`` (or ``{column: {not: values}}``).
+
+    Values are compared as case-insensitive, stripped strings. Raises ``ValueError`` for a
+    column the profiles lack; the rows removed are logged with the rule.
+    """
+    keep = np.ones(len(profiles), dtype=bool)
+    for col, v in where.items():
+        if col not in profiles.columns:
+            raise ValueError(f"{stage}: where names {col!r}, which the profiles lack "
+                             f"(Metadata columns: {[c for c in profiles.columns if c.startswith('Metadata_')]})")
+        negate = isinstance(v, dict)
+        vals = v["not"] if negate else v
+        vals = [vals] if isinstance(vals, (str, int, float)) else list(vals)
+        allowed = {str(x).strip().lower() for x in vals}
+        hit = profiles[col].astype(str).str.strip().str.lower().isin(allowed).to_numpy()
+        keep &= ~hit if negate else hit
+    if log is not None:
+        log.add(stage, "rows", int((~keep).sum()), int(keep.sum()), f"where {where}", quiet=True)
+    return profiles[keep].reset_index(drop=True)
 
 
 def _inputs_for(name: str, profiles: pd.DataFrame, inputs: dict, kwargs: dict):
