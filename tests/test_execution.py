@@ -96,6 +96,46 @@ def test_serial_and_local_cluster_with_1_and_2_workers_agree(screen, serial_run,
                                       rtol=1e-9)
 
 
+def test_default_executor_is_a_local_cluster_sized_to_the_machine():
+    """The embedded default is dask (a LocalCluster, one worker per core, capped at the
+    number of chunks); one chunk or one worker runs in this process; a scheduler address
+    connects to that cluster."""
+    ex = execution.make_executor({}, {}, n_tasks=50, extractors=[])
+    assert isinstance(ex, execution.DaskExecutor) and ex.scheduler is None
+    assert ex.workers == min(50, os.cpu_count() or 1)
+    assert isinstance(execution.make_executor({}, {}, 1, []), execution.SerialExecutor)
+    assert type(execution.make_executor({"workers": 1}, {}, 9, [])) is execution.SerialExecutor
+    assert execution.make_executor({"workers": 3}, {}, 2, []).workers == 2
+    remote = execution.make_executor({"scheduler": "tcp://10.0.0.5:8786"}, {}, 9, [])
+    assert isinstance(remote, execution.DaskExecutor) and remote.scheduler == "tcp://10.0.0.5:8786"
+    assert isinstance(execution.make_executor({"executor": "processes", "workers": 2}, {}, 9, []),
+                      execution.ProcessExecutor)
+    with pytest.raises(ValueError, match="executor"):
+        execution.make_executor({"executor": "threads"}, {}, 9, [])
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_keep_glibc_malloc_adaptive():
+    """dask's nanny exports MALLOC_TRIM_THRESHOLD_ (it froze glibc's mmap threshold and made
+    extraction 30-45 % slower); our LocalCluster workers start without it, keep the
+    single-thread variables, and this process's environment is left as it was."""
+    from distributed import Client, LocalCluster
+
+    before = dict(os.environ)
+    with execution._worker_environ():
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
+    try:
+        with Client(cluster) as client:
+            env = next(iter(client.run(lambda: {k: os.environ.get(k) for k in (
+                "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}).values()))
+    finally:
+        cluster.close()
+    assert env == {"MALLOC_TRIM_THRESHOLD_": before.get("MALLOC_TRIM_THRESHOLD_"),
+                   "OMP_NUM_THREADS": "1"}
+    assert dict(os.environ) == before
+
+
 @pytest.mark.slow
 def test_rerun_extracts_nothing_and_a_changed_image_recomputes_its_chunk(screen, serial_run,
                                                                          tmp_path):

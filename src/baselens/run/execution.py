@@ -23,7 +23,7 @@ Cache key of a chunk (``chunk_key``)
     extracts nothing, a killed run recomputes only its missing chunks.
 
 Executors (``[execution] executor``)
-    ``"dask"`` (default when dask.distributed is installed): a ``LocalCluster`` sized to the
+    ``"dask"`` (the default): a ``LocalCluster`` sized to the
     machine (one single-threaded worker process per core, ``workers`` to override; the
     dashboard link is printed), or an existing cluster with ``scheduler = "tcp://host:8786"``
     / ``--scheduler`` (workers must see the run folder and the images at the same paths:
@@ -41,6 +41,7 @@ GPU extractors (networks with ``device = "auto"`` or ``"cuda"`` when CUDA is ava
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -392,6 +393,38 @@ class _PinGPU:
         pass
 
 
+@contextlib.contextmanager
+def _worker_environ():
+    """The environment LocalCluster worker processes start with.
+
+    dask's nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` to its workers (config
+    ``distributed.nanny.pre-spawn-environ``) to hand freed memory back to the OS sooner.
+    Setting any glibc malloc threshold switches off glibc's *dynamic* mmap threshold, so
+    every temporary array above 128 KiB is mmapped and page-faulted afresh: image
+    extraction (many large short-lived arrays) ran 30-45 % slower on dask workers than in
+    a spawn process pool (``bench/executors.py`` prints the ratio). We drop that one
+    variable (dask keeps ``OMP_NUM_THREADS=1`` etc.: our workers are single-threaded
+    anyway); dask config ``baselens.keep-dask-nanny-environ: true`` keeps dask's stock
+    environment. The nanny also writes these variables into *this* process's
+    ``os.environ`` before it spawns; they are restored afterwards so that later
+    subprocesses (and a later process pool) do not inherit them.
+    """
+    import dask
+
+    saved = dict(os.environ)
+    override = ({} if dask.config.get("baselens.keep-dask-nanny-environ", False)
+                else {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    try:
+        with dask.config.set(override):
+            yield
+    finally:
+        for k in set(os.environ) - set(saved):
+            del os.environ[k]
+        for k, v in saved.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
+
+
 class DaskExecutor(SerialExecutor):
     """dask.distributed: a LocalCluster (``scheduler=None``) or an existing scheduler."""
 
@@ -417,9 +450,10 @@ class DaskExecutor(SerialExecutor):
             self.n_workers = len(self.client.scheduler_info().get("workers", {}))
         else:
             n = self.workers or (len(self.gpus) if self.gpus else (os.cpu_count() or 1))
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                        dashboard_address=self.dashboard_address,
-                                        silence_logs=logging.ERROR)
+            with _worker_environ():
+                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                            dashboard_address=self.dashboard_address,
+                                            silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
             self.n_workers = n
             if self.gpus:
@@ -470,11 +504,10 @@ def make_executor(execution: dict, payload: dict, n_tasks: int, extractors) -> S
     if workers is not None:
         workers = max(1, int(workers))
     if kind is None:
-        # On one machine, spawn processes are the default: on the 2-core demo a dask
-        # LocalCluster extracted 7.3 sites/s against 10.6 for the process pool (same
-        # chunks, same extractors; cause not yet found), which broke the 5-minute budget.
-        # A scheduler address (a real cluster) selects dask; so does executor = "dask".
-        kind = "dask" if scheduler else "processes"
+        # dask everywhere: a LocalCluster sized to the machine, or the scheduler's cluster.
+        # (The LocalCluster used to be 30-45 % slower than a spawn pool: dask's nanny
+        # environment, see _worker_environ; bench/executors.py compares them.)
+        kind = "dask"
         if not scheduler:
             n = workers or (len(gpus) if gpus else (os.cpu_count() or 1))
             if min(n, n_tasks) <= 1:
