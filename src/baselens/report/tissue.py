@@ -89,7 +89,6 @@ MODALITY_NAMES = {
     "reference": "ground truth (upper bound)",
     "null": "random (chance)",
 }
-_SHORT = {"structure": "struct", "reference": "ref", "pixel": "pix"}
 _STRUCTURE_WORDS = ("gcn", "egnn", "structure", "graph", "points", "point_set")
 
 
@@ -370,15 +369,14 @@ def _count_panel(ctx, task, pp, mods, drivers) -> str:
                 "(<code>pearson_count_matched</code>): the run had no cell counts per spot."
                 "</p></figure>")
     rows = []
-    for key in ctx.order:
-        mod = mods.get(key[0], "image")
-        if mod == "null":
+    for key in _best_layers(ctx, task):
+        if mods.get(key[0], "image") == "null":
             continue
         before = _score(ctx, task, key, "pearson")
         after = _score(ctx, task, key, "pearson_count_matched")
         if _isnan(before) and _isnan(after):
             continue
-        rows.append((f"{_method_label(*key)} [{_SHORT.get(mod, mod)}]", before, after))
+        rows.append((_method_label(*key), before, after))
     rows.sort(key=lambda r: -(r[2] if not _isnan(r[2]) else -9))
     svg = dumbbell_svg(rows, title=f"{task}: Pearson r before and after matching on cell count",
                        x_label="mean Pearson r over genes", before_label="all spots",
@@ -386,8 +384,9 @@ def _count_panel(ctx, task, pp, mods, drivers) -> str:
     parts = [f'<figure id="{_esc(fid)}">{svg}<figcaption><strong>Count-matched comparison '
              "(seed 004 §5.3)</strong>: open dots are each representation's mean Pearson r; "
              "filled dots the same predictions scored only <em>within</em> groups of spots "
-             "that hold the same number of cells. Whatever a representation predicts through "
-             "cell count alone vanishes there; what remains is arrangement or appearance."
+             "that hold the same number of cells (each method's best layer). Whatever a "
+             "representation predicts through cell count alone vanishes there; what remains "
+             "is arrangement or appearance."
              "</figcaption></figure>"]
     cnt, cnt_v = _best_of(ctx, task, "count", mods)
     st, _ = _best_of(ctx, task, "structure", mods)
@@ -409,6 +408,17 @@ def _count_panel(ctx, task, pp, mods, drivers) -> str:
             f"(<strong>{_esc(sl)}</strong>); mean gain {_fmt(gain, signed=True)}. Genes on the "
             "diagonal are explained by count alone.</figcaption></figure>")
     return "".join(parts)
+
+
+def _best_layers(ctx, task: str) -> list[tuple[str, str]]:
+    """Per method, the layer with the highest mean Pearson r (display order kept)."""
+    a = ctx.agg
+    a = a[(a["task"] == task) & (a["metric"] == "pearson")
+          & (a["batch_level"] == ctx.levels.get(task)) & a["value_mean"].notna()]
+    best = {}
+    for r in a.sort_values("value_mean", ascending=False, kind="stable").itertuples(index=False):
+        best.setdefault(r.method, (str(r.method), str(r.layer)))
+    return [k for k in ctx.order if best.get(k[0]) == k]
 
 
 def _driver_series(ctx, task, mods) -> list[tuple[str, tuple[str, str], str]]:

@@ -180,6 +180,7 @@ class TissueConfig:
             if label in labels:
                 raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
             labels.add(label)
+        _check_method_names(methods, ConfigError)
         ge = d.get("tasks", {}).get("gene_expression", {})
         C._check(ge, _GENE_EXPRESSION_KEYS, "tasks.gene_expression")
         if ge.get("model", "ridge") not in _MODEL_CHOICES:
@@ -222,6 +223,25 @@ class TissueConfig:
         return {"title": self.title, "data": self.data, "methods": self.methods,
                 "tasks": self.tasks, "diagnostics": self.diagnostics,
                 "execution": self.execution}
+
+
+def _check_method_names(methods: list[dict], error) -> None:
+    """Unknown representation names fail before any data is generated or read."""
+    try:
+        from baselens.extract.networks import ARCHITECTURES
+        from baselens.extract.tissue import TISSUE_METHODS
+    except ImportError:  # pragma: no cover - extraction reports it later
+        return
+    known = set(TISSUE_METHODS) | {"network"} | set(ARCHITECTURES) | {f"{a}_random" for a in ARCHITECTURES}
+    for i, m in enumerate(methods):
+        if m["name"] not in known:
+            import difflib
+
+            close = difflib.get_close_matches(m["name"], sorted(known), n=1)
+            raise error(f"methods[{i}]: unknown tissue representation {m['name']!r}"
+                        + (f" — did you mean {close[0]!r}?" if close else "")
+                        + f" (tissue methods: {', '.join(TISSUE_METHODS)}, or a network such "
+                        "as resnet50 / vit_small_patch16_224)")
 
 
 def synthetic_tissue_config(d: dict):
@@ -394,7 +414,7 @@ def modality(m: dict) -> str:
         return "count"
     if name.startswith("pixel"):
         return "pixel"
-    if name in ("structure_image", "tissue_gcn", "tissue_egnn") or \
+    if name in ("structure_image", "tissue_gcn", "tissue_egnn", "tissue_points") or \
             str(params.get("input", "image")) == "structure":
         return "structure"
     return "image"
