@@ -63,3 +63,50 @@ def test_profile_steps_are_validated_up_front():
         RunConfig.from_dict({"methods": [{"name": "pixel_stats", "profile": {"step": []}}]})
     with pytest.raises(ConfigError, match="must be str or list"):
         RunConfig.from_dict({"profile": {"steps": 3}})
+
+
+def test_precomputed_paths_and_channel_map_follow_the_config_folder(tmp_path, monkeypatch):
+    """A config works from any current directory: precomputed file paths resolve against
+    the config's folder like [data] paths, and [data] channel_map renames the table's
+    channels for the run."""
+    import numpy as np
+    import pandas as pd
+    import tifffile
+
+    from baselens.run.pipeline import _prepare_data, _Progress
+
+    proj = tmp_path / "proj"
+    (proj / "img").mkdir(parents=True)
+    for ch, v in (("ch1", 10), ("ch2", 20)):
+        tifffile.imwrite(proj / "img" / f"{ch}.tif", np.full((4, 4), v, np.uint16))
+    pd.DataFrame({"Metadata_Plate": ["P"], "Metadata_Well": ["A01"], "Metadata_Site": [1],
+                  "Metadata_Perturbation": ["DMSO"], "Metadata_ControlType": ["negcon"],
+                  "FileName_Origch1": ["ch1.tif"], "PathName_Origch1": ["img"],
+                  "FileName_Origch2": ["ch2.tif"], "PathName_Origch2": ["img"]}
+                 ).to_csv(proj / "ld.csv", index=False)
+    pd.DataFrame({"Metadata_Plate": ["P"], "Metadata_Well": ["A01"], "Metadata_Site": [1],
+                  "emb_0": [1.0]}).to_parquet(proj / "emb.parquet")
+    (proj / "run.toml").write_text(
+        '[data]\nload_data = "ld.csv"\nchannel_map = { DNA = "ch2", RNA = "ch1" }\n'
+        '[[methods]]\nname = "precomputed"\nparams = { path = "emb.parquet", keys = "site" }\n')
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    cfg = RunConfig.from_toml(proj / "run.toml")
+    assert cfg.methods[0]["params"]["path"] == str(proj / "emb.parquet")
+    ld, _, _ = _prepare_data(cfg, tmp_path / "out", _Progress(False))
+    assert ld.channels == ["DNA", "RNA"]
+    assert ld.read_site(0)[:, 0, 0].tolist() == [20, 10]
+    with pytest.raises(ConfigError, match="channel_map must be dict"):
+        RunConfig.from_dict({"data": {"load_data": "x.csv", "channel_map": ["DNA"]}})
+
+
+def test_builtin_protocols_are_found_by_name(tmp_path, monkeypatch):
+    from baselens.run.cli import find_config
+
+    monkeypatch.chdir(tmp_path)
+    path = find_config("rxrx3_core")
+    assert path.endswith("protocols/rxrx3_core.toml")
+    assert find_config("rxrx3_core.toml") == path
+    with pytest.raises(FileNotFoundError, match="built-in protocols: .*jump_cp_controls"):
+        find_config("no_such_protocol")
+    (tmp_path / "mine.toml").write_text("")
+    assert find_config("mine.toml") == "mine.toml"  # a file given is used as is

@@ -94,18 +94,22 @@ def test_nf1_plate_controls_and_replicates(realdata, tmp_path):
     assert i["plates_without_negcon"] == []
     assert "FLAG: 1 perturbation(s) in a single well" in rep.text()
     assert "formable: SP, NR, NSL" in rep.text()
-    # one replicated treatment: the kNN probe (a default task) stops the run; same message
-    from baselens.evaluate.knn_probe import knn_probe
+    # one replicated treatment: a run skips the kNN probe (a default task), inspect says so
+    from baselens.profile.log import FilterLog
+    from baselens.run.tasks import ENABLED_BY_DEFAULT, run_tasks
 
     wells = images_to_load_data(folder, pattern=NF1_REGEX, plate="Plate_2", platemap=pm).table
-    with pytest.raises(ValueError) as knn:
-        knn_probe(wells.assign(f=np.arange(5.0)), ["f"])
-    assert [str(p) for p in rep.problems] == [str(knn.value)]
+    log = FilterLog()
+    only_knn = {t: {"enabled": t == "knn_probe"} for t in ENABLED_BY_DEFAULT}
+    scores, _ = run_tasks(wells.assign(f=np.arange(5.0)), ["f"], {}, only_knn, log, "x")
+    assert scores == [] and any("fewer than 2 labels" in e["reason"] for e in log.to_records())
+    assert rep.problems == []
+    assert "FLAG: the kNN probe will be skipped" in rep.text()
     pd.DataFrame({"well": ["B7", "D6", "D7", "F7", "H12"],
                   "perturbation": ["DMSO", "DMSO", "a", "a", "a"],
                   "control_type": ["negcon", "negcon", "", "", ""]}).to_csv(pm, index=False)
     ok = inspect_path(folder, pattern=NF1_REGEX, plate="Plate_2", platemap=pm)
-    assert ok.info["scorable"] == 1 and len(ok.problems) == 1  # still one label only
+    assert ok.info["scorable"] == 1 and "kNN probe will be skipped" in ok.text()  # one label
     pd.DataFrame({"well": ["B7", "D6", "D7", "F7", "H12"],
                   "perturbation": ["DMSO", "DMSO", "a", "a", "b"],
                   "control_type": ["", "", "", "", ""]}).to_csv(pm, index=False)
@@ -187,9 +191,10 @@ def test_load_data_builder_cli_then_inspect_then_config(realdata, tmp_path, caps
                "--out", str(tmp_path / "mydata")])
     assert rc == 0
     assert "config:" in capsys.readouterr().out
-    # five wells cannot give the kNN probe two replicated treatments: inspect says so first
-    assert main(["inspect", str(tmp_path / "mydata" / "load_data.csv")]) == 2
-    assert "kNN probe needs ≥ 2 labels" in capsys.readouterr().err
+    # five wells cannot give the kNN probe two replicated treatments: inspect says a run
+    # will skip it (not an error)
+    assert main(["inspect", str(tmp_path / "mydata" / "load_data.csv")]) == 0
+    assert "kNN probe will be skipped" in capsys.readouterr().out
     from baselens.run.config import RunConfig
 
     cfg = RunConfig.from_toml(tmp_path / "mydata" / "run.toml")

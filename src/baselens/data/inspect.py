@@ -152,9 +152,9 @@ def _normalize_problem(wells: pd.DataFrame) -> Exception | None:
     return None
 
 
-def _knn_problem(wells: pd.DataFrame, min_per_label: int = 2) -> Exception | None:
-    """The guard of the kNN probe (a default task) with the run's defaults: the label is
-    Metadata_moa when present, else Metadata_Perturbation; controls excluded."""
+def _knn_skip(wells: pd.DataFrame, min_per_label: int = 2) -> str | None:
+    """Why a run would skip the default kNN probe (``run.tasks`` applies the same rule):
+    the label is Metadata_moa when present, else Metadata_Perturbation; controls excluded."""
     label = "Metadata_moa" if "Metadata_moa" in wells.columns else "Metadata_Perturbation"
     if label not in wells.columns:
         return None
@@ -166,8 +166,8 @@ def _knn_problem(wells: pd.DataFrame, min_per_label: int = 2) -> Exception | Non
     n = int((counts >= min_per_label).sum())
     if n >= 2:
         return None
-    return ValueError(f"kNN probe needs ≥ 2 labels in {label!r} with ≥ {min_per_label} wells; "
-                      f"found {n}")
+    return (f"the kNN probe will be skipped: it needs ≥ 2 labels in {label!r} with "
+            f"≥ {min_per_label} wells; found {n}")
 
 
 def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "site") -> pd.DataFrame:
@@ -214,9 +214,9 @@ def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "si
         prob = _normalize_problem(wells)
         if prob is not None:
             rep.problems.append(prob)
-        prob = _knn_problem(wells)
-        if prob is not None:
-            rep.problems.append(prob)
+        skip = _knn_skip(wells)
+        if skip is not None:
+            rep.add("tasks", f"FLAG: {skip}")
     if "Metadata_Perturbation" in wells.columns:
         trt = wells if "Metadata_ControlType" not in wells.columns else \
             wells[wells["Metadata_ControlType"].fillna("").astype(str) != "negcon"]

@@ -89,6 +89,8 @@ class Precomputed:
     """
 
     needs_images = False
+    #: parameters holding file paths: a run config resolves them against its own folder
+    PATH_PARAMS = ("path", "layers", "metadata")
 
     def __init__(self, *, path: str | os.PathLike | None = None,
                  layers: Mapping[str, str] | None = None, layer: str = DEFAULT_LAYER,

@@ -79,11 +79,35 @@ def _run_tissue(cfg, args) -> int:
     return 0
 
 
+def protocol_dirs() -> list[Path]:
+    """Where built-in protocols live: ``./protocols`` and the source tree's ``protocols/``
+    (a git checkout or an editable install)."""
+    import baselens
+
+    src = Path(baselens.__file__).resolve().parents[2] / "protocols"
+    return [d for d in (Path.cwd() / "protocols", src) if d.is_dir()]
+
+
+def find_config(name: str) -> str:
+    """A config path as given, else a built-in protocol by name (``rxrx3_core`` or
+    ``rxrx3_core.toml`` → ``protocols/rxrx3_core.toml``)."""
+    if Path(name).exists() or "/" in name or "\\" in name:
+        return name
+    stem = name[:-5] if name.endswith(".toml") else name
+    for d in protocol_dirs():
+        if (d / f"{stem}.toml").is_file():
+            return str(d / f"{stem}.toml")
+    known = sorted({p.stem for d in protocol_dirs() for p in d.glob("*.toml")})
+    raise FileNotFoundError(f"config file not found: {name}"
+                            + (f" (built-in protocols: {', '.join(known)})" if known else ""))
+
+
 def cmd_run(args) -> int:
     from baselens.run.config import RunConfig
     from baselens.run.pipeline import run_pipeline
     from baselens.run.tissue import TissueConfig, is_tissue_config_file
 
+    args.config = find_config(args.config)
     if is_tissue_config_file(args.config):
         return _run_tissue(TissueConfig.from_toml(args.config, variables={
             "data_dir": getattr(args, "data_dir", None),
@@ -206,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="run a TOML config")
-    r.add_argument("config", help="TOML config file")
+    r.add_argument("config", help="TOML config file, or a built-in protocol's name "
+                   "(protocols/: jump_cp_controls, rxrx3_core, morphohelm_moa, hest_synthetic)")
     r.add_argument("--out", required=True, help="run folder")
     r.add_argument("--data-dir", default=None, metavar="DIR",
                    help="downloaded dataset folder: replaces ${data_dir} in the config "

@@ -77,6 +77,7 @@ _SCHEMA: dict[str, Any] = {
         "channels": list,
         "illum": bool,
         "path_map": dict,
+        "channel_map": dict,  # {channel name: channel as named in the table}, e.g. {DNA = "ch5"}
         "annotations": list,
         "bioactivity": str,  # Metadata_Perturbation, assay, active (, assay_type)
         "targets": str,  # Metadata_Plate, Metadata_Well + continuous per-well targets
@@ -191,6 +192,7 @@ class RunConfig:
             base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
         )
         cfg._check_values()
+        cfg.methods = [cfg._resolve_method_paths(m) for m in cfg.methods]
         from baselens.run.tasks import validate_tasks
 
         validate_tasks(cfg.tasks)
@@ -237,6 +239,26 @@ class RunConfig:
             return cls.from_dict(d, base_dir=path.parent, variables=variables)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+
+    def _resolve_method_paths(self, m: dict) -> dict:
+        """File-path parameters of an extractor (its ``PATH_PARAMS``, e.g. precomputed's
+        ``path``/``layers``/``metadata``) resolved against the config's folder, like
+        ``[data]`` paths: a config works from any current directory."""
+        from baselens.extract.registry import get_spec
+
+        names = getattr(get_spec(m["name"]).factory, "PATH_PARAMS", ())
+        params = m.get("params") or {}
+        if not names or not any(k in params for k in names):
+            return m
+        new = dict(params)
+        for k in names:
+            v = new.get(k)
+            if isinstance(v, str):
+                new[k] = str(self.resolve(v))
+            elif isinstance(v, dict):
+                new[k] = {lk: str(self.resolve(lv)) if isinstance(lv, str) else lv
+                          for lk, lv in v.items()}
+        return {**m, "params": new}
 
     def resolve(self, p: str) -> Path:
         """A path from the config, relative to the config file's folder."""

@@ -150,6 +150,7 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
             root=cfg.resolve(data["root"]) if "root" in data else None,
             path_map=data.get("path_map"),
             illum=bool(data.get("illum", False)),
+            channel_map=data.get("channel_map"),
         )
     ann = data.get("annotations") or []
     if ann:

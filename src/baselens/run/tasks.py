@@ -219,6 +219,17 @@ def _inputs_for(name: str, profiles: pd.DataFrame, inputs: dict, kwargs: dict):
                            else "Metadata_Perturbation")
         if kwargs["label"] == "Metadata_moa":
             kwargs["exclude_controls"] = True
+        # the default probe is skipped (with its reason), not fatal, on a screen without two
+        # replicated labels (e.g. five wells of five treatments); an explicit label still fails
+        lab = profiles[kwargs["label"]].astype(str)
+        keep = profiles[kwargs["label"]].notna() & ~lab.isin(["", "nan", "None"])
+        if kwargs.get("exclude_controls", True) and "Metadata_ControlType" in profiles.columns:
+            keep &= ~profiles["Metadata_ControlType"].astype(str).isin(["negcon", "poscon"])
+        counts = lab[keep].value_counts()
+        need = int(kwargs.get("min_per_label", 2))
+        if int((counts >= need).sum()) < 2:
+            return None, (f"fewer than 2 labels in {kwargs['label']} with >= {need} wells "
+                          "(nothing to classify)")
     return (), ""
 
 
