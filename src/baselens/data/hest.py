@@ -156,8 +156,10 @@ class TissueDataset:
         ``Metadata_Task``, ``Metadata_X``, ``Metadata_Y`` (spot centre, full-res px of the
         sample), ``Metadata_Barcode``, ``Metadata_Fold`` (test split holding the sample,
         -1 if none), ``Metadata_PatchSize`` (patch side, px),
-        ``Metadata_FullresPixelSize`` (µm per full-res px), ``Metadata_NCells``; synthetic
-        data add ``Metadata_Class``; coarsened data ``Metadata_NNeighbours``.
+        ``Metadata_FullresPixelSize`` (µm per full-res px), ``Metadata_NCells``, and
+        ``Metadata_ArrayRow`` / ``Metadata_ArrayCol`` when the expression file has
+        ``array_row`` / ``array_col``; synthetic data add ``Metadata_Class``; coarsened
+        data ``Metadata_NNeighbours``.
     targets : DataFrame
         Same row order; one float column per gene: ``log1p`` expression.
     pixel_size_um : ndarray (n,)
@@ -308,7 +310,7 @@ def _write_h5_frame(group, df: pd.DataFrame, index: Sequence[str]) -> None:
     group.attrs["encoding-type"] = "dataframe"
     group.attrs["encoding-version"] = "0.2.0"
     group.attrs["_index"] = "_index"
-    group.attrs["column-order"] = np.array(list(df.columns), dtype=object).astype(str_dt) if len(df.columns) else np.array([], dtype=str_dt)
+    group.attrs["column-order"] = np.array([str(c) for c in df.columns], dtype=object).astype(str_dt)
     ds = group.create_dataset("_index", data=np.array([str(i) for i in index], dtype=object), dtype=str_dt)
     ds.attrs["encoding-type"] = "string-array"
     ds.attrs["encoding-version"] = "0.2.0"
