@@ -213,11 +213,16 @@ def test_sigkill_mid_run_then_resume_computes_only_missing_chunks(screen, serial
     finished = {p: p.stat().st_mtime_ns for p in (out / "features").rglob("part-*.parquet")
                 if p.stem.removeprefix("part-") in done}
     log_before = (out / "run.log").read_text()
+    # what a writer killed mid-write leaves: a temp file beside its part (never read)
+    stale = marks.parent / "default" / ".part-x.parquet.abc123.tmp"
+    stale.write_bytes(b"PAR1 half")
 
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     second = (out / "run.log").read_text()[len(log_before):]
     assert f"computing {total - len(done)} of {total} chunks" in second
+    assert not stale.exists() and "removed 1 half-written temp file" in second
+    assert not list(out.rglob("*.tmp"))
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     recomputed = {ln.split("chunk ")[1].split()[0] for ln in second.splitlines()
                   if "extract: chunk " in ln}

@@ -41,3 +41,16 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 
 def write_json_atomic(obj, path: str | os.PathLike) -> Path:
     return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Delete the temp files (``.<name>.<random>.tmp``) that a killed writer left under
+    ``root``; returns them. Call only while no writer of this folder runs (e.g. when a
+    run starts): a temp file is never read, this only reclaims its space."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 import baselens
-from baselens._io import write_json_atomic, write_parquet_atomic
+from baselens._io import remove_stale_temps, write_json_atomic, write_parquet_atomic
 from baselens.data.annotations import read_relationship_pairs
 from baselens.data.load_data import LoadData, read_load_data
 from baselens.diagnose.run import ProfileSet, run_diagnostics
@@ -231,6 +231,9 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
     meta = ld.metadata.reset_index(drop=True)
     batch_size = int(ex_cfg.get("batch_size", 32))
     chunk_size = int(ex_cfg.get("chunk_size", max(execution.DEFAULT_CHUNK_SIZE, batch_size)))
+    stale = remove_stale_temps(feat_dir)  # left by a killed run: never read, only space
+    if stale:
+        say(f"extract: removed {len(stale)} half-written temp file(s) of an interrupted run")
     t = time.perf_counter()
     chunks = execution.make_chunks(ld, chunk_size)
     idents = execution.chunk_identities(ld, chunks)
