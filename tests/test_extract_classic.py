@@ -124,3 +124,77 @@ def test_nf1_measurements_on_cellprofiler_masks_agree_with_cellprofiler():
     for ch in chans:
         a, b = ours[f"Nuclei_Intensity_MeanIntensity_{ch}"], cp[f"Nuclei_Intensity_MeanIntensity_{ch}"]
         assert np.corrcoef(a, b)[0, 1] > 0.99  # measured >= 0.997
+
+
+def _gapped_cells():
+    """Four 10x10 cells; nucleus 2 covers all of cell 2, so Cytoplasm has labels {1, 3, 4}.
+
+    Channel DNA is a_L and ER is b_L, constant inside each cell (background 0), so every
+    per-object value is known: MeanIntensity_ER = b_L / 65535, Overlap = 1,
+    K_DNA_ER = b_L / a_L and K_ER_DNA = a_L / b_L (cp_measure's K1 = Σab/Σa², K2 = Σab/Σb²).
+    """
+    from baselens.extract.segmentation import Segmentation, cytoplasm
+
+    a = {1: 1000.0, 2: 2000.0, 3: 3000.0, 4: 4000.0}
+    b = {1: 500.0, 2: 7000.0, 3: 9000.0, 4: 12000.0}
+    cells = np.zeros((40, 40), np.int32)
+    nuc = np.zeros((40, 40), np.int32)
+    site = np.zeros((2, 40, 40), np.float32)
+    for k, (y, x) in enumerate([(2, 2), (2, 25), (25, 2), (25, 25)], start=1):
+        cells[y:y + 10, x:x + 10] = k
+        nuc[y + 3:y + 7, x + 3:x + 7] = k
+        site[0, y:y + 10, x:x + 10] = a[k]
+        site[1, y:y + 10, x:x + 10] = b[k]
+    nuc[cells == 2] = 2
+    return site, Segmentation(nuc, cells, cytoplasm(cells, nuc)), a, b
+
+
+def test_gapped_labels_keep_each_value_on_its_own_object():
+    """Regression: get_correlation_overlap returned one value per label 1..max (0 for the
+    missing label 2), which raised '4 values for 3 objects' — or, had the counts matched,
+    would have put cell 3's value on cell 4."""
+    site, seg, a, b = _gapped_cells()
+    cyto = seg.cytoplasm
+    assert sorted(set(np.unique(cyto)) - {0}) == [1, 3, 4]
+    per = measure_objects(cyto, site, ["DNA", "ER"], obj="Cytoplasm",
+                          groups=["areashape", "intensity", "correlation"], correlation_pairs=[("DNA", "ER")])
+    assert per.index.tolist() == [1, 3, 4]
+    for k in (1, 3, 4):
+        assert per.loc[k, "Cytoplasm_AreaShape_Area"] == 100 - 16
+        assert per.loc[k, "Cytoplasm_Intensity_MeanIntensity_ER"] == pytest.approx(b[k] / 65535)
+        assert per.loc[k, "Cytoplasm_Correlation_Overlap_DNA_ER"] == pytest.approx(1.0)
+        assert per.loc[k, "Cytoplasm_Correlation_K_DNA_ER"] == pytest.approx(b[k] / a[k])
+        assert per.loc[k, "Cytoplasm_Correlation_K_ER_DNA"] == pytest.approx(a[k] / b[k])
+    # a label image with only a gap at the start (ids 3 and 7)
+    lab = np.where(np.isin(seg.cells, [3, 4]), seg.cells * 2 - 3, 0).astype(np.int32)  # 3 -> 3, 4 -> 5
+    lab[lab == 5] = 7
+    per = measure_objects(lab, site, ["DNA", "ER"], obj="Cells", groups=["correlation", "neighbors"],
+                          correlation_pairs=[("DNA", "ER")], neighbor_distance=50)
+    assert per.index.tolist() == [3, 7]
+    assert per["Cells_Correlation_K_DNA_ER"].tolist() == pytest.approx([b[3] / a[3], b[4] / a[4]])
+    assert per["Cells_Neighbors_NumberOfNeighbors_50"].tolist() == [1, 1]
+
+
+def test_site_with_an_all_nucleus_cell_counts_and_aggregates_present_objects():
+    from baselens.extract.classic import Classic
+
+    site, seg, a, b = _gapped_cells()
+    ex = Classic(groups=["intensity", "correlation"], correlation_pairs=[["DNA", "ER"]])
+    plan = ex._plan(["DNA", "ER"], has_cells=True)
+    per = ex._measure_site(site, seg, ["DNA", "ER"], plan)
+    assert per["Cells"].index.tolist() == [1, 2, 3, 4]
+    assert per["Cytoplasm"].index.tolist() == [1, 3, 4]
+    assert per["Cytoplasm"]["Cytoplasm_Correlation_K_DNA_ER"].median() == pytest.approx(b[3] / a[3])
+    assert per["Cells"]["Cells_Correlation_K_DNA_ER"].tolist() == pytest.approx([b[k] / a[k] for k in range(1, 5)])
+
+
+def test_noise_sites_with_empty_cytoplasms_run():
+    """The reported crash: sparse-noise sites segment into cells that are all nucleus."""
+    rng = np.random.default_rng(1)
+    imgs = np.where(rng.random((1, 5, 128, 128)) < 0.01, 60000, 100).astype(np.uint16)
+    ch = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    out = get_extractor("classic", groups=["intensity", "correlation"], channels=["DNA", "ER"],
+                        aggregations=["median"])(SiteBatch(imgs, ch, pd.DataFrame(index=[0])))
+    med = out[DEFAULT_LAYER]
+    assert med["Image_Count_Cytoplasm"].item() < med["Image_Count_Cells"].item()  # some cytoplasm is empty
+    assert np.isfinite(med.to_numpy()).all()

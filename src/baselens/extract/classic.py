@@ -41,7 +41,10 @@ What cp_measure 0.3.0 lacks (see :data:`NOT_IN_CP_MEASURE`), and what baselens d
   (:func:`baselens.extract.segmentation.object_neighbors`: Adjacent for cells, within
   ``neighbor_distance`` px for nuclei).
 * **Correlation_Overlap / Correlation_K** — present in cp_measure but not in its bulk
-  registry; baselens calls ``get_correlation_overlap`` directly.
+  registry; baselens calls ``get_correlation_overlap`` directly, on labels relabelled
+  1..k (:func:`contiguous_labels`): that function assumes contiguous labels and returns
+  one value per label up to the largest, so gaps (a cell that is all nucleus has no
+  Cytoplasm) would otherwise misalign objects.
 * **Location** (Center, CenterMassIntensity, MaxIntensity) and AreaShape's
   Center/BoundingBox coordinates — positions in the field, not phenotypes; dropped
   from profiles (CellProfiler profiles drop them too before analysis).
@@ -71,6 +74,8 @@ __all__ = [
     "OBJECTS",
     "NOT_IN_CP_MEASURE",
     "measure_objects",
+    "contiguous_labels",
+    "per_object_values",
     "aggregate_objects",
     "time_classic",
 ]
@@ -86,7 +91,8 @@ OBJECTS: tuple[str, ...] = ("Nuclei", "Cells", "Cytoplasm")
 #: with what baselens does about each.
 NOT_IN_CP_MEASURE: dict[str, str] = {
     "Neighbors": "implemented in baselens (segmentation.object_neighbors), CellProfiler definitions",
-    "Correlation_Overlap, Correlation_K": "not in cp_measure's bulk registry; called directly",
+    "Correlation_Overlap, Correlation_K": "not in cp_measure's bulk registry; called directly, on labels "
+    "relabelled 1..k (it assumes contiguous labels)",
     "Location_*": "positions, not phenotypes: not emitted",
     "AreaShape_Center_*, AreaShape_BoundingBox{Minimum,Maximum}_*": "positions: dropped",
     "Parent_*, Children_*_Count": "1:1 by construction here: not emitted",
@@ -133,6 +139,40 @@ def _pair_names(obj: str, name: str, a: str, b: str) -> str:
     return f"{obj}_Correlation_{base}_{a}_{b}" if idx == "1" else f"{obj}_Correlation_{base}_{b}_{a}"
 
 
+def contiguous_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Present label ids and the label image relabelled to 1..k in id order.
+
+    Returns ``(ids, dense)``: ``ids`` (sorted, int64) are the labels > 0 present in
+    ``labels``; ``dense`` (int32) has ``dense == i + 1`` exactly where
+    ``labels == ids[i]`` (background stays 0). Gaps in the ids arise from segmentation
+    (e.g. Cytoplasm = Cells − Nuclei has no object for a cell that is all nucleus).
+    """
+    labels = np.asarray(labels)
+    if labels.size and labels.min() < 0:
+        raise ValueError("label image has negative labels; objects must be labelled 1..n, background 0")
+    labels = labels.astype(np.int64, copy=False)
+    n = int(labels.max()) if labels.size else 0
+    ids = np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1)[1:] > 0).astype(np.int64) + 1
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return ids, lut[labels]
+
+
+def per_object_values(values, n_objects: int, name: str) -> np.ndarray:
+    """One measurement's values as a float vector with one entry per object (labels 1..k).
+
+    Raises instead of guessing when the count differs: a vector of another length
+    cannot be assigned to objects without risking a value on the wrong object.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size != n_objects:
+        raise RuntimeError(
+            f"{name}: {v.size} values for {n_objects} objects labelled 1..{n_objects}; the measurement "
+            "did not return one value per object (a cp_measure change?) — please report it"
+        )
+    return v
+
+
 def measure_objects(
     labels: np.ndarray,
     site: np.ndarray,
@@ -175,18 +215,23 @@ def measure_objects(
     Returns
     -------
     DataFrame
-        One row per present object (index = label), CellProfiler-named float columns.
+        One row per present object (index = the caller's label id, gaps kept: labels
+        {1, 3, 4} give rows 1, 3, 4), CellProfiler-named float columns. Objects are
+        relabelled 1..k before measuring (:func:`contiguous_labels`), because some
+        cp_measure entry points called directly (``get_correlation_overlap``) return one
+        value per label 1..max and 0 for absent labels, which would shift every later
+        object onto the wrong row. Frames of one object type measured separately
+        (per group) join on this index, so an object absent from one of them gets NaN.
     """
     core, corr = _cpm()
     channels = list(channels)
     chans = list(channels if measure_channels is None else measure_channels)
-    labels = np.asarray(labels).astype(np.int32, copy=False)
-    n = int(labels.max()) if labels.size else 0
-    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1)[1:] > 0) + 1
+    present, labels = contiguous_labels(labels)
     cols: dict[str, np.ndarray] = {}
     if len(present) == 0:
         return pd.DataFrame(index=pd.Index([], name="ObjectNumber"))
-    # cp_measure relabels gaps to 1..k itself; results are in sorted label order
+    # every measurement below sees labels 1..k (k = len(present)), so value i belongs to
+    # object present[i]; the rows are indexed by the caller's label ids
     px = {c: site[channels.index(c)].astype(np.float64) / UINT16_MAX for c in set(chans) | {x for p in (correlation_pairs or []) for x in p}}
 
     def tick(group: str, t0: float) -> None:
@@ -194,10 +239,7 @@ def measure_objects(
             timings[group] = timings.get(group, 0.0) + time.perf_counter() - t0
 
     def put(name: str, values) -> None:
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-        if v.size != len(present):
-            raise RuntimeError(f"{name}: {v.size} values for {len(present)} objects")
-        cols[name] = v
+        cols[name] = per_object_values(values, len(present), name)
 
     groups = list(groups)
     with warnings.catch_warnings():
@@ -257,7 +299,7 @@ def measure_objects(
             suffix = "Adjacent" if neighbor_distance is None else str(int(neighbor_distance))
             nb = object_neighbors(labels, neighbor_distance)
             for m in _NEIGHBOR_MEASURES:
-                put(f"{obj}_Neighbors_{m}_{suffix}", nb[m][present - 1])
+                put(f"{obj}_Neighbors_{m}_{suffix}", nb[m])
             tick("neighbors", t0)
     return pd.DataFrame(cols, index=pd.Index(present, name="ObjectNumber"))
 
