@@ -63,3 +63,33 @@ def test_plate_without_controls_is_named():
         normalize(df)
     out = normalize(df, reference="all", features=["f"])
     assert np.isfinite(out["f"]).all()
+
+
+@pytest.mark.parametrize("method", ["standardize", "robustize", "mad_robustize"])
+def test_round_off_spread_is_dropped_like_a_constant(method):
+    """Spread 1e-15 in the controls (values ~1) is round-off: dropped and counted with
+    the exactly constant feature; a small but real spread (1e-6) is kept."""
+    df = pd.DataFrame({
+        "Metadata_Plate": ["P1"] * 6,
+        "Metadata_ControlType": ["negcon"] * 4 + [""] * 2,
+        "f": [1.0, 2.0, 3.0, 4.0, 5.0, 0.0],
+        "tiny": [1.0, 1.0 + 1e-15, 1.0, 1.0 + 1e-15, 1.0, 2.0],
+        "const": [1.0, 1.0, 1.0, 1.0, 2.0, 3.0],
+        "small": [0.0, 1e-6, 2e-6, 3e-6, 1e-6, 0.0],
+    })
+    log = FilterLog()
+    out = normalize(df, method=method, log=log)
+    assert [c for c in out.columns if not c.startswith("Metadata_")] == ["f", "small"]
+    ev = log.events[-1]
+    assert (ev.stage, ev.removed, ev.kept, ev.examples) == ("normalize", 2, 2, ["tiny", "const"])
+    assert np.abs(out[["f", "small"]].to_numpy()).max() < 10
+
+
+def test_zero_spread_is_relative_to_the_values():
+    from baselens.profile.normalize import zero_spread
+
+    x = np.array([[1e6, 1.0, 1e-14], [2e6, 1.0, 3e-14]])
+    # 1e-7 spread of values ~1e6 is round-off; 1e-11 of values ~1 is not; values ~1e-14
+    # (all below the floor 1) with spread 1e-14 count as round-off
+    assert zero_spread(np.array([1e-7, 1e-11, 1e-14]), x).tolist() == [True, False, True]
+    assert zero_spread(np.array([1.0, np.nan, 0.0]), x).tolist() == [False, True, True]

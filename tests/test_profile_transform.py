@@ -102,3 +102,28 @@ def test_tvn_controls_become_standard_and_null_space_is_dropped():
     ctrl = out.loc[df["Metadata_ControlType"] == "negcon", cols].to_numpy()
     np.testing.assert_allclose(ctrl.mean(0), 0, atol=1e-9)
     np.testing.assert_allclose(np.cov(ctrl, rowvar=False, ddof=0), np.eye(19), atol=1e-6)
+
+
+def test_pca_on_few_controls_keeps_n_controls_minus_one_components():
+    """3 control wells, 10 features: centred controls span 2 directions, so at most 2
+    components (a third had zero control variance and normalize scaled it to ~1e15)."""
+    from baselens.profile.normalize import normalize
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(12, 10)), columns=[f"f{i}" for i in range(10)])
+    df.insert(0, "Metadata_Plate", "P1")
+    df.insert(1, "Metadata_ControlType", ["negcon"] * 3 + [""] * 9)
+    log = FilterLog()
+    out = pca(df, 64, reference="negcon", log=log)
+    pcs = [c for c in out.columns if c.startswith("PC")]
+    assert pcs == ["PC1", "PC2"]
+    ev = log.events[-1]
+    assert (ev.stage, ev.kept, ev.removed) == ("pca", 2, 8)
+    assert "capped at 2 = 3 negcon rows - 1" in ev.reason
+    normed = normalize(out, features=pcs, log=log)
+    # 12 rows of unit-normal features projected on unit vectors, scaled by the controls'
+    # std: bounded far below the ~1e15 of the zero-variance component
+    assert np.abs(normed[pcs].to_numpy()).max() < 1e3
+    np.testing.assert_allclose(normed.loc[:2, pcs].std(ddof=0), 1.0)
+    with pytest.raises(ValueError, match="need ≥ 2"):
+        pca(df.assign(Metadata_ControlType=["negcon"] + [""] * 11), 4, reference="negcon")

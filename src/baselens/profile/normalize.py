@@ -16,7 +16,12 @@ a list of columns (e.g. plate and batch).
 pycytominer fits one scaler on the whole table; baselens fits one per plate (the usual
 JUMP practice), which is what a ``groupby`` over pycytominer's ``normalize`` gives.
 Features whose reference spread is zero or non-finite on any plate are removed and
-reported (they would otherwise become inf/NaN).
+reported (they would otherwise become inf/NaN). "Zero" includes floating-point round-off
+(:func:`zero_spread`): a spread ``s_j <= SPREAD_RTOL * max(1, max_i |x_ij|)`` over the
+plate's rows ``i``, ``SPREAD_RTOL = 1e-12``. Such a spread is noise in the last digits,
+e.g. a principal component with no variance in the controls it was fitted on
+(control values ~1e-16), which would otherwise be scaled to ~1e15. pycytominer keeps
+these features (and exact-zero ones, dividing by 0 or by its ``1e-18`` epsilon).
 """
 
 from __future__ import annotations
@@ -30,6 +35,24 @@ from baselens.profile.aggregate import feature_columns
 from baselens.profile.log import FilterLog
 
 METHODS = ("standardize", "mad_robustize", "robustize", "center", "none")
+
+#: Relative tolerance below which a reference spread counts as zero (:func:`zero_spread`).
+SPREAD_RTOL = 1e-12
+
+
+def zero_spread(spread: np.ndarray, x: np.ndarray, rtol: float = SPREAD_RTOL) -> np.ndarray:
+    """Which features have a zero (or round-off) reference spread.
+
+    ``spread_j <= rtol * max(1, max_i |x_ij|)``, with ``x`` the rows of one plate
+    (reference and others; non-finite values ignored). The relative part catches
+    round-off of large values (float64 keeps ~16 digits, so a spread 1e-12 of the
+    values' size is noise); the floor 1 keeps a feature whose values are all round-off
+    (~1e-16) from passing as a small but real spread. Non-finite spreads are also True.
+    """
+    spread = np.asarray(spread, dtype=np.float64)
+    ax = np.abs(np.asarray(x, dtype=np.float64))
+    size = np.where(np.isfinite(ax), ax, 0.0).max(axis=0, initial=0.0)
+    return ~np.isfinite(spread) | (spread <= float(rtol) * np.maximum(1.0, size))
 
 
 def reference_mask(df: pd.DataFrame, reference: str) -> np.ndarray:
@@ -55,8 +78,13 @@ def normalize(
     features: Sequence[str] | None = None,
     log: FilterLog | None = None,
     min_reference: int = 2,
+    spread_rtol: float = SPREAD_RTOL,
 ) -> pd.DataFrame:
     """Normalize features per ``by`` group against reference rows.
+
+    A feature whose reference spread (std, IQR or MAD) is zero up to round-off on any
+    group (:func:`zero_spread` with ``spread_rtol``), or that holds non-finite values,
+    is removed and counted in the ``normalize`` event of ``log``.
 
     Raises
     ------
@@ -91,7 +119,7 @@ def normalize(
         if method == "standardize":
             center = np.nanmean(xr, axis=0)
             scale = np.nanstd(xr, axis=0)
-            ok = scale > 0
+            ok = ~zero_spread(scale, x[idx], spread_rtol)
         elif method == "center":
             center = np.nanmean(xr, axis=0)
             scale = np.ones_like(center)
@@ -100,19 +128,20 @@ def normalize(
             center = np.nanmedian(xr, axis=0)
             q25, q75 = np.nanpercentile(xr, [25, 75], axis=0)
             scale = q75 - q25
-            ok = scale > 0
+            ok = ~zero_spread(scale, x[idx], spread_rtol)
         else:
             center = np.nanmedian(xr, axis=0)
             mad = np.nanmedian(np.abs(xr - center), axis=0)
             scale = 1.4826 * mad + 1e-18
-            ok = mad > 0
+            ok = ~zero_spread(mad, x[idx], spread_rtol)
         bad |= ~ok | ~np.isfinite(scale)
         with np.errstate(divide="ignore", invalid="ignore"):
             out[idx] = (x[idx] - center) / scale
     keep = [f for f, b in zip(features, bad) if not b]
     dropped = [f for f, b in zip(features, bad) if b]
     log.add("normalize", "features", len(dropped), len(keep),
-            f"non-finite values, or zero spread in the {reference} reference on some plate",
+            f"non-finite values, or zero spread (<= {spread_rtol:g} x max(1, max |x|), round-off "
+            f"included) in the {reference} reference on some plate",
             dropped)
     if not keep:
         raise ValueError(

@@ -103,22 +103,41 @@ def pca(
     """Project ``features`` on the first ``n_components`` principal components.
 
     The PCA is fitted on the ``reference`` rows (``"all"`` or ``"negcon"``) and applied to
-    every row; the new columns are ``PC1..PCk``. If fewer components exist than asked
-    (min(n_rows, n_features)), all are kept and the shortfall is logged.
+    every row; the new columns are ``PC1..PCk``. At most
+    ``k_max = min(n_ref - 1, n_features)`` components are kept: ``n_ref`` centred
+    reference rows span at most ``n_ref - 1`` directions, so a further component has
+    zero reference variance (a later ``normalize`` to the same controls would divide by
+    ~1e-16). When fewer than ``n_components`` are kept the cap and its reason are logged.
+
+    Raises
+    ------
+    ValueError
+        If fewer than 2 reference rows exist (nothing to fit).
     """
     features = list(features) if features is not None else feature_columns(df)
     log = log if log is not None else FilterLog()
     x = df[features].to_numpy(dtype=np.float64)
     _finite(x, "pca")
     ref = reference_mask(df, reference)
-    kmax = min(int(ref.sum()), len(features))
+    n_ref = int(ref.sum())
+    if n_ref < 2:
+        raise ValueError(f"pca: {n_ref} {reference} row(s) to fit on (need ≥ 2); mark controls with "
+                         "Metadata_ControlType='negcon' or fit on all rows (pca:<k>:all)")
+    kmax = min(n_ref - 1, len(features))
     k = min(int(n_components), kmax)
     mean, comps, var = pca_fit(x[ref], k, solver)
     z = (x - mean) @ comps.T
+    if k >= n_components:
+        note = ""
+    elif n_ref - 1 < len(features):
+        note = (f"; capped at {kmax} = {n_ref} {reference} rows - 1 (centred, they span at most "
+                f"{kmax} directions; further components have zero {reference} variance), "
+                f"{n_components} were asked")
+    else:
+        note = f"; only {kmax} exist, {n_components} were asked"
     log.add("pca", "features", len(features) - k, k,
             f"projected {len(features)} features on {k} principal components fitted on "
-            f"{reference} rows ({solver} solver)"
-            + (f"; only {kmax} exist, {n_components} were asked" if k < n_components else ""))
+            f"{n_ref} {reference} rows ({solver} solver)" + note)
     return _replace_features(df, features, z, [f"{prefix}{i + 1}" for i in range(k)])
 
 
