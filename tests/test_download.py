@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,9 +210,18 @@ def _gz_csv(df: pd.DataFrame) -> bytes:
     return gzip.compress(df.to_csv(index=False).encode())
 
 
-def _jump_tree(root):
+EMPTY, DMSO, AMG900, CPD1, CPD2 = ("JCP2022_999999", "JCP2022_033924", "JCP2022_037716",
+                                   "JCP2022_000001", "JCP2022_000002")
+# compound.csv.gz's InChIKeys (standard 27-character keys): DMSO's real key; CPD1 is the
+# rolipram skeleton without stereo layer, so only its first block matches the Hub's (R)/(S)
+INCHIKEY = {DMSO: "IAZDPXIOMUYVGZ-UHFFFAOYSA-N", AMG900: "IVUGFMLRJOCGAS-UHFFFAOYSA-N",
+            CPD1: "HJORMJIFDVBMOB-UHFFFAOYSA-N", CPD2: "ZZZZZZZZZZZZZZ-UHFFFAOYSA-N"}
+
+
+def _jump_tree(root, jcp=None):
     """2 plates × 4 wells × 2 sites in the cpg0016 layout; 8×8 uint16 TIFFs + illum .npy.
-    A01 is empty (JCP2022_999999), A02 DMSO (negcon), A03 AMG900 (poscon), A04 a compound."""
+    Default layout: A01 is empty (JCP2022_999999), A02 DMSO (negcon), A03 AMG900 (poscon),
+    A04 a compound."""
     import tifffile
 
     batch, source = "2021_08_23_Batch12", "source_4"
@@ -221,8 +231,7 @@ def _jump_tree(root):
     (meta / "plate.csv.gz").write_bytes(_gz_csv(pd.DataFrame({
         "Metadata_Source": source, "Metadata_Batch": batch, "Metadata_Plate": plates,
         "Metadata_PlateType": "TARGET2"})))
-    jcp = {"A01": "JCP2022_999999", "A02": "JCP2022_033924", "A03": "JCP2022_037716",
-           "A04": "JCP2022_000001"}
+    jcp = jcp or {"A01": EMPTY, "A02": DMSO, "A03": AMG900, "A04": CPD1}
     (meta / "well.csv.gz").write_bytes(_gz_csv(pd.DataFrame(
         [{"Metadata_Source": source, "Metadata_Plate": p, "Metadata_Well": w,
           "Metadata_JCP2022": jcp[w]} for p in plates for w in WELLS])))
@@ -231,7 +240,7 @@ def _jump_tree(root):
         "JCP2022_033924,negcon,DMSO,compound\nJCP2022_037716,poscon,AMG900,compound\n"
         "JCP2022_999999,empty,Empty,any\n")
     (meta / "compound.csv.gz").write_bytes(_gz_csv(pd.DataFrame({
-        "Metadata_JCP2022": list(jcp.values())[1:], "Metadata_InChIKey": ["K1", "K2", "K3"],
+        "Metadata_JCP2022": list(INCHIKEY), "Metadata_InChIKey": list(INCHIKEY.values()),
         "Metadata_InChI": "x", "Metadata_SMILES": "C"})))
     (meta / "orf.csv.gz").write_bytes(_gz_csv(pd.DataFrame({
         "Metadata_JCP2022": ["JCP2022_900002"], "Metadata_Symbol": ["NAT1"]})))
@@ -359,13 +368,10 @@ def test_jump_cp_unknown_plate_is_named(tmp_path, capsys):
     assert "BR0003" in err and "BR0001" in err  # close matches listed
 
 
-def test_cpg_generic_lists_plates_and_joins_platemap(tmp_path):
-    from baselens.data.datasets import download_dataset
-    from baselens.data.load_data import read_load_data
-
-    root = tmp_path / "srv"
+def _cpg_tree(root, barcodes: str, platemap: str) -> None:
+    """The JUMP fake re-used as project cpg0000-jump-pilot with a platemap instead of JUMP
+    metadata: ``barcodes`` (barcode_platemap.csv rows), ``platemap`` (MAP1.txt rows)."""
     _jump_tree(root)
-    # re-use the fake as project cpg0000-jump-pilot with a platemap instead of JUMP metadata
     (root / GALLERY / "cpg0016-jump").rename(root / GALLERY / "cpg0000-jump-pilot")
     for f in (root / GALLERY).rglob("load_data_with_illum.parquet"):
         d = pd.read_parquet(f)
@@ -374,11 +380,17 @@ def test_cpg_generic_lists_plates_and_joins_platemap(tmp_path):
         d.to_parquet(f, index=False)
     pm = root / GALLERY / "cpg0000-jump-pilot/source_4/workspace/metadata/platemaps/2021_08_23_Batch12"
     (pm / "platemap").mkdir(parents=True)
-    (pm / "barcode_platemap.csv").write_text(
-        "Assay_Plate_Barcode,Plate_Map_Name\nBR0001,MAP1\nBR0002,MAP1\n")
-    (pm / "platemap" / "MAP1.txt").write_text(
-        "well_position\tbroad_sample\tsolvent\nA01\t\tDMSO\nA02\tBRD-1\tDMSO\nA03\tBRD-2\tDMSO\n"
-        "A04\tBRD-3\tDMSO\n")
+    (pm / "barcode_platemap.csv").write_text("Assay_Plate_Barcode,Plate_Map_Name\n" + barcodes)
+    (pm / "platemap" / "MAP1.txt").write_text("well_position\tbroad_sample\tsolvent\n" + platemap)
+
+
+def test_cpg_generic_lists_plates_and_joins_platemap(tmp_path):
+    from baselens.data.datasets import download_dataset
+    from baselens.data.load_data import read_load_data
+
+    root = tmp_path / "srv"
+    _cpg_tree(root, "BR0001,MAP1\nBR0002,MAP1\n",
+              "A01\t\tDMSO\nA02\tBRD-1\tDMSO\nA03\tBRD-2\tDMSO\nA04\tBRD-3\tDMSO\n")
     with FixtureServer(root) as srv:
         rep = download_dataset("cpg0000-jump-pilot", tmp_path / "cpg", source="source_4",
                                batch="2021_08_23_Batch12", max_sites=2, sites_per_well=1,
@@ -450,7 +462,25 @@ def _rxrx3_tree(root, srv_routes):
     listing.append({"type": "directory", "path": "data"})
     srv_routes[f"/{HF}/api/datasets/recursionpharma/rxrx3-core/tree/main?recursive=true"] = (
         json.dumps(listing).encode())
+    _efaar_tree(root)
     return truth, emb
+
+
+EFAAR = "github.com/recursionpharma/EFAAR_benchmarking/raw/trunk/efaar_benchmarking/benchmark_annotations"
+# a few real rows of each table (efaar-benchmarking's format: entity1,entity2, both directions)
+PAIRS = {"CORUM": [("SUB1", "GTF3C3"), ("CDC23", "ANAPC7")], "HuMAP": [("GORASP1", "GOLGA2")],
+         "Reactome": [("SH3GL2", "AP2S1")], "SIGNOR": [("GOLGA2", "GORASP1"), ("PPARD", "CAT")],
+         "StringDB": [("NDUFA2", "COX7C")]}
+
+
+def _efaar_tree(root):
+    ann = root / EFAAR
+    ann.mkdir(parents=True)
+    for src, pairs in PAIRS.items():
+        rows = [f"{a},{b}\n{b},{a}\n" for a, b in pairs]
+        (ann / f"{src}.txt").write_text("entity1,entity2\n" + "".join(rows))
+    (ann / "LICENSE").write_text("The datasets in this directory are subject to different terms "
+                                 "and conditions.\n## CORUM.txt\n... CC-BY-NC 4.0 ...\n")
 
 
 def test_rxrx3_core_end_to_end(tmp_path, capsys):
@@ -495,3 +525,207 @@ def test_rxrx3_core_end_to_end(tmp_path, capsys):
     got = pre.tables["default"].lookup(t)
     want = emb.set_index("well_id").loc[["compound-001_1_AA02", "compound-001_1_AB02"]]
     np.testing.assert_allclose(got, want.to_numpy(), rtol=1e-6)
+
+
+def test_rxrx3_annotations_for_the_protocol_and_their_terms(tmp_path):
+    """The relationship tables land in DIR/annotations/, where rxrx3_core.toml's default
+    ${annotations_dir} (= ${data_dir}/annotations) finds them; the summary says which are
+    non-commercial; --no-annotations fetches none."""
+    from baselens.data.annotations import read_relationship_pairs
+    from baselens.data.datasets import download_dataset
+    from baselens.run.config import RunConfig
+
+    root = tmp_path / "srv"
+    out = tmp_path / "rx"
+    lines: list[str] = []
+    with FixtureServer(root) as srv:
+        _rxrx3_tree(root, srv.routes)
+        rep = download_dataset("rxrx3-core", out, max_sites=1, embeddings=False,
+                               base_url=srv.url, backoff=0, log=lines.append)
+        assert srv.count(f"/{EFAAR}/CORUM.txt") == 1
+        n = len(srv.requests)
+        bare = download_dataset("rxrx3-core", tmp_path / "bare", max_sites=1, embeddings=False,
+                                annotations=False, base_url=srv.url, log=lambda m: None)
+        assert not any("EFAAR" in p for _, p, _ in srv.requests[n:])
+    assert rep.annotations == out / "annotations"
+    for src, pairs in PAIRS.items():
+        got = read_relationship_pairs(out / "annotations" / f"{src}.txt")
+        assert len(got) == 2 * len(pairs) and set(got["source"]) == {src}
+    assert "CC-BY-NC" in (out / "annotations" / "LICENSE").read_text()
+    assert rep.counts["annotation_pairs"] == {k: 2 * len(v) for k, v in PAIRS.items()}
+    text = "\n".join(lines)
+    assert "CORUM and SIGNOR are CC-BY-NC 4.0" in rep.text and "do not redistribute" in rep.text
+    assert rep.text in text  # the summary is printed
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["outputs"]["annotations"]["licences"]["SIGNOR"] == "CC-BY-NC 4.0"
+    cfg = RunConfig.from_toml("protocols/rxrx3_core.toml", variables={"data_dir": out})
+    assert [Path(a).stem for a in cfg.data["annotations"]] == list(PAIRS)
+    assert all(Path(a).is_file() for a in cfg.data["annotations"])
+    assert bare.annotations is None and not (tmp_path / "bare" / "annotations").exists()
+    assert "CC-BY-NC" not in bare.text
+
+
+def _tiff_requests(srv) -> set[tuple[str, str]]:
+    """(plate, well column) of every TIFF requested: r01c<col>f<site>p01-ch<n>…"""
+    import re
+
+    got = set()
+    for m, p, _ in srv.requests:
+        hit = re.search(r"/(BR\d+)__.*/r01c(\d\d)f(\d\d)p01-ch\d", p)
+        if m == "GET" and hit:
+            got.add((hit[1], f"A{hit[2]}", int(hit[3])))
+    return got
+
+
+def test_jump_cp_control_wells_before_max_sites(tmp_path):
+    """--wells controls keeps DMSO and the positive controls, and --max-sites counts after
+    that filter: with a compound in the first well, 2 sites per plate are the first site of
+    each control well; without the filter they would be the compound's and DMSO's."""
+    from baselens.data.datasets import download_dataset
+    from baselens.data.load_data import read_load_data
+
+    root = tmp_path / "srv"
+    _jump_tree(root, jcp={"A01": CPD1, "A02": EMPTY, "A03": DMSO, "A04": AMG900})
+    with FixtureServer(root) as srv:
+        rep = download_dataset("jump-cp", tmp_path / "ctl", plates=["BR0001", "BR0002"],
+                               wells="controls", sites_per_well=1, max_sites=2,
+                               base_url=srv.url, log=lambda m: None)
+        assert _tiff_requests(srv) == {(p, w, 1) for p in ("BR0001", "BR0002")
+                                       for w in ("A03", "A04")}
+        n = len(srv.requests)
+        every = download_dataset("jump-cp", tmp_path / "all", plates=["BR0001"],
+                                 sites_per_well=1, max_sites=2, base_url=srv.url,
+                                 log=lambda m: None)
+        srv.requests[:n] = []
+        assert _tiff_requests(srv) == {("BR0001", "A01", 1), ("BR0001", "A03", 1)}
+    t = read_load_data(rep.load_data, illum=True).table
+    assert t["Metadata_Well"].tolist() == ["A03", "A04"] * 2
+    assert t["Metadata_ControlType"].tolist() == ["negcon", "poscon"] * 2
+    assert t["Metadata_Perturbation"].tolist() == [DMSO, AMG900] * 2
+    c = rep.counts["plates"][0]
+    # 8 sites, 2 of the empty well dropped by the join, 2 of the compound well not controls
+    assert (c["sites_in_table"], c["sites_annotated"], c["sites_outside_wells"],
+            c["sites_selected"]) == (8, 6, 2, 2)
+    assert read_load_data(every.load_data).table["Metadata_Well"].tolist() == ["A01", "A03"]
+    with pytest.raises(ValueError, match="wells must be one of"):
+        download_dataset("jump-cp", tmp_path / "x", wells="treatments")
+
+
+def test_cpg_control_wells_use_the_platemap(tmp_path):
+    """The generic Gallery plan annotates from the platemap before choosing sites, so
+    --wells controls works there too (solvent-only wells are negcon)."""
+    from baselens.data.datasets import download_dataset
+
+    root = tmp_path / "srv"
+    _cpg_tree(root, "BR0001,MAP1\n",
+              "A01\tBRD-1\tDMSO\nA02\tBRD-2\tDMSO\nA03\t\tDMSO\nA04\tBRD-3\tDMSO\n")
+    with FixtureServer(root) as srv:
+        rep = download_dataset("cpg0000-jump-pilot", tmp_path / "cpg", source="source_4",
+                               batch="2021_08_23_Batch12", plates=["BR0001"], wells="controls",
+                               max_sites=None, base_url=srv.url, log=lambda m: None)
+    t = pd.read_parquet(rep.load_data)
+    assert t["Metadata_Well"].tolist() == ["A03", "A03"] and t["Metadata_Site"].tolist() == [1, 2]
+    assert (t["Metadata_Perturbation"] == "DMSO").all() and rep.counts["negcon_sites"] == 2
+
+
+HUB = "s3.amazonaws.com/data.clue.io/repurposing/downloads"
+# the published files' layout: 9 "!" lines, then a tab-separated table
+HUB_HEAD = ("!Source\t\"The Drug Repurposing Hub, Broad Institute\"\n!URL\thttp://www.broadinstitute.org/repurposing\n"
+            "!File_date\t3/24/2020\n!Table_name\t{}\n!API_available\tWe suggest using the available data API\n"
+            "!Disclaimer\tFor research use only.\n!Restrictions\tThe Drug Repurposing Hub data is provided "
+            "for non-commercial use only.\n!Citation\t\"Please cite usage as: Corsello SM, et al.\"\n"
+            "!Contact\trepurposing@broadinstitute.org\n")
+
+
+def _hub_tree(root) -> dict[str, str]:
+    hub = root / HUB
+    hub.mkdir(parents=True)
+    drugs = HUB_HEAD.format("drug information") + (
+        "pert_iname\tclinical_phase\tmoa\ttarget\tdisease_area\tindication\n"
+        "AMG-900\tPhase 1\tAurora kinase inhibitor\tAURKA|AURKB\toncology\tsolid tumor\n"
+        "(R)-(-)-rolipram\tPreclinical\tphosphodiesterase inhibitor\tPDE4B\t\t\n"
+        "(S)-(+)-rolipram\tPreclinical\tphosphodiesterase inhibitor|PDE4 inhibitor\tPDE4B\t\t\n"
+        "dimethyl-sulfoxide\tLaunched\tsolvent\t\t\t\n"
+        "no-moa-drug\tLaunched\t\t\t\t\n")
+    samples = HUB_HEAD.format("sample information") + (
+        "broad_id\tpert_iname\tqc_incompatible\tpurity\tvendor\tcatalog_no\tvendor_name\t"
+        "expected_mass\tsmiles\tInChIKey\tpubchem_cid\tdeprecated_broad_id\n"
+        "BRD-K1\tAMG-900\t0\t98\tSelleck\tS1\tAMG-900\t503.2\tC\tIVUGFMLRJOCGAS-UHFFFAOYSA-N\t1\t\n"
+        "BRD-K2\tAMG-900\t0\t97\tTocris\tT1\tAMG 900\t503.2\tC\tIVUGFMLRJOCGAS-UHFFFAOYSA-N\t1\t\n"
+        "BRD-K3\t(R)-(-)-rolipram\t0\t93\tTocris\t1349\t(R)-(-)-Rolipram\t275.2\tC\tHJORMJIFDVBMOB-LBPRGKRZSA-N\t448055\t\n"
+        "BRD-K4\t(S)-(+)-rolipram\t0\t94\tTocris\t1350\t(S)-(+)-Rolipram\t275.2\tC\tHJORMJIFDVBMOB-GFCCVEGCSA-N\t158758\t\n"
+        "BRD-K5\tdimethyl-sulfoxide\t0\t99\tSigma\tD1\tDMSO\t78.0\tCS(C)=O\tIAZDPXIOMUYVGZ-UHFFFAOYSA-N\t679\t\n")
+    files = {"repurposing_drugs_20200324.txt": drugs, "repurposing_samples_20200324.txt": samples}
+    for name, text in files.items():
+        (hub / name).write_text(text)
+    return {name: _sha(text.encode()) for name, text in files.items()}
+
+
+def test_jump_cp_moa_from_the_repurposing_hub(tmp_path, monkeypatch):
+    """--moa joins the Hub's MoAs to JUMP compounds through compound.csv.gz's InChIKey: full
+    keys first, then the first block (a stereo-free JUMP key gets both rolipram
+    enantiomers' MoAs); DMSO (negcon) gets none; the files' checksums are checked."""
+    import baselens.data.datasets as ds
+
+    root = tmp_path / "srv"
+    _jump_tree(root)
+    monkeypatch.setattr(ds, "REPURPOSING_HUB_FILES", _hub_tree(root))
+    with FixtureServer(root) as srv:
+        rep = ds.download_dataset("jump-cp", tmp_path / "j", plates=["BR0001"], max_sites=4,
+                                  sites_per_well=1, moa=True, base_url=srv.url,
+                                  log=lambda m: None)
+    moa = pd.read_csv(tmp_path / "j" / "compound_moa.csv")
+    assert list(moa.columns) == ["Metadata_Perturbation", "Metadata_JCP2022", "Metadata_moa"]
+    assert moa.set_index("Metadata_Perturbation")["Metadata_moa"].to_dict() == {
+        CPD1: "PDE4 inhibitor|phosphodiesterase inhibitor", AMG900: "Aurora kinase inhibitor"}
+    c = rep.counts["compound_moa"]
+    assert (c["compounds_matched_full_inchikey"], c["compounds_matched_first_block"],
+            c["negcon_unlabelled"]) == (2, 1, 1)
+    # sites: A02 DMSO, A03 AMG900, A04 CPD1 (one each): both compounds are labelled
+    assert (c["downloaded_compounds"], c["downloaded_compounds_labelled"]) == (2, 2)
+    man = json.loads((tmp_path / "j" / "manifest.json").read_text())
+    assert all(man["files"][f"moa/{n}"]["verified"] for n in ds.REPURPOSING_HUB_FILES)
+    assert "non-commercial" in rep.text and str(rep.compound_moa) in rep.text
+
+
+def test_jump_cp_moa_table_url_in_morphohelm_format(tmp_path):
+    """--moa-table takes MorphoHELM's labeled_moa_samples.csv layout (one row per well,
+    JCP2022 → Metadata_MoA) from a URL; 'negative_control' is no MoA."""
+    from baselens.data.datasets import download_dataset
+
+    root = tmp_path / "srv"
+    _jump_tree(root)
+    (root / "labels").mkdir()
+    (root / "labels" / "labeled_moa_samples.csv").write_text(
+        ",Metadata_Source,Metadata_Plate,Metadata_Well,Metadata_JCP2022,Metadata_PlateType,Metadata_MoA\n"
+        f"0,source_4,BR0001,A04,{CPD1},COMPOUND,dopamine receptor antagonist|serotonin receptor antagonist\n"
+        f"1,source_4,BR0002,A04,{CPD1},COMPOUND,dopamine receptor antagonist|serotonin receptor antagonist\n"
+        f"2,source_4,BR0001,A03,{AMG900},COMPOUND,Aurora kinase inhibitor\n"
+        f"3,source_4,BR0001,A02,{DMSO},COMPOUND,negative_control\n")
+    with FixtureServer(root) as srv:
+        url = f"{srv.url}/labels/labeled_moa_samples.csv"
+        rep = download_dataset("jump-cp", tmp_path / "j", plates=["BR0001"], wells="controls",
+                               sites_per_well=1, moa_table=url, base_url=srv.url,
+                               log=lambda m: None)
+        assert srv.count("/labels/labeled_moa_samples.csv") == 1
+    moa = pd.read_csv(rep.compound_moa).set_index("Metadata_Perturbation")["Metadata_moa"]
+    assert moa.to_dict() == {CPD1: "dopamine receptor antagonist|serotonin receptor antagonist",
+                             AMG900: "Aurora kinase inhibitor"}
+    c = rep.counts["compound_moa"]
+    assert c["joined_on"] == "Metadata_JCP2022" and c["label_rows_without_moa"] == 1
+    # only control wells were fetched: AMG900 is the one non-negcon compound on them
+    assert (c["downloaded_compounds"], c["downloaded_compounds_labelled"]) == (1, 1)
+    assert url in rep.text
+
+
+def test_jump_compound_moa_table_errors_name_the_columns(tmp_path):
+    from baselens.data.datasets import DownloadError, jump_compound_moa
+    from baselens.data.jump import JumpMetadata
+
+    meta = JumpMetadata(root=tmp_path)
+    bad = pd.DataFrame({"compound": ["x"], "mechanism": ["y"]})
+    with pytest.raises(DownloadError, match="needs an MoA column.*'compound', 'mechanism'"):
+        jump_compound_moa(bad, meta, source="my.csv")
+    keyed = pd.DataFrame({"InChIKey": ["IAZDPXIOMUYVGZ-UHFFFAOYSA-N"], "moa": ["solvent"]})
+    with pytest.raises(DownloadError, match="compound.csv.gz with Metadata_InChIKey"):
+        jump_compound_moa(keyed, meta)

@@ -3,7 +3,12 @@
 Each plan fetches through :class:`baselens.data.download.Downloader` (resume, retries,
 checksums, ``DIR/manifest.json``) and writes ``DIR/load_data.parquet``: a load_data table
 that :func:`baselens.data.load_data.read_load_data` reads, with ``PathName_*`` relative to
-``DIR`` and the ``Metadata_*`` keys baselens expects.
+``DIR`` and the ``Metadata_*`` keys baselens expects. The metadata joins are the readers'
+own — :func:`baselens.data.jump.annotate_jump`, :func:`baselens.data.rxrx3.read_rxrx3_metadata`
+and :func:`baselens.data.rxrx3.rxrx3_load_data` — so a download and a table annotated by
+hand follow the same conventions (documented in both modules: ``Metadata_Perturbation`` =
+JCP2022 id / gene symbol in JUMP, gene / ``<name>@<dose>`` in RxRx3; lower-case
+``Metadata_PerturbationType``; ``Metadata_ControlType`` ``negcon`` / ``poscon``).
 
 ``jump-cp`` — JUMP Cell Painting, ``cpg0016-jump`` in the Cell Painting Gallery
     (public S3 bucket ``cellpainting-gallery``, read over HTTPS from
@@ -17,9 +22,11 @@ that :func:`baselens.data.load_data.read_load_data` reads, with ``PathName_*`` r
     3. per plate the load_data table,
        ``cpg0016-jump/<source>/workspace/load_data_csv/<batch>/<plate>/load_data_with_illum.parquet``
        (then ``.csv``, then ``load_data.parquet`` / ``load_data.csv`` without illumination);
-    4. the first ``--max-sites`` sites *per plate* (optionally at most
-       ``--sites-per-well`` per well), their per-channel TIFFs and the plate's
-       illumination functions ``<plate>_Illum<Ch>.npy``, stored under
+    4. sites chosen per plate in the table's order: ``--wells`` (``all``, or ``controls``:
+       only wells whose ``Metadata_ControlType`` is ``negcon`` / ``poscon`` — DMSO and the
+       positive controls), then at most ``--sites-per-well`` per well, then the first
+       ``--max-sites`` *per plate*; their per-channel TIFFs and the plate's illumination
+       functions ``<plate>_Illum<Ch>.npy``, stored under
        ``DIR/cellpainting-gallery/<bucket key>``; S3 ETags that are plain MD5s are checked;
     5. ``DIR/load_data.parquet``. Sites are annotated *before* they are chosen, with
        :func:`baselens.data.jump.annotate_jump` on (source, plate, well): ``Metadata_JCP2022``,
@@ -27,7 +34,18 @@ that :func:`baselens.data.load_data.read_load_data` reads, with ``PathName_*`` r
        ORF/CRISPR), ``Metadata_PerturbationType``, ``Metadata_ControlType`` (``negcon`` /
        ``poscon`` from perturbation_control.csv, the canonical control list; ``""``
        otherwise), ``Metadata_PlateType``; empty wells (JCP2022_999999) are dropped and
-       counted, wells without metadata kept and counted.
+       counted, wells without metadata kept and counted;
+    6. with ``--moa`` (or ``--moa-table PATH_OR_URL``): ``DIR/compound_moa.csv``
+       (``Metadata_Perturbation`` = ``Metadata_JCP2022``, ``Metadata_moa``, ``|``-separated)
+       for ``perturbation_metadata`` of protocols/morphohelm_moa.toml, by
+       :func:`jump_compound_moa`. Default source: the Drug Repurposing Hub's 2020-03-24
+       release (:data:`REPURPOSING_HUB_URL`, ``repurposing_drugs`` → ``moa`` per
+       ``pert_iname``, ``repurposing_samples`` → ``InChIKey``; sha256-verified), joined on
+       compound.csv.gz's ``Metadata_InChIKey`` (full key, then the first block). Its terms
+       (the files' ``!Restrictions`` line): non-commercial use only; cite Corsello et al.
+       2017. ``--moa-table`` takes a table keyed by JCP2022 id (e.g. MorphoHELM's
+       ``feature-extraction/configs/labeled_moa_samples.csv``: Metadata_JCP2022 →
+       Metadata_MoA per well) or by InChIKey (+ ``moa``).
 
     Full size: a cpg0016 384-well plate imaged at 9 sites per well has 3,456 sites; its 5
     Cell Painting channels are 17,280 TIFFs of 1080×1080 uint16 (≈ 2.3 MB each) ≈ 40 GB
@@ -57,11 +75,18 @@ that :func:`baselens.data.load_data.read_load_data` reads, with ``PathName_*`` r
     ``Metadata_Batch``, ``Metadata_Plate``, ``Metadata_Well`` + ``feature_*``, repeated
     well_ids averaged) for the ``precomputed`` extractor with ``keys = "well"``. Plates are
     named ``<experiment>_Plate<plate>``, batches are experiments, ``EMPTY_control`` wells
-    are ``negcon``, compounds are ``<name>@<concentration>``.
+    are ``negcon``, compounds are ``<name>@<concentration>``. Unless ``--no-annotations``:
+    efaar-benchmarking's gene–gene relationship tables CORUM, HuMAP, Reactome, SIGNOR,
+    StringDB (``entity1,entity2``; 4.2 MB in all) and their LICENSE into
+    ``DIR/annotations/`` (:data:`EFAAR_ANNOTATIONS_URL`), where protocols/rxrx3_core.toml's
+    default ``${annotations_dir}`` finds them. CORUM and SIGNOR are CC-BY-NC 4.0 (HuMAP and
+    StringDB CC-BY 4.0, Reactome CC0): fetched for local use, never to be redistributed —
+    the printed summary says so.
 
 ``cpgNNNN-<name>`` — any Cell Painting Gallery project folder (e.g. ``cpg0000-jump-pilot``)
     by ``--source``, ``--batch`` and ``--plates`` (missing batch / plates are listed from
-    the bucket). Same steps 3–4 as jump-cp; metadata from the project's platemaps
+    the bucket). Same steps 3–4 as jump-cp (``--wells controls`` included); metadata from
+    the project's platemaps
     (``workspace/metadata/platemaps/<batch>/barcode_platemap.csv`` + ``platemap/<name>.txt``)
     when present: ``Metadata_Perturbation`` is ``broad_sample`` (the solvent, e.g. DMSO, in
     wells without one, which are then ``negcon``); otherwise no perturbation metadata.
@@ -94,14 +119,22 @@ from baselens.data.download import (
 from baselens.data.rxrx3 import RXRX3_CHANNELS
 
 __all__ = [
+    "ANNOTATION_LICENCES",
     "DATASETS",
     "DEFAULT_JUMP_PLATES",
+    "DownloadError",
     "DownloadReport",
     "download_dataset",
+    "EFAAR_ANNOTATIONS_URL",
     "GALLERY_URL",
     "JUMP_METADATA_URL",
     "HF_URL",
+    "jump_compound_moa",
+    "REPURPOSING_HUB_FILES",
+    "REPURPOSING_HUB_URL",
+    "repurposing_hub_moa",
     "RXRX3_CHANNELS",
+    "WELL_CHOICES",
 ]
 
 GALLERY_BUCKET = "cellpainting-gallery"
@@ -114,6 +147,32 @@ RXRX3_REPO = "recursionpharma/rxrx3-core"
 RXRX3_METADATA = "metadata_rxrx3_core.csv"
 RXRX3_EMBEDDINGS = "OpenPhenom_rxrx3_core_embeddings.parquet"
 RXRX3_N_SHARDS = 35
+
+#: efaar-benchmarking's gene-gene relationship tables (``entity1,entity2``, both
+#: directions), the files ``efaar_benchmarking.constants.BENCHMARK_SOURCES`` names; the
+#: repository's default branch is ``trunk``.
+EFAAR_ANNOTATIONS_URL = ("https://github.com/recursionpharma/EFAAR_benchmarking/raw/trunk/"
+                         "efaar_benchmarking/benchmark_annotations")
+#: per source, as efaar-benchmarking's ``benchmark_annotations/LICENSE`` (the copy shipped
+#: in the efaar_benchmarking 1.0 wheel) states them
+ANNOTATION_LICENCES: dict[str, str] = {"CORUM": "CC-BY-NC 4.0", "HuMAP": "CC-BY 4.0",
+                                       "Reactome": "CC0 1.0", "SIGNOR": "CC-BY-NC 4.0",
+                                       "StringDB": "CC-BY 4.0"}
+
+#: The Drug Repurposing Hub's dated release (Corsello et al. 2017): drug annotations
+#: (pert_iname, clinical_phase, moa, target, …) and samples (broad_id, pert_iname, …,
+#: InChIKey, pubchem_cid); sha256 of the published files. Terms: non-commercial use only.
+REPURPOSING_HUB_URL = "https://s3.amazonaws.com/data.clue.io/repurposing/downloads"
+REPURPOSING_HUB_FILES: dict[str, str] = {
+    "repurposing_drugs_20200324.txt":
+        "9c3a08b9d4369fe4257dc9aa763d682fc5ef6b7dd0615534bb44f92b48bc287b",
+    "repurposing_samples_20200324.txt":
+        "3324dfac93d19ceaeafbe7d9e466127709328777cb2f6c5a465740cd327088e9",
+}
+
+#: ``--wells``: every well, or only the control wells (Metadata_ControlType negcon / poscon)
+WELL_CHOICES: tuple[str, ...] = ("all", "controls")
+CONTROL_TYPES: tuple[str, ...] = ("negcon", "poscon")
 
 #: two TARGET2 replicate plates of source_4 (2021_08_23_Batch12): 302 annotated
 #: compounds plus DMSO and positive controls on each
@@ -145,21 +204,22 @@ class DownloadReport:
     counts: dict = field(default_factory=dict)
     dry_run: bool = False
     text: str = ""
+    notes: list = field(default_factory=list)  # lines appended to the printed summary
+    annotations: Path | None = None
+    compound_moa: Path | None = None
 
 
 # ----------------------------------------------------------------------------- common
 
 
 def _well_row_col(well: str) -> tuple[int, int]:
-    """``"B07"`` → (2, 7); ``"AC02"`` → (29, 2) (rows A–Z then AA–AF for 1536 wells)."""
-    m = re.match(r"^([A-Za-z]+)0*(\d+)$", str(well).strip())
-    if not m:
+    """:func:`baselens.extract.plate_layout.parse_well`, ``(-1, -1)`` for a name it cannot parse."""
+    from baselens.extract.plate_layout import parse_well
+
+    try:
+        return parse_well(well)
+    except ValueError:
         return (-1, -1)
-    letters, col = m.group(1).upper(), int(m.group(2))
-    row = 0
-    for ch in letters:
-        row = row * 26 + (ord(ch) - 64)
-    return row, col
 
 
 def _add_row_col(df: pd.DataFrame) -> pd.DataFrame:
@@ -240,22 +300,33 @@ def _s3_list(dl: Downloader, root: str, prefix: str) -> list[str]:
 
 
 def _select_sites(table: pd.DataFrame, max_sites: int | None,
-                  sites_per_well: int | None) -> pd.DataFrame:
-    """First sites in table order; at most ``sites_per_well`` per well first."""
+                  sites_per_well: int | None, wells: str = "all") -> tuple[pd.DataFrame, int]:
+    """Choose sites in table order: the well filter first (``wells="controls"`` keeps
+    ``Metadata_ControlType`` ``negcon`` / ``poscon``), then at most ``sites_per_well`` per
+    well, then the first ``max_sites``. Returns (chosen sites, sites the well filter left out)."""
     t = table
+    if wells not in WELL_CHOICES:
+        raise ValueError(f"wells must be one of {WELL_CHOICES}, got {wells!r}")
+    if wells == "controls":
+        if "Metadata_ControlType" not in t.columns:
+            raise DownloadError("--wells controls needs the control annotation "
+                                "(Metadata_ControlType), which this plate's metadata lacks")
+        t = t[t["Metadata_ControlType"].isin(CONTROL_TYPES)]
+    n_filtered = len(table) - len(t)
     if sites_per_well is not None:
         t = t[t.groupby("Metadata_Well", sort=False).cumcount() < sites_per_well]
     if max_sites is not None:
         t = t.head(max_sites)
-    return t.reset_index(drop=True)
+    return t.reset_index(drop=True), n_filtered
 
 
 def _plate_sites(dl: Downloader, gallery: str, project: str, source: str, batch: str,
-                 plate: str, *, max_sites, sites_per_well, channels, log,
+                 plate: str, *, max_sites, sites_per_well, channels, log, wells: str = "all",
                  annotate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
                  ) -> tuple[pd.DataFrame, list[FileSpec], dict]:
     """Fetch one plate's load_data, annotate every site (``annotate`` may drop some, e.g.
-    empty wells), choose sites; return (local site table, file specs, counts)."""
+    empty wells), choose sites (:func:`_select_sites`: well filter, sites per well, max
+    sites); return (local site table, file specs, counts)."""
     base = f"{project}/{source}/workspace/load_data_csv/{batch}/{plate}"
     spec, path = _fetch_first(dl, [_gallery_spec(gallery, f"{base}/{n}", kind="index")
                                    for n in LOAD_DATA_NAMES])
@@ -287,7 +358,7 @@ def _plate_sites(dl: Downloader, gallery: str, project: str, source: str, batch:
     sites = pd.concat([meta, ld[file_cols]], axis=1)
     if annotate is not None:
         sites = annotate(sites)
-    chosen = _select_sites(sites, max_sites, sites_per_well)
+    chosen, n_filtered = _select_sites(sites, max_sites, sites_per_well, wells)
     specs: list[FileSpec] = []
     local = chosen[[c for c in chosen.columns if c.startswith("Metadata_")]].copy()
     for k in kinds:
@@ -302,11 +373,14 @@ def _plate_sites(dl: Downloader, gallery: str, project: str, source: str, batch:
             local[f"FileName_{k}{c}"] = names
             local[f"PathName_{k}{c}"] = dirs
     counts = {"plate": plate, "sites_in_table": n_all, "sites_annotated": len(sites),
-              "sites_selected": len(chosen), "channels": chans, "illum": has_illum,
-              "load_data": spec.rel}
+              "sites_outside_wells": n_filtered, "sites_selected": len(chosen),
+              "channels": chans, "illum": has_illum, "load_data": spec.rel}
     dropped = [c for c in available if c not in chans]
-    log(f"plate {plate}: {len(chosen)} of {n_all} site(s)"
-        + (f" ({n_all - len(sites)} dropped by the metadata join)" if len(sites) != n_all else "")
+    why = ([f"{n_all - len(sites)} dropped by the metadata join"] if len(sites) != n_all else []) \
+        + ([f"{n_filtered} not in {wells} wells"] if n_filtered else [])
+    if wells != "all" and chosen.empty:
+        log(f"plate {plate}: no {wells} wells in the annotated load_data: nothing to fetch")
+    log(f"plate {plate}: {len(chosen)} of {n_all} site(s)" + (f" ({'; '.join(why)})" if why else "")
         + f", channels {chans}" + (f" (not fetched: {dropped})" if dropped else "")
         + ("" if has_illum else "; no illumination functions in this table"))
     return local, specs, counts
@@ -314,9 +388,12 @@ def _plate_sites(dl: Downloader, gallery: str, project: str, source: str, batch:
 
 def _finish(dl: Downloader, report: DownloadReport, sites: pd.DataFrame, log) -> None:
     if dl.dry_run:
-        report.text = dl.dry_run_report()
+        report.text = "\n".join([dl.dry_run_report(), *report.notes])
         log(report.text)
         return
+    if sites.empty:
+        raise DownloadError("no site was selected on any plate (see the per-plate lines "
+                            "above: --wells, --max-sites, --sites-per-well); nothing written")
     if "Metadata_Site" in sites:
         num = pd.to_numeric(sites["Metadata_Site"], errors="coerce")
         if num.notna().all():
@@ -328,19 +405,19 @@ def _finish(dl: Downloader, report: DownloadReport, sites: pd.DataFrame, log) ->
                                                    if isinstance(v, (int, str))}}
     dl.manifest.save()
     report.manifest = dl.manifest.path
-    report.text = dl.summary() + f"\nload_data: {report.load_data} ({len(sites)} site(s))"
+    report.text = "\n".join([dl.summary(), f"load_data: {report.load_data} ({len(sites)} site(s))",
+                             *report.notes])
     log(report.text)
 
 
 # ----------------------------------------------------------------------------- JUMP
 
 
-def _jump_annotator(meta_dir: Path, report: DownloadReport, log):
+def _jump_annotator(meta, report: DownloadReport, log):
     """``annotate(sites)`` with :func:`baselens.data.jump.annotate_jump` (wells without
-    metadata kept and counted; empty wells, JCP2022_999999, dropped and counted)."""
-    from baselens.data.jump import annotate_jump, read_jump_metadata
-
-    meta = read_jump_metadata(meta_dir)
+    metadata kept and counted; empty wells, JCP2022_999999, dropped and counted).
+    ``meta``: a :class:`baselens.data.jump.JumpMetadata`."""
+    from baselens.data.jump import annotate_jump
 
     def annotate(sites: pd.DataFrame) -> pd.DataFrame:
         ann = annotate_jump(sites, meta, on_unmatched="keep")
@@ -385,6 +462,8 @@ def _jump_plates(plate_tab: pd.DataFrame, plates, source, log) -> pd.DataFrame:
 
 
 def _plan_jump(dl: Downloader, opts: dict, log) -> DownloadReport:
+    from baselens.data.jump import read_jump_metadata
+
     gallery = mirror_url(GALLERY_URL, opts["base_url"])
     meta_root = mirror_url(JUMP_METADATA_URL.format(rev=opts.get("revision") or "main"),
                            opts["base_url"])
@@ -392,24 +471,223 @@ def _plan_jump(dl: Downloader, opts: dict, log) -> DownloadReport:
     for name in JUMP_METADATA_FILES:
         dl.get(FileSpec(url=f"{meta_root}/{name}", rel=f"metadata/{name}", kind="index"),
                label="metadata ")
-    meta = dl.out / "metadata"
-    plate_tab = pd.read_csv(meta / "plate.csv.gz", dtype=str, keep_default_na=False)
-    plates = _jump_plates(plate_tab, opts.get("plates"), opts.get("source"), log)
+    meta = read_jump_metadata(dl.out / "metadata")
+    plates = _jump_plates(meta.plate.fillna(""), opts.get("plates"), opts.get("source"), log)
     annotate = _jump_annotator(meta, report, log)
-    frames, specs = [], []
+    moa_specs, moa_table = _moa_plan(opts)
+    frames, specs = [], list(moa_specs)
     for _, p in plates.iterrows():
         df, sp, c = _plate_sites(dl, gallery, "cpg0016-jump", p["Metadata_Source"],
                                  p["Metadata_Batch"], p["Metadata_Plate"],
                                  max_sites=opts["max_sites"],
                                  sites_per_well=opts.get("sites_per_well"),
-                                 channels=opts.get("channels"), log=log, annotate=annotate)
+                                 channels=opts.get("channels"), log=log,
+                                 wells=opts.get("wells", "all"), annotate=annotate)
         frames.append(df)
         specs += sp
         report.counts.setdefault("plates", []).append(c)
     sites = pd.concat(frames, ignore_index=True)
     dl.get_many(specs)
+    if opts.get("moa") and not dl.dry_run:
+        _write_compound_moa(dl, report, meta, moa_specs, moa_table, sites)
     _finish(dl, report, sites, log)
     return report
+
+
+# ----------------------------------------------------------------------------- JUMP MoA labels
+
+
+def _read_hub_table(path: Path, need: Sequence[str]) -> pd.DataFrame:
+    """A Drug Repurposing Hub table: ``!``-prefixed header lines, then a tab-separated table."""
+    n_bang = 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.startswith("!"):
+                break
+            n_bang += 1
+    df = pd.read_csv(path, sep="\t", skiprows=n_bang, dtype=str, keep_default_na=False)
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DownloadError(f"{path}: not a Drug Repurposing Hub table, missing column(s) "
+                            f"{missing} (columns: {list(df.columns)[:12]})")
+    return df
+
+
+def repurposing_hub_moa(drugs: str | os.PathLike, samples: str | os.PathLike) -> pd.DataFrame:
+    """The Drug Repurposing Hub's MoAs per InChIKey: ``samples`` (``pert_iname``,
+    ``InChIKey``, one row per physical sample) joined to ``drugs`` (``pert_iname``, ``moa``,
+    ``|``-separated) on ``pert_iname`` (Corsello et al. 2017, Nat. Med. 23:405).
+
+    Returns
+    -------
+    DataFrame
+        ``InChIKey``, ``pert_iname``, ``moa``: one row per (key, compound) with an MoA.
+    """
+    d = _read_hub_table(Path(drugs), ["pert_iname", "moa"])
+    s = _read_hub_table(Path(samples), ["pert_iname", "InChIKey"])
+    d = d[d["moa"].str.strip() != ""][["pert_iname", "moa"]].drop_duplicates("pert_iname")
+    s = s[s["InChIKey"].str.strip() != ""][["pert_iname", "InChIKey"]].drop_duplicates()
+    return s.merge(d, on="pert_iname", how="inner")[["InChIKey", "pert_iname", "moa"]]
+
+
+def _first_of(columns, names: Sequence[str]) -> str | None:
+    return next((c for c in names if c in columns), None)
+
+
+def _moa_sets(values: pd.Series) -> pd.Series:
+    """``"a|b"`` → ``{"a", "b"}``; empty, ``nan`` and ``negative_control`` labels dropped."""
+    def one(v) -> frozenset:
+        parts = (p.strip() for p in str(v).split("|"))
+        return frozenset(p for p in parts if p and p.lower() not in ("nan", "none", "negative_control"))
+    return values.map(one)
+
+
+def jump_compound_moa(labels: pd.DataFrame, meta, *, source: str = "the MoA table",
+                      ) -> tuple[pd.DataFrame, dict]:
+    """MoA labels for JUMP compounds, keyed as baselens keys JUMP compounds.
+
+    ``labels`` is either keyed by JCP2022 id (a ``Metadata_JCP2022`` or
+    ``Metadata_Perturbation`` column, e.g. MorphoHELM's ``labeled_moa_samples.csv``, one
+    row per well) or by InChIKey (``InChIKey`` / ``Metadata_InChIKey``, e.g.
+    :func:`repurposing_hub_moa`), with an MoA column (``Metadata_moa``, ``Metadata_MoA``,
+    ``moa`` or ``MoA``; several MoAs ``|``-separated). InChIKeys are joined through
+    ``compound.csv.gz`` (``Metadata_JCP2022``, ``Metadata_InChIKey``): the full key first;
+    a compound whose full key has no label is then matched on the first block (the 14
+    characters of the connectivity layer: a stereoisomer's label), counted separately.
+    A compound's label is the union of the MoAs of every row that matches it, sorted and
+    ``|``-joined. Negative controls (``perturbation_control.csv``: DMSO) get no label.
+
+    Parameters
+    ----------
+    labels : DataFrame
+    meta : baselens.data.jump.JumpMetadata
+        Needs ``compound`` (InChIKey tables) and uses ``controls``.
+
+    Returns
+    -------
+    (DataFrame, dict)
+        ``Metadata_Perturbation`` (= ``Metadata_JCP2022``: baselens' JUMP compound key,
+        :func:`baselens.data.jump.perturbation_table`), ``Metadata_JCP2022``,
+        ``Metadata_moa``; and the counts of every step.
+    """
+    moa_col = _first_of(labels.columns, ("Metadata_moa", "Metadata_MoA", "moa", "MoA"))
+    jcp_col = _first_of(labels.columns, ("Metadata_JCP2022", "Metadata_Perturbation"))
+    key_col = _first_of(labels.columns, ("InChIKey", "Metadata_InChIKey"))
+    if moa_col is None or (jcp_col is None and key_col is None):
+        raise DownloadError(
+            f"{source}: needs an MoA column (Metadata_moa, Metadata_MoA, moa) and either a "
+            "JCP2022 id (Metadata_JCP2022 / Metadata_Perturbation) or an InChIKey column; "
+            f"found {list(labels.columns)[:12]}")
+    lab = pd.DataFrame({"moa": _moa_sets(labels[moa_col])})
+    report: dict = {"label_rows": len(labels), "label_rows_without_moa": int((lab["moa"].map(len) == 0).sum())}
+    if jcp_col is not None:
+        lab["Metadata_JCP2022"] = labels[jcp_col].astype(str).str.strip()
+        report["joined_on"] = jcp_col
+        matched = lab[lab["moa"].map(len) > 0]
+        if meta.compound is not None:  # ids JUMP does not list: kept, but counted
+            known = set(meta.compound["Metadata_JCP2022"])
+            report["label_ids_not_in_compound_table"] = int(
+                matched.loc[~matched["Metadata_JCP2022"].isin(known), "Metadata_JCP2022"].nunique())
+    else:
+        if meta.compound is None or "Metadata_InChIKey" not in meta.compound.columns:
+            raise DownloadError(f"{meta.root}: compound.csv.gz with Metadata_InChIKey is needed "
+                                f"to join {source} by InChIKey")
+        lab["key"] = labels[key_col].astype(str).str.strip().str.upper()
+        lab = lab[(lab["moa"].map(len) > 0) & (lab["key"] != "")]
+        cpd = meta.compound[["Metadata_JCP2022", "Metadata_InChIKey"]].dropna().copy()
+        cpd["key"] = cpd["Metadata_InChIKey"].astype(str).str.strip().str.upper()
+        full = cpd.merge(lab[["key", "moa"]], on="key", how="inner")
+        rest = cpd[~cpd["Metadata_JCP2022"].isin(full["Metadata_JCP2022"])].copy()
+        rest["block"], lab["block"] = rest["key"].str[:14], lab["key"].str[:14]
+        part = rest.merge(lab[["block", "moa"]], on="block", how="inner")
+        report.update({"joined_on": f"{key_col} via compound.csv.gz",
+                       "compounds_matched_full_inchikey": int(full["Metadata_JCP2022"].nunique()),
+                       "compounds_matched_first_block": int(part["Metadata_JCP2022"].nunique())})
+        matched = pd.concat([full[["Metadata_JCP2022", "moa"]], part[["Metadata_JCP2022", "moa"]]],
+                            ignore_index=True)
+    per = matched.groupby("Metadata_JCP2022", sort=True)["moa"].agg(lambda v: frozenset().union(*v))
+    per = per[per.map(len) > 0]
+    negcon = set()
+    if meta is not None and meta.controls is not None:
+        c = meta.controls
+        negcon = set(c.loc[c["Metadata_pert_type"] == "negcon", "Metadata_JCP2022"])
+    report["negcon_unlabelled"] = int(per.index.isin(list(negcon)).sum())
+    per = per[~per.index.isin(list(negcon))]
+    out = pd.DataFrame({"Metadata_Perturbation": per.index.astype(str),
+                        "Metadata_JCP2022": per.index.astype(str),
+                        "Metadata_moa": ["|".join(sorted(m)) for m in per]})
+    report["compounds_labelled"] = len(out)
+    report["moas"] = int(len(frozenset().union(*per))) if len(per) else 0
+    return out.reset_index(drop=True), report
+
+
+def _moa_plan(opts: dict) -> tuple[list[FileSpec], str | None]:
+    """The files ``--moa`` needs: the Drug Repurposing Hub tables, or ``--moa-table`` (a URL
+    is fetched as given, a path read in place). Returns (specs, local table path or None)."""
+    if not opts.get("moa"):
+        return [], None
+    table = opts.get("moa_table")
+    if table:
+        if re.match(r"^https?://", str(table)):
+            name = PurePosixPath(urllib.parse.urlsplit(str(table)).path).name or "moa_table"
+            return [FileSpec(url=str(table), rel=f"moa/{name}")], None
+        p = Path(table).expanduser()
+        if not p.is_file():
+            raise DownloadError(f"--moa-table {table}: no such file (give a path or an http(s) URL)")
+        return [], str(p)
+    root = mirror_url(REPURPOSING_HUB_URL, opts["base_url"])
+    return [FileSpec(url=f"{root}/{name}", rel=f"moa/{name}", sha256=sha)
+            for name, sha in REPURPOSING_HUB_FILES.items()], None
+
+
+def _read_moa_labels(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    sep = "\t" if path.name.endswith((".tsv", ".txt", ".tsv.gz")) else ","
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+
+
+def _write_compound_moa(dl: Downloader, report: DownloadReport, meta, specs: list[FileSpec],
+                        table: str | None, sites: pd.DataFrame) -> None:
+    """``DIR/compound_moa.csv`` (:func:`jump_compound_moa`) and what it covers."""
+    from baselens._io import write_text_atomic
+
+    if table is None and specs and specs[0].rel.startswith("moa/repurposing_"):
+        paths = {PurePosixPath(s.rel).name: dl.path(s) for s in specs}
+        d, sm = (paths[n] for n in REPURPOSING_HUB_FILES)
+        labels, what = repurposing_hub_moa(d, sm), "the Drug Repurposing Hub (2020-03-24)"
+        note = ("MoA labels from the Drug Repurposing Hub (Corsello et al. 2017, "
+                "doi:10.1038/nm.4306): for non-commercial research use only (the files' own "
+                "'!Restrictions' line); do not redistribute them")
+    else:
+        src = Path(table) if table is not None else dl.path(specs[0])
+        try:
+            labels = _read_moa_labels(src)
+        except (ValueError, OSError) as exc:
+            raise DownloadError(f"--moa-table {src}: cannot read it as a table ({exc})") from None
+        what = str(table or specs[0].url)
+        note = f"MoA labels from {what}: check its licence before redistributing"
+    moa, c = jump_compound_moa(labels, meta, source=what)
+    dest = dl.out / "compound_moa.csv"
+    write_text_atomic(moa.to_csv(index=False), dest)
+    ids = set()
+    if {"Metadata_PerturbationType", "Metadata_ControlType", "Metadata_Perturbation"} <= set(sites.columns):
+        cpd = sites[(sites["Metadata_PerturbationType"] == "compound")
+                    & (sites["Metadata_ControlType"] != "negcon")]
+        ids = set(cpd["Metadata_Perturbation"].dropna().astype(str))
+    c["downloaded_compounds"] = len(ids)
+    c["downloaded_compounds_labelled"] = len(ids & set(moa["Metadata_Perturbation"]))
+    dl.manifest.data["outputs"]["compound_moa"] = {"path": dest.name, "source": what, **c}
+    report.compound_moa = dest
+    report.counts["compound_moa"] = c
+    report.notes.append(
+        f"compound_moa: {dest} ({c['compounds_labelled']} compound(s), {c['moas']} MoA(s); "
+        f"{c['downloaded_compounds_labelled']} of the {c['downloaded_compounds']} compound(s) "
+        "on the downloaded sites labelled)")
+    report.notes.append(note)
+    if not len(moa):
+        report.notes.append(f"no compound got an MoA from {what}: check that it names JUMP "
+                            "compounds (JCP2022 ids or InChIKeys) and has an MoA column")
 
 
 # ----------------------------------------------------------------------------- generic CPG
@@ -492,21 +770,29 @@ def _plan_cpg(dl: Downloader, project: str, opts: dict, log) -> DownloadReport:
             raise DownloadError(f"{project}/{source}/{batch}: no plates with load_data")
         plates = found[:2]
         log(f"no --plates: the first {len(plates)} of {len(found)} plate(s) in {batch}: {plates}")
+    pm = _cpg_platemap(dl, gallery, project, source, batch, [str(p) for p in plates], log)
+
+    def annotate(sites: pd.DataFrame) -> pd.DataFrame:  # before choosing: --wells needs it
+        out, c = _cpg_annotate(sites, pm)
+        for k, v in c.items():
+            if k != "negcon_sites":  # counted on the chosen sites below
+                report.counts[k] = report.counts.get(k, 0) + v
+        return out
+
     frames, specs = [], []
     for plate in plates:
         df, sp, c = _plate_sites(dl, gallery, project, source, batch, str(plate),
                                  max_sites=opts["max_sites"],
                                  sites_per_well=opts.get("sites_per_well"),
-                                 channels=opts.get("channels"), log=log)
+                                 channels=opts.get("channels"), log=log,
+                                 wells=opts.get("wells", "all"), annotate=annotate)
         frames.append(df)
         specs += sp
         report.counts.setdefault("plates", []).append(c)
     sites = pd.concat(frames, ignore_index=True)
-    pm = _cpg_platemap(dl, gallery, project, source, batch, [str(p) for p in plates], log)
+    report.counts["negcon_sites"] = int((sites.get("Metadata_ControlType") == "negcon").sum()) \
+        if "Metadata_ControlType" in sites else 0
     dl.get_many(specs)
-    if not dl.dry_run:
-        sites, c = _cpg_annotate(sites, pm)
-        report.counts.update(c)
     _finish(dl, report, sites, log)
     return report
 
@@ -640,6 +926,42 @@ def _rxrx3_embeddings(src: Path, wells: pd.DataFrame, dest: Path, log) -> dict:
     return c
 
 
+def _annotation_specs(opts: dict) -> list[FileSpec]:
+    root = mirror_url(EFAAR_ANNOTATIONS_URL, opts["base_url"])
+    return [FileSpec(url=f"{root}/{name}", rel=f"annotations/{name}")
+            for name in (*(f"{src}.txt" for src in ANNOTATION_LICENCES), "LICENSE")]
+
+
+def _annotation_notes(dl: Downloader, report: DownloadReport, specs: list[FileSpec],
+                      log) -> list[str]:
+    """Check each relationship table reads (``entity1,entity2``), count its pairs, and say
+    under which terms each may be used."""
+    from baselens.data.annotations import read_relationship_pairs
+
+    folder = dl.out / "annotations"
+    report.annotations = folder
+    lic = ", ".join(f"{k} {v}" for k, v in ANNOTATION_LICENCES.items())
+    notes = [f"annotations: {len(ANNOTATION_LICENCES)} relationship tables from "
+             f"efaar-benchmarking in {folder}; licences: {lic}. CORUM and SIGNOR are "
+             "CC-BY-NC 4.0: fetched for your local, non-commercial use — do not redistribute "
+             "them (terms: annotations/LICENSE). Skip them with --no-annotations."]
+    if dl.dry_run:
+        return notes
+    counts = {}
+    for s in specs:
+        if s.rel.endswith(".txt"):
+            try:
+                counts[PurePosixPath(s.rel).stem] = len(read_relationship_pairs(dl.path(s)))
+            except (ValueError, OSError) as exc:
+                raise DownloadError(f"{dl.path(s)} ({s.url}) is not a relationship table: {exc}. "
+                                    "Delete it and re-run, or pass --no-annotations.") from None
+    dl.manifest.data["outputs"]["annotations"] = {"path": "annotations", "pairs": counts,
+                                                  "licences": dict(ANNOTATION_LICENCES)}
+    report.counts["annotation_pairs"] = counts
+    log("annotations: " + ", ".join(f"{k} {v:,} pairs" for k, v in counts.items()))
+    return notes
+
+
 def _plan_rxrx3(dl: Downloader, opts: dict, log) -> DownloadReport:
     from baselens.data.rxrx3 import RxRx3Table, read_rxrx3_metadata, rxrx3_load_data
 
@@ -658,7 +980,15 @@ def _plan_rxrx3(dl: Downloader, opts: dict, log) -> DownloadReport:
              for i in shards]
     if opts.get("embeddings", True):
         specs.insert(0, _hf_spec(hf, rev, RXRX3_EMBEDDINGS, listing))
+    ann_specs = _annotation_specs(opts) if opts.get("annotations", True) else []
+    try:
+        dl.get_many(ann_specs)
+    except DownloadError as exc:
+        raise DownloadError(f"{exc} (the relationship annotations: --no-annotations skips "
+                            "them)") from None
     dl.get_many(specs)
+    if ann_specs:
+        report.notes += _annotation_notes(dl, report, ann_specs, log)
     if dl.dry_run:
         _finish(dl, report, pd.DataFrame(), log)
         return report
@@ -711,9 +1041,13 @@ def download_dataset(
     batch: str | None = None,
     max_sites: int | None = 64,
     sites_per_well: int | None = None,
+    wells: str = "all",
     channels: Sequence[str] | None = None,
     shards: Sequence[int] | None = None,
     embeddings: bool = True,
+    annotations: bool = True,
+    moa: bool = False,
+    moa_table: str | os.PathLike | None = None,
     base_url: str | None = None,
     revision: str | None = None,
     dry_run: bool = False,
@@ -724,30 +1058,46 @@ def download_dataset(
 ) -> DownloadReport:
     """Fetch a dataset into ``out`` (default ``data/<dataset>``); see the module docstring.
 
-    ``max_sites`` counts sites per plate (jump-cp, cpg*) or in all (rxrx3-core); ``None``
-    fetches every site. ``base_url`` (else ``$BASELENS_MIRROR``) is a mirror in the
-    ``<mirror>/<host>/<path>`` layout. ``dry_run`` fetches only the index files a plan
-    must read (metadata tables, load_data, the Hub listing) and prints the rest with sizes.
+    ``wells`` (jump-cp, cpg*): ``"all"`` or ``"controls"`` (only wells whose
+    ``Metadata_ControlType`` is ``negcon`` / ``poscon``). Sites are chosen in the plate's
+    table order: the well filter, then at most ``sites_per_well`` per well, then the first
+    ``max_sites`` — per plate (jump-cp, cpg*) or in all (rxrx3-core); ``None`` takes every
+    site. ``annotations`` (rxrx3-core): fetch the relationship tables into
+    ``out/annotations/``. ``moa`` (jump-cp): write ``out/compound_moa.csv`` from the Drug
+    Repurposing Hub, or from ``moa_table`` (a path or an http(s) URL; implies ``moa``).
+    ``base_url`` (else ``$BASELENS_MIRROR``) is a mirror in the ``<mirror>/<host>/<path>``
+    layout. ``dry_run`` fetches only the index files a plan must read (metadata tables,
+    load_data, the Hub listing) and prints the rest with sizes.
     """
     if dataset not in ("jump-cp", "rxrx3-core") and not _CPG.match(dataset):
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: "
                          + "; ".join(f"{k} ({v})" for k, v in DATASETS.items()))
+    if wells not in WELL_CHOICES:
+        raise ValueError(f"wells must be one of {WELL_CHOICES}, got {wells!r}")
+    if wells != "all" and dataset == "rxrx3-core":
+        raise ValueError("--wells controls is for jump-cp and cpg* plates (rxrx3-core has one "
+                         "site per well; its controls are the EMPTY_control wells)")
+    moa = bool(moa or moa_table)
+    if moa and dataset != "jump-cp":
+        raise ValueError(f"--moa / --moa-table label JUMP compounds: use them with jump-cp, "
+                         f"not {dataset}")
     base = base_url if base_url is not None else os.environ.get("BASELENS_MIRROR", "")
     out = Path(out) if out is not None else Path("data") / dataset
     if max_sites is not None and max_sites < 1:
         raise ValueError(f"max_sites must be ≥ 1 or None (all), got {max_sites}")
+    if sites_per_well is not None and sites_per_well < 1:
+        raise ValueError(f"sites_per_well must be ≥ 1 or None, got {sites_per_well}")
     dl = Downloader(out, dataset=dataset, base_url=base, retries=retries, backoff=backoff,
                     timeout=timeout, dry_run=dry_run, log=log)
-    dl.manifest.data.setdefault("runs", []).append({
-        "plates": list(plates) if plates else None, "source": source, "batch": batch,
-        "max_sites": max_sites, "sites_per_well": sites_per_well,
-        "channels": list(channels) if channels else None,
-        "shards": list(shards) if shards else None, "dry_run": dry_run})
     opts = {"plates": list(plates) if plates else None, "source": source, "batch": batch,
-            "max_sites": max_sites, "sites_per_well": sites_per_well,
+            "max_sites": max_sites, "sites_per_well": sites_per_well, "wells": wells,
             "channels": list(channels) if channels else None,
             "shards": list(shards) if shards else None, "embeddings": embeddings,
+            "annotations": annotations, "moa": moa,
+            "moa_table": str(moa_table) if moa_table else None,
             "base_url": base, "revision": revision}
+    dl.manifest.data.setdefault("runs", []).append(
+        {k: v for k, v in opts.items() if k != "base_url"} | {"dry_run": dry_run})
     try:
         if dataset == "jump-cp":
             return _plan_jump(dl, opts, log)

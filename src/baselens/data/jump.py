@@ -33,6 +33,17 @@ Rows that do not join (a plate not in plate.csv.gz, a well not in well.csv.gz, a
 id in no perturbation table) are an error with counts and examples; ``on_unmatched="keep"``
 keeps them with empty annotations and counts them in the report. Empty wells
 (JCP2022_999999) are dropped and counted unless ``keep_empty=True``.
+
+Conventions shared with :mod:`baselens.data.rxrx3` (``baselens download`` calls these
+readers, so downloaded tables follow them too): ``Metadata_Perturbation`` is what
+replicates share — the gene symbol for genetic perturbations (ORF/CRISPR; RxRx3 pools a
+gene's guides the same way), the compound's identifier for compounds (here the JCP2022 id:
+cpg0016 screens a compound at one dose; RxRx3's compounds, screened at several doses, are
+``<name>@<dose>``, Recursion's convention); ``Metadata_PerturbationType`` is lower-case
+``compound`` / ``orf`` / ``crispr`` (``empty`` for JCP2022_999999), the column the rest of
+baselens reads; ``Metadata_ControlType`` is ``negcon`` / ``poscon`` / ``""``; the source's own
+identifier stays beside the name (``Metadata_JCP2022``, always a column here;
+``Metadata_Treatment`` and ``Metadata_Concentration`` in RxRx3).
 """
 
 from __future__ import annotations

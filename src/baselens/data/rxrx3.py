@@ -45,6 +45,17 @@ Scoring Recursion's embeddings next to the baselines::
 (:data:`OPENPHENOM_PARAMS`; the load_data table from :func:`rxrx3_load_data` carries
 ``Metadata_WellId``). :func:`read_rxrx3_embeddings` reads the file the same way, averaging
 repeated ``well_id`` rows as Recursion does (counted).
+
+Conventions shared with :mod:`baselens.data.jump` (``baselens download rxrx3-core`` calls
+:func:`read_rxrx3_metadata` and :func:`rxrx3_load_data`, so downloads follow them too):
+``Metadata_Perturbation`` is what replicates share — the gene for CRISPR wells (guides
+pooled), ``<treatment>@<concentration>`` for compounds (``dose_in_perturbation=True``, the
+default: Recursion's name-and-dose convention; JUMP names a compound by its JCP2022 id, one
+dose per compound in cpg0016); ``Metadata_PerturbationType`` is lower-case ``crispr`` /
+``compound``, the column the rest of baselens reads (task ``where`` filters compare it
+case-insensitively); ``Metadata_ControlType`` is ``negcon`` / ``poscon`` / ``""``; the
+source's own fields stay beside the name (``Metadata_Treatment``, ``Metadata_Concentration``,
+``Metadata_Gene``; ``Metadata_JCP2022`` in JUMP).
 """
 
 from __future__ import annotations
@@ -77,6 +88,11 @@ OPENPHENOM_PARAMS: dict = {"keys": ["Metadata_WellId"], "column_map": {"well_id"
                            "features": "feature_"}
 
 NEGCON = "EMPTY_control"
+
+
+def _text(s: pd.Series) -> pd.Series:
+    """Values as text, missing ones ``""`` (an all-empty column is read as float NaN)."""
+    return s.astype(object).where(s.notna(), "").astype(str)
 
 
 def is_rxrx3_metadata(columns: Sequence[str]) -> bool:
@@ -131,12 +147,12 @@ def read_rxrx3_metadata(path: str | os.PathLike | pd.DataFrame, *, keep_crispr_c
     if dup.any():
         raise ValueError(f"{src}: {int(dup.sum())} rows share a well_id, e.g. "
                          f"{df.loc[dup, 'well_id'].unique()[:3].tolist()}")
-    treat = df["treatment"].fillna("").astype(str).str.strip()
+    treat = _text(df["treatment"]).str.strip()
     if (treat == "").any():
         raise ValueError(f"{src}: {int((treat == '').sum())} row(s) without a treatment, e.g. "
                          f"{df.loc[treat == '', 'well_id'].head(3).tolist()}")
-    gene = df["gene"].fillna("").astype(str).str.strip()
-    ptype = df["perturbation_type"].fillna("").astype(str).str.upper()
+    gene = _text(df["gene"]).str.strip()
+    ptype = _text(df["perturbation_type"]).str.upper()
     conc = pd.to_numeric(df.get("concentration"), errors="coerce") if "concentration" in df.columns \
         else pd.Series(np.nan, index=df.index)
     plate_no = df["plate"].astype(str).str.replace(r"\.0$", "", regex=True)
@@ -162,7 +178,7 @@ def read_rxrx3_metadata(path: str | os.PathLike | pd.DataFrame, *, keep_crispr_c
         "Metadata_Gene": gene,
         "Metadata_Treatment": treat,
         "Metadata_Concentration": conc,
-        "Metadata_SMILES": df["SMILES"].fillna("").astype(str) if "SMILES" in df.columns else "",
+        "Metadata_SMILES": _text(df["SMILES"]) if "SMILES" in df.columns else "",
         "Metadata_CellType": df["cell_type"].astype(str) if "cell_type" in df.columns else "",
         "Metadata_plate_number": plate_no,
     })
