@@ -377,9 +377,10 @@ def _plate_sites(dl: Downloader, gallery: str, project: str, source: str, batch:
               "channels": chans, "illum": has_illum, "load_data": spec.rel}
     dropped = [c for c in available if c not in chans]
     why = ([f"{n_all - len(sites)} dropped by the metadata join"] if len(sites) != n_all else []) \
-        + ([f"{n_filtered} not in {wells} wells"] if n_filtered else [])
+        + ([f"{n_filtered} outside the control wells"] if n_filtered else [])
     if wells != "all" and chosen.empty:
-        log(f"plate {plate}: no {wells} wells in the annotated load_data: nothing to fetch")
+        log(f"plate {plate}: no control wells (negcon/poscon) in the annotated load_data: "
+            "nothing to fetch")
     log(f"plate {plate}: {len(chosen)} of {n_all} site(s)" + (f" ({'; '.join(why)})" if why else "")
         + f", channels {chans}" + (f" (not fetched: {dropped})" if dropped else "")
         + ("" if has_illum else "; no illumination functions in this table"))
