@@ -167,8 +167,9 @@ def cmd_download(args) -> int:
     max_sites = None if ms in ("all", "0") else int(ms)
     download_dataset(args.dataset, args.out, plates=args.plates, source=args.source,
                      batch=args.batch, max_sites=max_sites, sites_per_well=args.sites_per_well,
-                     channels=args.channels, shards=args.shards,
-                     embeddings=not args.no_embeddings, base_url=args.base_url,
+                     wells=args.wells, channels=args.channels, shards=args.shards,
+                     embeddings=not args.no_embeddings, annotations=not args.no_annotations,
+                     moa=args.moa, moa_table=args.moa_table, base_url=args.base_url,
                      revision=args.revision, dry_run=args.dry_run, retries=args.retries,
                      backoff=args.backoff, timeout=args.timeout)
     return 0
@@ -279,12 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
                          "'all' for every site (default 64)")
     dl.add_argument("--sites-per-well", type=int, default=None, metavar="K",
                     help="at most K sites per well before --max-sites (spreads over wells)")
+    dl.add_argument("--wells", choices=["all", "controls"], default="all",
+                    help="jump-cp, cpg*: 'controls' keeps only negcon/poscon wells (DMSO and "
+                         "the positive controls) before --sites-per-well and --max-sites")
     dl.add_argument("--channels", nargs="+", default=None,
                     help="load_data channels to fetch (default the 5 Cell Painting channels)")
     dl.add_argument("--shards", nargs="+", type=int, default=None,
                     help="rxrx3-core image shards 0-34 to fetch (default 0; ~0.5 GB each)")
     dl.add_argument("--no-embeddings", action="store_true",
                     help="rxrx3-core: skip the 532 MB OpenPhenom embeddings file")
+    dl.add_argument("--no-annotations", action="store_true",
+                    help="rxrx3-core: skip efaar-benchmarking's CORUM/HuMAP/Reactome/SIGNOR/"
+                         "StringDB tables (DIR/annotations/; CORUM and SIGNOR are CC-BY-NC)")
+    dl.add_argument("--moa", action="store_true",
+                    help="jump-cp: write DIR/compound_moa.csv from the Drug Repurposing Hub "
+                         "(InChIKey join; non-commercial use only)")
+    dl.add_argument("--moa-table", default=None, metavar="PATH_OR_URL",
+                    help="jump-cp: MoA labels from this table instead (JCP2022 id or InChIKey "
+                         "+ an MoA column, e.g. MorphoHELM's labeled_moa_samples.csv); "
+                         "implies --moa")
     dl.add_argument("--base-url", default=None, metavar="URL",
                     help="mirror root: https://HOST/PATH is read from URL/HOST/PATH "
                          "(default $BASELENS_MIRROR, else the upstream hosts)")
