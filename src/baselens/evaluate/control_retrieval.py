@@ -55,9 +55,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from baselens import metrics
 from baselens.evaluate.batch_levels import apply_level, report_skipped, resolve_levels
 from baselens.evaluate.fold_plans import describe_plan, jump_plate_folds
+from baselens.evaluate.replicate_retrieval import retrieval_scores
 
 PERT = "Metadata_Perturbation"
 _LEVEL_COLS = ["Metadata_Plate", "Metadata_Batch", "Metadata_Source", "Metadata_Well"]
@@ -75,24 +75,8 @@ def fold_scores(meta: pd.DataFrame, feats: np.ndarray, rules: dict, null_size: i
     value`` (``mean_average_precision``, ``p_value``, ``corrected_p_value``, ``n_wells``).
     Raises ``ValueError`` when no well has an eligible positive.
     """
-    ap = metrics.average_precision(meta, feats, **rules)
-    ap = ap[ap["n_pos_pairs"].gt(0).to_numpy()]
-    if len(ap) == 0:
-        raise ValueError("no control well has a same-compound well among its candidates")
-    maps = metrics.mean_average_precision(ap, sameby=[PERT], null_size=null_size,
-                                          threshold=threshold, seed=seed)
-    n_wells = ap.groupby(PERT)["average_precision"].size()
-    maps = maps.assign(n_wells=maps[PERT].map(n_wells).astype(float))
-    per = maps.melt(id_vars=[PERT], value_vars=["mean_average_precision", "p_value",
-                                                "corrected_p_value", "n_wells"],
-                    var_name="metric", value_name="value").rename(columns={PERT: "perturbation"})
-    scores = pd.DataFrame({
-        "metric": ["mean_average_precision", "fraction_retrieved"],
-        "value": [float(maps["mean_average_precision"].mean()),
-                  float(metrics.fraction_retrieved(maps))],
-        "n": [len(maps), len(maps)],
-    })
-    return scores, per
+    return retrieval_scores(meta, feats, rules, null_size, threshold, seed, count_wells=True,
+                  empty="no control well has a same-compound well among its candidates")
 
 
 def _fold_of_rows(profiles: pd.DataFrame, fold_col, n_folds, plates_per_source, seed, sources,

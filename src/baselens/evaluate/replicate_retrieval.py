@@ -60,18 +60,31 @@ def _meta(profiles: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     return profiles[cols].astype(str).reset_index(drop=True)
 
 
-def _score(meta, feats, rules, null_size, threshold, seed, query_mask=None):
+def retrieval_scores(meta, feats, rules, null_size, threshold, seed, query_mask=None, *,
+           count_wells: bool = False, empty: str = "no query has an eligible positive"):
+    """Per-perturbation mAP (copairs semantics) of the queries under copairs ``rules``.
+
+    Returns ``(scores, per)``: scores ``metric, value, n`` (``mean_average_precision``
+    = mean over perturbations, ``fraction_retrieved``); per ``perturbation, metric, value``
+    (``mean_average_precision``, ``p_value``, ``corrected_p_value`` and, with
+    ``count_wells``, ``n_wells`` = queries with an eligible positive). Raises
+    ``ValueError(empty)`` when no query has one.
+    """
     ap = metrics.average_precision(meta, feats, **rules)
     keep = ap["n_pos_pairs"].gt(0).to_numpy().copy()
     if query_mask is not None:
         keep &= query_mask
     ap = ap[keep]
     if len(ap) == 0:
-        raise ValueError("no query has an eligible positive")
+        raise ValueError(empty)
     maps = metrics.mean_average_precision(ap, sameby=[PERT], null_size=null_size,
                                           threshold=threshold, seed=seed)
-    per = maps.melt(id_vars=[PERT], value_vars=["mean_average_precision", "p_value",
-                                                "corrected_p_value"],
+    per_metrics = ["mean_average_precision", "p_value", "corrected_p_value"]
+    if count_wells:
+        n_wells = ap.groupby(PERT)["average_precision"].size()
+        maps = maps.assign(n_wells=maps[PERT].map(n_wells).astype(float))
+        per_metrics.append("n_wells")
+    per = maps.melt(id_vars=[PERT], value_vars=per_metrics,
                     var_name="metric", value_name="value").rename(columns={PERT: "perturbation"})
     scores = pd.DataFrame({
         "metric": ["mean_average_precision", "fraction_retrieved"],
@@ -152,7 +165,7 @@ def replicate_retrieval(
         attrs["n_single_replicate_wells"] = int((counts == 1).sum())
         for lv in levels:
             try:
-                s, p = _score(meta, feats, apply_level(**base, level=lv), null_size, threshold,
+                s, p = retrieval_scores(meta, feats, apply_level(**base, level=lv), null_size, threshold,
                               seed, query_mask=~negcon)
             except ValueError as exc:
                 skipped[lv] = str(exc)
@@ -189,7 +202,7 @@ def replicate_retrieval(
                 feats = sub[features].to_numpy(dtype=np.float64)
                 base = dict(pos_sameby=[PERT], pos_diffby=[], neg_sameby=[], neg_diffby=[PERT])
                 try:
-                    s, p = _score(meta, feats, apply_level(**base, level=lv), null_size,
+                    s, p = retrieval_scores(meta, feats, apply_level(**base, level=lv), null_size,
                                   threshold, seed)
                 except ValueError as exc:
                     skipped[f"{lv}/fold{f}"] = str(exc)

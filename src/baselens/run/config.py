@@ -228,17 +228,7 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: str | os.PathLike,
                   variables: dict[str, str | os.PathLike | None] | None = None) -> "RunConfig":
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            d = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        try:
-            return cls.from_dict(d, base_dir=path.parent, variables=variables)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+        return load_toml_config(cls, path, variables)
 
     def _resolve_method_paths(self, m: dict) -> dict:
         """File-path parameters of an extractor (its ``PATH_PARAMS``, e.g. precomputed's
@@ -313,6 +303,22 @@ def substitute_variables(d: Any, variables: dict[str, str], where: str = "") -> 
                           f"(known: {', '.join('${%s}' % k for k in sorted(variables)) or 'none'})")
 
     return _VARIABLE.sub(one, d)
+
+
+def load_toml_config(cls, path: str | os.PathLike, variables: dict | None = None):
+    """``cls.from_dict`` of a TOML file (relative paths from its folder); every error is a
+    :class:`ConfigError` that names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        d = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return cls.from_dict(d, base_dir=path.parent, variables=variables)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _validate_synthetic(d: dict) -> None:

@@ -530,16 +530,24 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
         "filters": log.to_records(),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    t = time.perf_counter()
+    report = write_report_and_run_info(out, cfg.title, run_info, _report_context(run_info),
+                                       timings, say)
+    return RunResult(out, scores, per_pert, report, timings)
+
+
+def write_report_and_run_info(out: Path, title: str, run_info: dict, context: dict,
+                              timings: dict, say: _Progress) -> Path:
+    """The last stage of a run: ``report.html`` from the tables already in ``out``, then
+    ``run.json`` with the report's time included."""
     from baselens.report.html import write_report
 
-    report = write_report(out, title=cfg.title, context=_report_context(run_info),
-                          lower_is_better=LOWER_IS_BETTER)
+    t = time.perf_counter()
+    report = write_report(out, title=title, context=context, lower_is_better=LOWER_IS_BETTER)
     timings["report"] = time.perf_counter() - t
     run_info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json_atomic(run_info, out / "run.json")
     say(f"report: {report}")
-    return RunResult(out, scores, per_pert, report, timings)
+    return report
 
 
 def _report_context(info: dict) -> dict:

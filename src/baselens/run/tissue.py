@@ -196,20 +196,9 @@ class TissueConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, variables: dict | None = None) -> "TissueConfig":
-        from baselens.run.config import tomllib
+        from baselens.run.config import load_toml_config
 
-        ConfigError = _config_error()
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            d = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        try:
-            return cls.from_dict(d, base_dir=path.parent, variables=variables)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+        return load_toml_config(cls, path, variables)
 
     def resolve(self, p: str) -> Path:
         q = Path(p).expanduser()
@@ -610,9 +599,7 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
 
     Returns a :class:`baselens.run.pipeline.RunResult`.
     """
-    from baselens.report.html import write_report
-    from baselens.run.pipeline import RunResult, _Progress
-    from baselens.run.tasks import LOWER_IS_BETTER
+    from baselens.run.pipeline import RunResult, _Progress, write_report_and_run_info
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -662,13 +649,8 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
         "extract_s": {k: round(v, 2) for k, v in spent.items()},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    t = time.perf_counter()
-    report = write_report(out, title=cfg.title, context=_report_context(run_info),
-                          lower_is_better=LOWER_IS_BETTER)
-    timings["report"] = time.perf_counter() - t
-    run_info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    write_json_atomic(run_info, out / "run.json")
-    say(f"report: {report}")
+    report = write_report_and_run_info(out, cfg.title, run_info, _report_context(run_info),
+                                       timings, say)
     return RunResult(out, scores, per, report, timings)
 
 
