@@ -192,7 +192,8 @@ def _method_base(m: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _method_key(m: dict, data_id: str) -> str:
+def method_key(m: dict, data_id: str) -> str:
+    """Cache key of a method's features: extractor name, parameters, data identity, version."""
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
                        "version": baselens.__version__}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -201,7 +202,9 @@ def _method_key(m: dict, data_id: str) -> str:
 _run_extractors = execution.run_extractors  # kept under its old name
 
 
-def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
+def feature_manifest(feat_dir: Path, label: str, key: str) -> tuple[dict, dict] | None:
+    """``features/<label>.json`` when it carries ``key`` and all its layer files exist:
+    ``(manifest, {layer: path})`` in the extractor's layer order, else ``None``."""
     manifest = feat_dir / f"{label}.json"
     if not manifest.exists():
         return None
@@ -213,7 +216,12 @@ def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
     paths = {layer: feat_dir / f for layer, f in info.get("layers", [])}
     if info.get("key") != key or not paths or not all(p.exists() for p in paths.values()):
         return None
-    return {layer: pd.read_parquet(p) for layer, p in paths.items()}
+    return info, paths
+
+
+def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
+    found = feature_manifest(feat_dir, label, key)
+    return None if found is None else {layer: pd.read_parquet(p) for layer, p in found[1].items()}
 
 
 def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
@@ -246,7 +254,7 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
     plan: dict[str, dict] = {}
     for m in cfg.methods:
         label = m.get("label", m["name"])
-        key = _method_key(m, data_id)
+        key = method_key(m, data_id)
         cached = _read_consolidated(feat_dir, label, key)
         if cached is not None:
             results[label] = cached

@@ -308,25 +308,15 @@ def _finite_targets(ds, say, log: list) -> Any:
 
 
 # --------------------------------------------------------------------------- features
-def _method_key(m: dict, data_id: str) -> str:
-    blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
-                       "version": baselens.__version__}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def _read_cached(feat_dir: Path, label: str, key: str, spots: pd.Series) -> dict | None:
-    manifest = feat_dir / f"{label}.json"
-    if not manifest.exists():
+    from baselens.run.pipeline import feature_manifest
+
+    found = feature_manifest(feat_dir, label, key)
+    if found is None:
         return None
-    try:
-        info = json.loads(manifest.read_text())
-    except ValueError:
-        return None
-    paths = [(layer, feat_dir / f) for layer, f in info.get("layers", [])]
-    if info.get("key") != key or not paths or not all(p.exists() for _, p in paths):
-        return None
+    info, paths = found
     layers = {}
-    for layer, p in paths:
+    for layer, p in paths.items():
         df = pd.read_parquet(p)
         if not df["Metadata_Spot"].astype(str).equals(spots.astype(str).reset_index(drop=True)):
             return None
@@ -351,6 +341,7 @@ def _write_cached(feat_dir: Path, label: str, m: dict, key: str, rep: dict,
 def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict, dict]:
     """``{label: {"kind", "layers": {layer: (n_spots, d)}}}`` and seconds per label."""
     from baselens.extract.tissue import tissue_representations
+    from baselens.run.pipeline import method_key
 
     feat_dir = out / "features"
     feat_dir.mkdir(parents=True, exist_ok=True)
@@ -359,7 +350,7 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
     todo = []
     for m in cfg.methods:
         label = m.get("label", m["name"])
-        key = _method_key(m, data_id)
+        key = method_key(m, data_id)
         cached = _read_cached(feat_dir, label, key, spots)
         if cached is not None:
             reps[label] = cached
