@@ -340,7 +340,9 @@ def _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta,
     last = 0.0
     bar = None
     with executor:
-        say(f"extract: computing {len(tasks)} of {len(chunks)} chunks ({total} sites) on "
+        n_parts = sum(len(t.labels) for t in tasks)
+        say(f"extract: computing {len(tasks)} of {len(chunks)} chunks ({total} sites; "
+            f"{n_parts} of {len(chunks) * len(todo)} method x chunk parts) on "
             f"{executor.describe()}")
         if executor.dashboard_link:
             say(f"extract: dask dashboard {executor.dashboard_link}"
