@@ -103,3 +103,43 @@ def test_optional_plugins_skip_clearly():
         pytest.fail("unexpected: plug-in available; add a real test")  # pragma: no cover
     reason = "; ".join(f"{k}: {v}" for k, v in status.items() if v != "ok")
     pytest.skip(f"deep-learning segmentation plug-ins unavailable ({reason})")
+
+
+def test_nuclei_are_segmented_once_per_batch_and_shared(monkeypatch):
+    """cell_count, cell_graph and classic share one nuclei segmentation per site of a batch
+    (batch.cache), and their features equal those computed each on its own fresh batch."""
+    import pandas as pd
+
+    import baselens.extract.segmentation as seg
+    from baselens.extract.registry import SiteBatch, get_extractor
+
+    rng = np.random.default_rng(3)
+    sites = []
+    for k in range(3):
+        dna, agp = _cells_site([(20 + 5 * k, 20), (60, 30), (40, 70 - 4 * k)])
+        other = agp * 0.5 + 100.0
+        sites.append(np.stack([dna, other, other, agp, other]) + rng.normal(0, 5, (5, 96, 96)))
+    images = np.asarray(sites, dtype=np.float32)
+    channels = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    meta = pd.DataFrame({"Metadata_Plate": ["p"] * 3, "Metadata_Well": ["A01", "A02", "A03"],
+                         "Metadata_Site": [1, 1, 1]})
+    extractors = {
+        "cell_count": get_extractor("cell_count"),
+        "cell_graph": get_extractor("cell_graph", variants=["points", "gcn"]),
+        "classic": get_extractor("classic", objects=["Nuclei", "Cells"],
+                                 groups=["areashape", "intensity"]),
+    }
+    calls = []
+    real = seg.segment_nuclei
+    monkeypatch.setattr(seg, "segment_nuclei", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    shared = SiteBatch(images=images, channels=channels, meta=meta)
+    together = {name: ex(shared) for name, ex in extractors.items()}
+    assert len(calls) == 3  # one per site, not one per site and extractor
+    calls.clear()
+    for name, ex in extractors.items():
+        alone = ex(SiteBatch(images=images, channels=channels, meta=meta))
+        for layer, df in alone.items():
+            pd.testing.assert_frame_equal(df, together[name][layer])
+    assert len(calls) == 9
+    assert together["cell_count"]["default"]["Count_Nuclei"].tolist() == [3.0, 3.0, 3.0]

@@ -26,6 +26,7 @@ import pandas as pd
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
 from baselens.extract.segmentation import (  # re-exported: they used to live here
     background_level,
+    batch_nuclei,
     cytoplasm,
     mito_skeleton_count,
     object_neighbors,
@@ -309,10 +310,9 @@ class CellCount:
                 f"cell_count: nuclei channel {self.nuclei_channel!r} not in the batch; "
                 f"available channels: {channels} (set nuclei_channel=...)"
             )
-        c = channels.index(self.nuclei_channel)
         if self.confounds and self.confound_params["cell_channel"] is not None:
             pick_cell_channel(channels, self.confound_params["cell_channel"])  # fail early
-        labels = [segment_nuclei(site[c], **self.seg_params) for site in batch.images]
+        labels = batch_nuclei(batch, self.nuclei_channel, self.seg_params)
         counts = np.array([lab.max() for lab in labels], dtype=np.float64)
         feats = count_features(counts, self.count_scale)
         feats.insert(0, "Count_Nuclei", counts)

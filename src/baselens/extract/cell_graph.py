@@ -48,7 +48,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, get_extractor, register
-from baselens.extract.segmentation import segment_nuclei
+from baselens.extract.segmentation import batch_nuclei
 
 __all__ = [
     "CellGraph",
@@ -371,8 +371,7 @@ class CellGraph:
         if self.nuclei_channel not in channels:
             raise ValueError(f"cell_graph: nuclei channel {self.nuclei_channel!r} not in the batch; "
                              f"available channels: {channels}")
-        c = channels.index(self.nuclei_channel)
-        return [centroids(segment_nuclei(site[c], **self.seg_params)) for site in batch.images]
+        return [centroids(lab) for lab in batch_nuclei(batch, self.nuclei_channel, self.seg_params)]
 
     def __call__(self, batch: SiteBatch) -> dict[str, pd.DataFrame]:
         if batch.images is None:

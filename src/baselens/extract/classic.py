@@ -66,7 +66,8 @@ import numpy as np
 import pandas as pd
 
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
-from baselens.extract.segmentation import Segmentation, SegmentationParams, object_neighbors, segment_site
+from baselens.extract.segmentation import (Segmentation, SegmentationParams, batch_nuclei,
+                                          object_neighbors, segment_site)
 
 __all__ = [
     "Classic",
@@ -469,11 +470,11 @@ class Classic:
             )
         return {obj: pd.concat(frames, axis=1) for obj, frames in per_obj.items()}
 
-    def _site_rows(self, site, channels, plan, columns) -> tuple[dict, dict]:
+    def _site_rows(self, site, channels, plan, columns, nuclei=None) -> tuple[dict, dict]:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         need_cells = any(o != "Nuclei" for o, _, _ in plan)
-        seg = segment_site(site, channels, self.seg_params, cells=need_cells)
+        seg = segment_site(site, channels, self.seg_params, cells=need_cells, nuclei=nuclei)
         timings["segmentation"] = time.perf_counter() - t0
         per = self._measure_site(site, seg, channels, plan, timings=timings)
         counts = {f"Image_Count_{o}": float(len(df)) for o, df in per.items()}
@@ -497,10 +498,19 @@ class Classic:
             self._columns[key] = cols
         return self._columns[key]
 
+    def _batch_nuclei(self, batch: SiteBatch) -> list:
+        """The batch's nuclei, shared with cell_count / cell_graph when the classic
+        backend segments them with the same parameters (``batch_nuclei``)."""
+        p = self.seg_params
+        if p.backend != "classic" or p.nuclei_channel not in list(batch.channels):
+            return [None] * len(batch.images)  # segment_site segments (or names the error)
+        return batch_nuclei(batch, p.nuclei_channel, p.nuclei)
+
     def segment(self, batch: SiteBatch) -> list[Segmentation]:
         channels = list(batch.channels)
         need_cells = any(o != "Nuclei" for o in self.objects)
-        return [segment_site(site, channels, self.seg_params, cells=need_cells) for site in batch.images]
+        return [segment_site(site, channels, self.seg_params, cells=need_cells, nuclei=nuc)
+                for site, nuc in zip(batch.images, self._batch_nuclei(batch))]
 
     def __call__(self, batch: SiteBatch) -> dict[str, pd.DataFrame]:
         if batch.images is None:
@@ -512,7 +522,8 @@ class Classic:
         plan = self._plan(channels, has_cells)
         columns = self._columns_for(channels, plan)
         rows = {a: [] for a in self.aggregations}
-        jobs = [(site, channels, plan, columns) for site in batch.images]
+        jobs = [(site, channels, plan, columns, nuc)
+                for site, nuc in zip(batch.images, self._batch_nuclei(batch))]
         if self.n_workers > 1 and len(jobs) > 1:
             import multiprocessing as mp
 

@@ -40,12 +40,19 @@ class SiteBatch:
         Channel names, e.g. ``["DNA", "ER", "RNA", "AGP", "Mito"]``.
     meta : DataFrame
         N rows of ``Metadata_*`` columns, aligned with ``images``.
+    context : dict
+        Run-wide inputs (e.g. the synthetic ground-truth folder); the same for every batch.
+    cache : dict
+        Work shared by the extractors of one batch (each batch starts empty).
     """
 
     images: np.ndarray | None
     channels: list[str]
     meta: pd.DataFrame
     context: dict = field(default_factory=dict)
+    #: results shared by the extractors that run on this batch (e.g. nuclei labels,
+    #: :func:`baselens.extract.segmentation.batch_nuclei`); new for every batch
+    cache: dict = field(default_factory=dict, repr=False)
 
 
 class Extractor(Protocol):
