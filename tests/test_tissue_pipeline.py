@@ -4,6 +4,7 @@ panels, feature cache, and what seed 004's tissue baselines must show."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -257,3 +258,20 @@ def test_tissue_section_only_for_tissue_runs():
     assert 'id="tissue-genes-IDC"' in html and 'href="#tissue"' in html
     assert "no planted driver" in html  # the per-driver panel explains its absence
     assert "best structure-only model <strong>tissue_gcn</strong>" in html
+
+
+def test_representations_run_on_a_local_cluster_and_in_process_alike(run, tmp_path):
+    """The module run (CLI default: a dask LocalCluster, one task per representation, the
+    dataset shipped once per worker) and an in-process run give the same scores."""
+    from baselens.run.tissue import TissueConfig, run_tissue_pipeline
+
+    log = (run / "run.log").read_text()
+    assert f"extract: {len(METHODS)} representation(s) of" in log
+    assert "dask LocalCluster, 2 workers" in log or (os.cpu_count() or 1) < 2
+    out = tmp_path / "serial"
+    shutil.copytree(run / "data", out / "data")
+    cfg = TissueConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
+                                  "methods": METHODS, "execution": {"executor": "serial"}})
+    res = run_tissue_pipeline(cfg, out, progress=False)
+    assert "in this process" in (out / "run.log").read_text()
+    pd.testing.assert_frame_equal(res.scores, pd.read_parquet(run / "scores.parquet"))

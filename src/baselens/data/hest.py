@@ -81,6 +81,17 @@ class ArrayPatchReader:
         return np.asarray(self.images[idx], dtype=np.uint8)
 
 
+class SubsetPatchReader:
+    """Patches ``idx`` of another reader (a dataset's :meth:`TissueDataset.subset`);
+    a class, not a closure, so that a dataset pickles to worker processes."""
+
+    def __init__(self, base: Callable[[np.ndarray], np.ndarray], idx: np.ndarray) -> None:
+        self.base, self.idx = base, np.asarray(idx, dtype=np.int64)
+
+    def __call__(self, j: np.ndarray) -> np.ndarray:
+        return self.base(self.idx[np.asarray(j, dtype=np.int64)])
+
+
 class H5PatchReader:
     """Patches read lazily from HEST ``patches/<id>.h5`` files (``img`` dataset)."""
 
@@ -222,7 +233,7 @@ class TissueDataset:
         """The spots ``idx`` (in that order) as a new dataset sharing the patch files."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         base = self.reader
-        reader = None if base is None else (lambda j, _b=base, _i=idx: _b(_i[np.asarray(j, dtype=np.int64)]))
+        reader = None if base is None else SubsetPatchReader(base, idx)
         return replace(
             self,
             spots=self.spots.iloc[idx].reset_index(drop=True),

@@ -73,7 +73,7 @@ def _run_tissue(cfg, args) -> int:
     from baselens.run.tissue import run_tissue_pipeline
 
     t = time.perf_counter()
-    res = run_tissue_pipeline(cfg, args.out, progress=not args.quiet)
+    res = run_tissue_pipeline(_apply_execution(cfg, args), args.out, progress=not args.quiet)
     print(f"finished in {time.perf_counter() - t:.1f} s")
     print(f"report: {res.report.resolve()}")
     return 0

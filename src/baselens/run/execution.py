@@ -283,6 +283,12 @@ def run_chunk(task: ChunkTask, payload: dict) -> dict:
             "pid": os.getpid()}
 
 
+def _call(fn, item, shared, threads):
+    """One ``map_calls`` item on a worker, with the worker's torch thread share."""
+    _set_threads(threads)
+    return fn(item, shared)
+
+
 # process-pool worker state (set once by the initializer)
 _PAYLOAD: dict = {}
 
@@ -338,6 +344,12 @@ class SerialExecutor:
         for t in tasks:
             yield run_chunk(t, self.payload)
 
+    def map_calls(self, fn, items: list, shared=None) -> Iterator:
+        """``fn(item, shared)`` for every item, results in completion order. ``fn`` must be
+        a module-level function; ``shared`` travels once per worker where it can."""
+        for item in items:
+            yield _call(fn, item, shared, self.payload.get("threads"))
+
 
 class ProcessExecutor(SerialExecutor):
     name = "processes"
@@ -367,6 +379,14 @@ class ProcessExecutor(SerialExecutor):
         from concurrent.futures import as_completed
 
         futures = [self.pool.submit(_process_chunk, t) for t in tasks]
+        for f in as_completed(futures):
+            yield f.result()
+
+    def map_calls(self, fn, items, shared=None):
+        from concurrent.futures import as_completed
+
+        futures = [self.pool.submit(_call, fn, it, shared, self.payload.get("threads"))
+                   for it in items]
         for f in as_completed(futures):
             yield f.result()
 
@@ -484,6 +504,20 @@ class DaskExecutor(SerialExecutor):
         futures = [self.client.submit(run_chunk, t, self._payload_future, pure=False,
                                       key=f"baselens-chunk-{t.chunk_id}-{run_id}")
                    for t in tasks]
+        try:
+            for f in as_completed(futures):
+                yield f.result()
+        finally:
+            self.client.cancel(futures)
+
+    def map_calls(self, fn, items, shared=None):
+        from distributed import as_completed
+
+        run_id = uuid.uuid4().hex[:8]
+        shared_f = self.client.scatter(shared, broadcast=True, hash=False)
+        futures = [self.client.submit(_call, fn, it, shared_f, self.payload.get("threads"),
+                                      pure=False, key=f"baselens-call-{i}-{run_id}")
+                   for i, it in enumerate(items)]
         try:
             for f in as_completed(futures):
                 yield f.result()

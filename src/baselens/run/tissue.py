@@ -103,7 +103,9 @@ _SCHEMA: dict[str, Any] = {
     "methods": list,
     "tasks": {"gene_expression": dict},
     "diagnostics": {"max_spots": int, "enabled": bool},
-    "execution": {"batch_size": int},
+    # representations run as one task per method on baselens.run.execution's executors
+    "execution": {"batch_size": int, "workers": int, "executor": str, "scheduler": str,
+                  "dashboard_address": str, "chunk_size": int},
 }
 _METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
 _MODEL_CHOICES = ("ridge", "xgboost")
@@ -340,7 +342,6 @@ def _write_cached(feat_dir: Path, label: str, m: dict, key: str, rep: dict,
 
 def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict, dict]:
     """``{label: {"kind", "layers": {layer: (n_spots, d)}}}`` and seconds per label."""
-    from baselens.extract.tissue import tissue_representations
     from baselens.run.pipeline import method_key
 
     feat_dir = out / "features"
@@ -359,27 +360,50 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
             todo.append((label, m, key))
     spent: dict[str, float] = {}
     if todo:
-        batch_size = int(cfg.execution.get("batch_size", 32))
-        for label, m, key in todo:  # one call per method: its time is its own
-            t = time.perf_counter()
-            got = tissue_representations(ds, [{**m, "label": label}], batch_size=batch_size,
-                                         progress=say)
-            if label not in got:
-                raise RuntimeError(f"extract: {label}: the extractor returned "
-                                   f"{sorted(got)} instead")
-            rep = got[label]
-            for layer, x in rep["layers"].items():
-                if np.asarray(x).shape[0] != len(spots):
-                    raise RuntimeError(f"extract: {label}/{layer} has {np.asarray(x).shape[0]} "
-                                       f"rows for {len(spots)} spots")
-            _write_cached(feat_dir, label, m, key, rep, spots)
-            reps[label] = {"kind": rep.get("kind", "model"),
-                           "layers": {k: np.asarray(v, dtype=np.float32)
-                                      for k, v in rep["layers"].items()}}
-            spent[label] = time.perf_counter() - t
-            dims = ", ".join(f"{k} {v.shape[1]}" for k, v in reps[label]["layers"].items())
-            say(f"extract: {label} ({reps[label]['kind']}; {dims} dims) {spent[label]:.1f} s")
-    return reps, spent
+        from baselens.run import execution
+
+        shared = {"ds": ds, "feat_dir": str(feat_dir),
+                  "batch_size": int(cfg.execution.get("batch_size", 32))}
+        executor = execution.make_executor(cfg.execution, {}, len(todo), [])
+        with executor:
+            say(f"extract: {len(todo)} representation(s) of {len(spots)} spots on "
+                f"{executor.describe()}")
+            if executor.dashboard_link:
+                say(f"extract: dask dashboard {executor.dashboard_link}")
+            for done in executor.map_calls(_extract_method, todo, shared):
+                label = done["label"]
+                rep = _read_cached(feat_dir, label, done["key"], spots)
+                if rep is None:
+                    raise RuntimeError(f"extract: {label}: its features were not written "
+                                       "(a worker lost?); run again to compute them")
+                reps[label] = rep
+                spent[label] = done["seconds"]
+                dims = ", ".join(f"{k} {v.shape[1]}" for k, v in rep["layers"].items())
+                say(f"extract: {label} ({rep['kind']}; {dims} dims) {spent[label]:.1f} s")
+    # the config's order, not the order the workers finished in
+    order = [m.get("label", m["name"]) for m in cfg.methods]
+    return {lb: reps[lb] for lb in order}, {lb: spent[lb] for lb in order if lb in spent}
+
+
+def _extract_method(item: tuple, shared: dict) -> dict:
+    """One representation of every spot, on a worker: computed, checked and written to
+    the feature cache (atomic); returns only its label, key and time."""
+    from baselens.extract.tissue import tissue_representations
+
+    label, m, key = item
+    ds, feat_dir = shared["ds"], Path(shared["feat_dir"])
+    spots = ds.spots["Metadata_Spot"]
+    t = time.perf_counter()
+    got = tissue_representations(ds, [{**m, "label": label}], batch_size=shared["batch_size"])
+    if label not in got:
+        raise RuntimeError(f"extract: {label}: the extractor returned {sorted(got)} instead")
+    rep = got[label]
+    for layer, x in rep["layers"].items():
+        if np.asarray(x).shape[0] != len(spots):
+            raise RuntimeError(f"extract: {label}/{layer} has {np.asarray(x).shape[0]} "
+                               f"rows for {len(spots)} spots")
+    _write_cached(feat_dir, label, m, key, rep, spots)
+    return {"label": label, "key": key, "seconds": time.perf_counter() - t}
 
 
 def modality(m: dict) -> str:
