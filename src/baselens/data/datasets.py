@@ -320,6 +320,22 @@ def _select_sites(table: pd.DataFrame, max_sites: int | None,
     return t.reset_index(drop=True), n_filtered
 
 
+def _plates_sites(dl, gallery, project, plates, opts, log, annotate, report):
+    """:func:`_plate_sites` of every ``(source, batch, plate)``: the chosen sites of all
+    plates and the files to fetch; each plate's counts go into ``report``."""
+    frames, specs = [], []
+    for source, batch, plate in plates:
+        df, sp, c = _plate_sites(dl, gallery, project, source, batch, plate,
+                                 max_sites=opts["max_sites"],
+                                 sites_per_well=opts.get("sites_per_well"),
+                                 channels=opts.get("channels"), log=log,
+                                 wells=opts.get("wells", "all"), annotate=annotate)
+        frames.append(df)
+        specs += sp
+        report.counts.setdefault("plates", []).append(c)
+    return pd.concat(frames, ignore_index=True), specs
+
+
 def _plate_sites(dl: Downloader, gallery: str, project: str, source: str, batch: str,
                  plate: str, *, max_sites, sites_per_well, channels, log, wells: str = "all",
                  annotate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
@@ -476,19 +492,11 @@ def _plan_jump(dl: Downloader, opts: dict, log) -> DownloadReport:
     plates = _jump_plates(meta.plate.fillna(""), opts.get("plates"), opts.get("source"), log)
     annotate = _jump_annotator(meta, report, log)
     moa_specs, moa_table = _moa_plan(opts)
-    frames, specs = [], list(moa_specs)
-    for _, p in plates.iterrows():
-        df, sp, c = _plate_sites(dl, gallery, "cpg0016-jump", p["Metadata_Source"],
-                                 p["Metadata_Batch"], p["Metadata_Plate"],
-                                 max_sites=opts["max_sites"],
-                                 sites_per_well=opts.get("sites_per_well"),
-                                 channels=opts.get("channels"), log=log,
-                                 wells=opts.get("wells", "all"), annotate=annotate)
-        frames.append(df)
-        specs += sp
-        report.counts.setdefault("plates", []).append(c)
-    sites = pd.concat(frames, ignore_index=True)
-    dl.get_many(specs)
+    sites, specs = _plates_sites(
+        dl, gallery, "cpg0016-jump",
+        plates[["Metadata_Source", "Metadata_Batch", "Metadata_Plate"]].itertuples(index=False),
+        opts, log, annotate, report)
+    dl.get_many(list(moa_specs) + specs)
     if opts.get("moa") and not dl.dry_run:
         _write_compound_moa(dl, report, meta, moa_specs, moa_table, sites)
     _finish(dl, report, sites, log)
@@ -780,17 +788,9 @@ def _plan_cpg(dl: Downloader, project: str, opts: dict, log) -> DownloadReport:
                 report.counts[k] = report.counts.get(k, 0) + v
         return out
 
-    frames, specs = [], []
-    for plate in plates:
-        df, sp, c = _plate_sites(dl, gallery, project, source, batch, str(plate),
-                                 max_sites=opts["max_sites"],
-                                 sites_per_well=opts.get("sites_per_well"),
-                                 channels=opts.get("channels"), log=log,
-                                 wells=opts.get("wells", "all"), annotate=annotate)
-        frames.append(df)
-        specs += sp
-        report.counts.setdefault("plates", []).append(c)
-    sites = pd.concat(frames, ignore_index=True)
+    sites, specs = _plates_sites(dl, gallery, project,
+                                 [(source, batch, str(plate)) for plate in plates],
+                                 opts, log, annotate, report)
     report.counts["negcon_sites"] = int((sites.get("Metadata_ControlType") == "negcon").sum()) \
         if "Metadata_ControlType" in sites else 0
     dl.get_many(specs)

@@ -159,6 +159,18 @@ def _match_columns(df: pd.DataFrame, keys: Sequence[str], column_map: Mapping[st
     return df.rename(columns=rename)
 
 
+def chosen_features(df: pd.DataFrame, features: str | Sequence[str], source) -> list[str]:
+    """Feature columns named by ``features``: a prefix (``"emb_"``) or a list, which must
+    all be columns of ``df`` (the error names ``source`` and the missing ones)."""
+    if isinstance(features, str):
+        return [c for c in df.columns if str(c).startswith(features)]
+    feats = [str(c) for c in features]
+    missing = [c for c in feats if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source}: feature columns not found: {missing[:5]} ({len(missing)})")
+    return feats
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     suf = path.suffix.lower()
     if suf in (".parquet", ".pq"):
@@ -282,13 +294,8 @@ def read_embeddings(
                          "(parquet, csv, npy + metadata, h5ad)")
     df = _match_columns(df.reset_index(drop=True), key_cols, column_map, source)
     if x is None:  # wide table
-        if isinstance(features, str):
-            feats = [c for c in df.columns if str(c).startswith(features)]
-        elif features is not None:
-            feats = [str(c) for c in features]
-            missing = [c for c in feats if c not in df.columns]
-            if missing:
-                raise ValueError(f"{p}: feature columns not found: {missing[:5]} ({len(missing)})")
+        if features is not None:
+            feats = chosen_features(df, features, p)
         else:
             feats = [c for c in df.columns if c not in key_cols and not str(c).startswith("Metadata_")
                      and pd.api.types.is_numeric_dtype(df[c])]

@@ -40,6 +40,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from baselens.data.embeddings import chosen_features
 from baselens.data.microscopy import normalize_well
 
 __all__ = ["PERTURBATION_COLUMNS", "NEGCON_VALUES", "ProfileTable", "read_profile_file",
@@ -173,13 +174,8 @@ def read_profiles(
     df["Metadata_Plate"] = df["Metadata_Plate"].astype(str)
     df["Metadata_Well"] = df["Metadata_Well"].map(normalize_well)
     # features
-    if isinstance(features, str):
-        feats = [c for c in df.columns if str(c).startswith(features)]
-    elif features is not None:
-        feats = [str(c) for c in features]
-        miss = [c for c in feats if c not in df.columns]
-        if miss:
-            raise ValueError(f"{src}: feature columns not found: {miss[:5]} ({len(miss)})")
+    if features is not None:
+        feats = chosen_features(df, features, src)
     else:
         cand = [c for c in df.columns if not str(c).startswith(("Metadata_", "Image_Metadata_"))]
         non_num = [c for c in cand if not pd.api.types.is_numeric_dtype(df[c])]

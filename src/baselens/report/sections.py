@@ -80,6 +80,17 @@ class Ctx:
         pos = {k: i for i, k in enumerate(self.order)}
         return sorted(keys, key=lambda k: (pos.get(k, len(pos)), k))
 
+    def headline_beyond(self, key: tuple[str, str]):
+        """``(task, row)`` of ``beyond`` for representation ``key`` on each task's headline
+        metric and level, where its improvement over the best baseline is defined."""
+        b = self.beyond
+        mine = b[(b["method"] == key[0]) & (b["layer"] == key[1])]
+        for task, metric in self.headline.items():
+            r = mine[(mine["task"] == task) & (mine["metric"] == metric)
+                     & (mine["batch_level"] == self.levels.get(task))]
+            if not r.empty and not _isnan(r["improvement"].iloc[0]):
+                yield task, r.iloc[0]
+
     def headline_rows(self, task: str) -> pd.DataFrame:
         a = self.agg
         return a[(a["task"] == task) & (a["metric"] == self.headline.get(task))
@@ -842,13 +853,7 @@ def reference_findings(ctx: Ctx) -> list[str]:
     refs = [k for k in ctx.order if ctx.kind(*k) == "reference"]
     for k in refs:
         wins, tot, ex = 0, 0, []
-        for task, metric in ctx.headline.items():
-            b = ctx.beyond[(ctx.beyond["task"] == task) & (ctx.beyond["metric"] == metric)
-                           & (ctx.beyond["batch_level"] == ctx.levels.get(task))
-                           & (ctx.beyond["method"] == k[0]) & (ctx.beyond["layer"] == k[1])]
-            if b.empty or _isnan(b["improvement"].iloc[0]):
-                continue
-            r = b.iloc[0]
+        for task, r in ctx.headline_beyond(k):
             tot += 1
             if r["beats_best_baseline"]:
                 wins += 1
@@ -872,16 +877,11 @@ def model_findings(ctx: Ctx) -> list[str]:
     stats = []
     for k in models:
         wins, tot, gain = 0, 0, []
-        for task, metric in ctx.headline.items():
-            b = ctx.beyond[(ctx.beyond["task"] == task) & (ctx.beyond["metric"] == metric)
-                           & (ctx.beyond["batch_level"] == ctx.levels.get(task))
-                           & (ctx.beyond["method"] == k[0]) & (ctx.beyond["layer"] == k[1])]
-            if b.empty or _isnan(b["improvement"].iloc[0]):
-                continue
+        for task, r in ctx.headline_beyond(k):
             tot += 1
-            if b["beats_best_baseline"].iloc[0]:
+            if r["beats_best_baseline"]:
                 wins += 1
-                gain.append((float(b["improvement"].iloc[0]), task))
+                gain.append((float(r["improvement"]), task))
         stats.append((wins, tot, k, gain))
     if not any(s[1] for s in stats):
         return []

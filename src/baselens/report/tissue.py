@@ -31,11 +31,9 @@ guessed from the method name (``gcn``, ``egnn``, ``structure``, ``graph`` → st
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 import pandas as pd
 
 from baselens.report.common import (
@@ -151,6 +149,17 @@ def _drivers(diag: Mapping, task: str) -> dict[str, str]:
     if "task" in t.columns and (t["task"].astype(str) == task).any():
         t = t[t["task"].astype(str) == task]
     return {g: d for g, d in zip(t["gene"].astype(str), t["driver"].fillna("").astype(str)) if d}
+
+
+def _gene_pairs(gv: pd.DataFrame, x_key: tuple, y_key: tuple, drivers: dict) -> pd.DataFrame:
+    """Per gene, representation ``x_key``'s value as ``x`` and ``y_key``'s as ``y`` (genes
+    scored by both), coloured by the gene's planted driver."""
+    def one(k):
+        return gv[(gv["method"] == k[0]) & (gv["layer"] == k[1])].set_index("gene")["value"]
+
+    pts = pd.DataFrame({"x": one(x_key), "y": one(y_key)}).dropna().reset_index(names="gene")
+    pts["colour"] = [DRIVER_COLOURS.get(drivers.get(g, ""), _UNKNOWN) for g in pts["gene"]]
+    return pts
 
 
 def _gene_values(per_pert: pd.DataFrame | None, task: str, level: str,
@@ -329,11 +338,7 @@ def _genes_panel(ctx, task, pp, mods, drivers) -> str:
         missing = " and ".join(w for w, k in (("image", img), ("structure-only", st)) if k is None)
         return (f'<figure id="{_esc(fid)}"><p class="absent">No {missing} representation was '
                 "scored on this task, so there is no gene-wise comparison.</p></figure>")
-    gv = _gene_values(pp, task, ctx.levels[task])
-    a = gv[(gv["method"] == img[0]) & (gv["layer"] == img[1])].set_index("gene")["value"]
-    b = gv[(gv["method"] == st[0]) & (gv["layer"] == st[1])].set_index("gene")["value"]
-    pts = pd.DataFrame({"x": a, "y": b}).dropna().reset_index(names="gene")
-    pts["colour"] = [DRIVER_COLOURS.get(drivers.get(g, ""), _UNKNOWN) for g in pts["gene"]]
+    pts = _gene_pairs(_gene_values(pp, task, ctx.levels[task]), img, st, drivers)
     il, sl = _method_label(*img), _method_label(*st)
     svg = gene_scatter_svg(pts, x_label=f"best image model: {il} (Pearson r)",
                            y_label=f"best structure model: {sl} (r)",
@@ -391,11 +396,7 @@ def _count_panel(ctx, task, pp, mods, drivers) -> str:
     cnt, cnt_v = _best_of(ctx, task, "count", mods)
     st, _ = _best_of(ctx, task, "structure", mods)
     if cnt is not None and st is not None:
-        gv = _gene_values(pp, task, lvl)
-        x = gv[(gv["method"] == cnt[0]) & (gv["layer"] == cnt[1])].set_index("gene")["value"]
-        y = gv[(gv["method"] == st[0]) & (gv["layer"] == st[1])].set_index("gene")["value"]
-        pts = pd.DataFrame({"x": x, "y": y}).dropna().reset_index(names="gene")
-        pts["colour"] = [DRIVER_COLOURS.get(drivers.get(g, ""), _UNKNOWN) for g in pts["gene"]]
+        pts = _gene_pairs(_gene_values(pp, task, lvl), cnt, st, drivers)
         cl, sl = _method_label(*cnt), _method_label(*st)
         svg2 = gene_scatter_svg(pts, x_label=f"cell count: {cl} (Pearson r)",
                                 y_label=f"structure: {sl} (r)",
