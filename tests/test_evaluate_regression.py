@@ -40,7 +40,12 @@ def test_signal_and_noise_targets_every_level():
     assert abs(noise.mean()) < 0.25
     mean = s[s.metric == "pearson"]
     assert (mean["n"] == 2).all() and not s.duplicated(["batch_level", "metric", "fold"]).any()
-    assert set(per["perturbation"]) == {"linear", "noise"} and set(per.metric) == {"pearson"}
+    pr = per[per.metric == "pearson"]
+    assert set(pr["perturbation"]) == {"linear", "noise"} and set(per.metric) == {"pearson", "abs_error"}
+    err = per[per.metric == "abs_error"]
+    # one error per held-out well and level (no perturbation column: wells are split)
+    assert (err.groupby("batch_level").size() == len(df)).all()
+    assert "grouped by" not in s.attrs["fold_plan"]["NR"]
     assert list(s.columns) == ["metric", "value", "n", "fold", "batch_level", "target"]
 
 
@@ -71,6 +76,8 @@ def test_skips_missing_targets_and_errors():
     s, _ = regression_probe(df, feats, ["linear"], levels=["NR", "NSS"])
     assert set(s.batch_level) == {"NR"} and "NSS" in s.attrs["skipped_levels"]
     assert s[s.metric == "pearson:linear"]["n"].sum() == 110
+    assert s.attrs["dropped"] == [{"what": "wells", "n_removed": 10, "n_kept": 110,
+                                   "reason": "no value for some regression target (linear)"}]
     with pytest.raises(ValueError):
         regression_probe(df, feats, ["missing_target"])
 
@@ -87,3 +94,29 @@ def test_gram_pca_equals_sklearn_pca_for_the_ridge_fit():
     ref = Ridge(alpha=1.0).fit(p.transform(a - mu), y).predict(p.transform(b - mu))
     ga, gb = rp._pca_scores(a, b, 30)
     np.testing.assert_allclose(Ridge(alpha=1.0).fit(ga, y).predict(gb), ref, atol=1e-9)
+
+
+def test_replicate_wells_of_a_perturbation_never_train_its_prediction():
+    """Features = a random code per perturbation, target = a random value per perturbation:
+    only recognising the perturbation predicts it. Grouped folds: no signal; wells split
+    at random: near-perfect."""
+    rng = np.random.default_rng(3)
+    n_pert, reps = 60, 4
+    pert = np.repeat(np.arange(n_pert), reps)
+    code, value = rng.normal(size=(n_pert, 200)), rng.normal(size=n_pert)
+    df = pd.DataFrame(code[pert] + 0.01 * rng.normal(size=(len(pert), 200)),
+                      columns=[f"f{j}" for j in range(200)])
+    df["Metadata_Perturbation"] = [f"p{i}" for i in pert]
+    df["Metadata_Plate"] = [f"P{r}" for r in np.tile(np.arange(reps), n_pert)]
+    df["Metadata_Well"] = [f"W{i:03d}" for i in pert]
+    df["y"] = value[pert]
+    feats = [f"f{j}" for j in range(200)]
+    s, per = regression_probe(df, feats, ["y"], levels=["NR", "NSP"], alpha=1e-3)
+    r = s[s.metric == "pearson"].groupby("batch_level")["value"].mean()
+    assert (r.abs() < 0.4).all(), r
+    assert "grouped by Metadata_Perturbation" in s.attrs["fold_plan"]["NSP"]
+    s_u, per_u = regression_probe(df, feats, ["y"], levels=["NR", "NSP"], alpha=1e-3, group=None)
+    r_u = s_u[s_u.metric == "pearson"].groupby("batch_level")["value"].mean()
+    assert (r_u > 0.9).all(), r_u
+    e, e_u = (p[(p.metric == "abs_error")].groupby("batch_level")["value"].mean() for p in (per, per_u))
+    assert (e_u < 0.5 * e).all()

@@ -20,6 +20,12 @@ screen, ...), with the grouped folds of :mod:`baselens.evaluate.splits` as batch
    no-intercept fit; the intercept only shifts predictions, which Pearson ignores);
 3. Pearson r per target on the test wells (NaN when a target or prediction is constant
    in the fold; such rows are dropped).
+
+Folds never train on a test well's own perturbation when a perturbation has several
+wells (``group``, default ``Metadata_Perturbation``; the "not same compound" rule of
+:mod:`baselens.evaluate.splits`): otherwise replicate wells in training let the probe
+predict a well's readout by recognising its perturbation. ``scores.attrs["fold_plan"]``
+says how each level's folds were formed.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.preprocessing import StandardScaler
 
-from baselens.evaluate.splits import PROBE_LEVELS, split_levels
+from baselens.evaluate.knn_probe import item_ids
+from baselens.evaluate.splits import PROBE_LEVELS, describe_fold_plan, split_levels
 
 __all__ = ["regression_probe", "pearson_columns"]
 
@@ -61,6 +68,7 @@ def regression_probe(
     n_splits: int = 5,
     exclude_controls: bool = False,
     seed: int = 0,
+    group: str | None = "Metadata_Perturbation",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score PCA + ridge prediction of continuous targets per batch level and fold.
 
@@ -73,7 +81,7 @@ def regression_probe(
     targets : list of str or DataFrame
         Target column names in ``profiles``, or a DataFrame with one row per profile row
         (same order/index) holding the target columns. Rows with a missing target value
-        are dropped (for all targets).
+        are dropped (for all targets; counted in ``scores.attrs["dropped"]``).
     levels : iterable of str
         Batch levels (:mod:`baselens.evaluate.splits`); unformable ones are skipped with
         a reason in ``scores.attrs["skipped_levels"]``.
@@ -85,6 +93,10 @@ def regression_probe(
     exclude_controls : bool
         Drop ``negcon``/``poscon`` wells (default keeps them: controls are valid wells
         for a per-well readout).
+    group : str or None
+        Perturbation column: when present and some perturbation has several wells,
+        folds hold out whole perturbations at every level (grouped levels cross their
+        own grouping with them). ``None`` splits wells without it.
 
     Returns
     -------
@@ -92,10 +104,19 @@ def regression_probe(
         ``metric, value, n, fold, batch_level, target``: ``pearson:{target}`` per fold
         (n = test wells) and ``pearson`` — the mean over targets of that fold (n = targets;
         ``target = ""``).
+        ``attrs``: ``fold_plan`` (level → one line), ``dropped`` (wells without a
+        target value), ``skipped_levels``.
     per_item : DataFrame
-        ``perturbation, metric, value, batch_level``: one row per target (the target name
-        is in the ``perturbation`` column, as the results contract's item column) with
-        ``pearson`` averaged over that level's folds.
+        ``perturbation, metric, value, batch_level, fold``:
+
+        * ``pearson`` per target (the target name is in the ``perturbation`` column, as
+          the results contract's item column) averaged over that level's folds;
+        * ``abs_error`` per held-out well (``perturbation`` = the well id of
+          :func:`baselens.evaluate.knn_probe.item_ids`, ``"<plate>/<well>"``; ``fold`` =
+          its test fold): ``mean_t |y_t − ŷ_t| / sd_t``, the absolute prediction error
+          averaged over targets, each in units of its standard deviation over the scored
+          wells (the same scale for every representation, so methods pair over wells;
+          lower is better).
     """
     df = profiles
     if isinstance(targets, pd.DataFrame):
@@ -111,17 +132,36 @@ def regression_probe(
         tvals = df[tnames].to_numpy(dtype=np.float64)
     if not tnames:
         raise ValueError("no targets given")
-    keep = np.isfinite(tvals).all(axis=1)
+    has_target = np.isfinite(tvals).all(axis=1)
+    keep = np.ones(len(df), dtype=bool)
     if exclude_controls and "Metadata_ControlType" in df.columns:
         keep &= ~df["Metadata_ControlType"].astype(str).isin(["negcon", "poscon"]).to_numpy()
+    dropped = []
+    if (keep & ~has_target).any():
+        dropped.append({"what": "wells", "n_removed": int((keep & ~has_target).sum()),
+                        "n_kept": int((keep & has_target).sum()),
+                        "reason": "no value for some regression target "
+                                  f"({', '.join(tnames[:3])}{' …' if len(tnames) > 3 else ''})"})
+    keep &= has_target
     df = df[keep].reset_index(drop=True)
     y = tvals[keep]
     x = df[features].to_numpy(dtype=np.float64)
     if len(df) < 4:
         raise ValueError(f"regression probe needs ≥ 4 wells with targets, got {len(df)}")
-    folds, skipped = split_levels(df, levels, n_splits=n_splits, seed=seed)
+    groups = group_col = None
+    if group is not None and group in df.columns:
+        g = df[group].astype(str).to_numpy()
+        if len(np.unique(g)) < len(g):  # some perturbation has several wells
+            groups, group_col = g, group
+    folds, skipped = split_levels(df, levels, n_splits=n_splits, seed=seed, groups=groups)
+    ids = item_ids(df)
+    with np.errstate(invalid="ignore"):
+        scale = np.nanstd(y, axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
     rows, per_rows = [], []
+    plan: dict[str, str] = {}
     for level, lf in folds.items():
+        plan[level] = describe_fold_plan(level, lf, group_col, len(df))
         fold_r = []
         for f in lf:
             if len(f.train) < 3 or len(f.test) < 3:
@@ -129,6 +169,9 @@ def regression_probe(
             pred = _fit_predict(x[f.train], y[f.train], x[f.test], n_components, alpha)
             r = pearson_columns(y[f.test], pred)
             fold_r.append(r)
+            err = (np.abs(y[f.test] - pred) / scale).mean(axis=1)
+            per_rows.append(pd.DataFrame({"perturbation": ids[f.test], "metric": "abs_error",
+                                          "value": err, "batch_level": level, "fold": f.fold}))
             for t, v in zip(tnames, r):
                 if np.isfinite(v):
                     rows.append(dict(metric=f"pearson:{t}", value=float(v), n=len(f.test),
@@ -144,11 +187,13 @@ def regression_probe(
             ok = np.isfinite(mean_r)
             per_rows.append(pd.DataFrame({"perturbation": np.asarray(tnames)[ok],
                                           "metric": "pearson", "value": mean_r[ok],
-                                          "batch_level": level}))
+                                          "batch_level": level, "fold": 0}))
     scores = pd.DataFrame(rows, columns=["metric", "value", "n", "fold", "batch_level", "target"])
     per = (pd.concat(per_rows, ignore_index=True) if per_rows
-           else pd.DataFrame(columns=["perturbation", "metric", "value", "batch_level"]))
+           else pd.DataFrame(columns=["perturbation", "metric", "value", "batch_level", "fold"]))
     scores.attrs["skipped_levels"] = skipped
+    scores.attrs["fold_plan"] = plan
+    scores.attrs["dropped"] = dropped
     return scores, per
 
 
