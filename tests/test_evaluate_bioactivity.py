@@ -155,3 +155,27 @@ def test_grouped_levels_cross_design_and_skips():
     oof = per[per.metric == "oof_probability:logistic:viability_1"]
     per_level = oof.groupby("batch_level").size()
     assert (per_level == n_comp).all()
+
+
+def test_compounds_given_the_training_prevalence_are_counted():
+    """Leave-plate-out: every well of plate P1 is inactive, so the fold that holds out P0
+    trains on one class and predicts nothing; P0's compounds get the training prevalence,
+    and attrs["dropped"] counts them."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in range(20):
+        plate = "P0" if c < 10 else "P1"
+        for r in range(3):
+            rows.append({"Metadata_Plate": plate, "Metadata_Well": f"W{c:02d}{r}",
+                         "Metadata_Perturbation": f"c{c}", "f0": rng.normal(), "f1": rng.normal()})
+    wells = pd.DataFrame(rows)
+    labels = pd.DataFrame({"Metadata_Perturbation": [f"c{c}" for c in range(20)],
+                           "assay": "a", "active": [int(c < 10 and c % 2 == 0) for c in range(20)]})
+    s, _ = bioactivity(wells, ["f0", "f1"], labels, levels=("NSP",), models=("logistic",),
+                       n_splits=2, scramble=False, min_test_class=1)
+    d = s.attrs["dropped"]
+    assert len(d) == 1 and d[0]["what"] == "compound predictions"
+    assert d[0]["n_removed"] == 10 and d[0]["n_kept"] == 10
+    assert "training prevalence" in d[0]["reason"] and "NSP" in d[0]["reason"]

@@ -301,6 +301,11 @@ def bioactivity(
         ``perturbation, metric, value, batch_level``: the out-of-fold predicted
         probability of every compound, metric ``oof_probability:{model}:{assay}``
         (unscrambled models only).
+
+    ``scores.attrs``: ``skipped_levels``, ``warnings``, and ``dropped`` — per (level,
+    model) the compound predictions imputed with the training prevalence because no group
+    fold of a grouped level predicted any of the compound's wells (contract of
+    ``run/tasks.py``: ``what, n_removed, n_kept, reason``).
     """
     if unit not in ("compound", "well"):
         raise ValueError(f"unit must be 'compound' or 'well', got {unit!r}")
@@ -329,6 +334,8 @@ def bioactivity(
     per_rows: list[pd.DataFrame] = []
     skipped: dict[str, str] = {}
     warnings_text: list[str] = []
+    imputed: dict[tuple[str, str], int] = {}  # (level, model) -> compounds given prevalence
+    predicted: dict[tuple[str, str], int] = {}
     for level in levels:
         well_level = level != "NR" or unit == "well"
         group_folds = None
@@ -388,8 +395,11 @@ def bioactivity(
                         continue
                     for model in oof:
                         if well_level:
-                            p_te, p_tr = _well_level(model, xw, wc, comp, y, tr, te,
-                                                     group_folds, ctx)
+                            p_te, p_tr, n_imp = _well_level(model, xw, wc, comp, y, tr, te,
+                                                            group_folds, ctx)
+                            key = (level, f"{model}_scrambled" if scrambled else model)
+                            imputed[key] = imputed.get(key, 0) + n_imp
+                            predicted[key] = predicted.get(key, 0) + len(te) - n_imp
                         else:
                             p_te, p_tr = _fit_predict(model, xc[comp[tr]], y[tr],
                                                       xc[comp[te]], **ctx)
@@ -426,11 +436,18 @@ def bioactivity(
            else pd.DataFrame(columns=["perturbation", "metric", "value", "batch_level"]))
     scores.attrs["skipped_levels"] = skipped
     scores.attrs["warnings"] = warnings_text
+    scores.attrs["dropped"] = [
+        {"what": "compound predictions", "n_removed": int(n), "n_kept": int(predicted[key]),
+         "reason": f"{key[0]}, {key[1]}: compound given the training prevalence (an "
+                   "uninformative score) because no group fold predicted any of its wells "
+                   "(summed over assays and folds)"}
+        for key, n in imputed.items() if n]
     return scores, per
 
 
 def _well_level(model, xw, wc, comp, y, tr, te, group_folds, ctx):
-    """Crossed compound × group design; returns (compound test probs, compound train probs)."""
+    """Crossed compound × group design; returns (compound test probs, compound train probs,
+    number of test compounds given the training prevalence)."""
     ycomp = np.full(wc.max() + 1, -1)
     ycomp[comp] = y.astype(int)
     train_c, test_c = comp[tr], comp[te]
@@ -464,12 +481,13 @@ def _well_level(model, xw, wc, comp, y, tr, te, group_folds, ctx):
     p_test = s.reindex(test_c).to_numpy()
     # compounds whose wells could not be predicted (a group fold lacking a class) get the
     # training prevalence, i.e. an uninformative score
+    n_imputed = int((~np.isfinite(p_test)).sum())
     p_test = np.where(np.isfinite(p_test), p_test, y[tr].mean())
     with np.errstate(invalid="ignore"):
         ptw = pd.Series(p_train_well / n_train_fits).groupby(wc).mean()
     p_train = ptw.reindex(train_c).to_numpy()
     p_train = np.where(np.isfinite(p_train), p_train, y[tr].mean())
-    return p_test, p_train
+    return p_test, p_train, n_imputed
 
 
 def _aggregates(scores: pd.DataFrame, min_test_class: int) -> pd.DataFrame:
