@@ -31,6 +31,21 @@ def test_aggregate_mean_and_median():
     assert list(med["f"]) == [2.0, 10.0]
 
 
+def test_aggregate_counts_sites_whose_nan_features_the_mean_skips():
+    sites = _sites()
+    sites.loc[1, "f"] = np.nan          # partial: the A01 mean of f is site 1's alone
+    sites.loc[4, ["f", "g"]] = np.nan   # every feature NaN: not a partial site
+    log = FilterLog()
+    w = aggregate(sites, log=log, stage="x: profile")
+    assert w["f"].tolist()[0] == 1.0 and w.attrs["n_sites_partial_nan"] == 1
+    (ev,) = log.events
+    assert (ev.stage, ev.what, ev.removed, ev.kept) == ("x: profile", "sites", 1, 4)
+    assert ev.examples == ["P1/A01"] and "skips" in ev.reason
+    clean = FilterLog()
+    aggregate(_sites(), log=clean)
+    assert clean.events == []
+
+
 def _wells():
     return pd.DataFrame({
         "Metadata_Plate": ["P1"] * 4 + ["P2"] * 4,

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from baselens.profile.log import FilterLog
+
 WELL_KEYS: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well")
 
 
@@ -27,11 +29,19 @@ def aggregate(
     by: Sequence[str] = WELL_KEYS,
     operation: str = "mean",
     features: Sequence[str] | None = None,
+    log: FilterLog | None = None,
+    stage: str = "aggregate",
 ) -> pd.DataFrame:
     """Aggregate rows (sites) into groups (wells by default).
 
     ``Metadata_*`` columns that are constant within every group are kept; the others
     (e.g. ``Metadata_Site``) are dropped. ``Metadata_n_sites`` counts the aggregated rows.
+
+    The mean/median skips missing values feature by feature (pandas), so a site with
+    some NaN features contributes only its finite ones. Such sites are counted: with
+    ``log``, one event (``what = "sites"``, ``removed`` = sites with some but not all
+    features NaN, ``kept`` = sites without NaN) under ``stage``; the count is also in
+    ``out.attrs["n_sites_partial_nan"]``.
 
     Parameters
     ----------
@@ -42,6 +52,16 @@ def aggregate(
     operation : {"mean", "median"}
     features : list of str, optional
         Feature columns; default: every non-``Metadata_`` column.
+    log : FilterLog, optional
+        Where the count of partially-NaN sites is recorded.
+    stage : str
+        Stage name of that record.
+
+    Returns
+    -------
+    DataFrame
+        One row per group: the ``by`` columns, constant metadata, ``Metadata_n_sites``
+        and the aggregated features.
     """
     if operation not in ("mean", "median"):
         raise ValueError(f"aggregate operation must be 'mean' or 'median', got {operation!r}")
@@ -61,6 +81,17 @@ def aggregate(
         meta = pd.DataFrame(index=feats.index)
     meta["Metadata_n_sites"] = grouped.size()
     out = pd.concat([meta.reset_index(), feats.reset_index(drop=True)], axis=1)
+    nan = df[features].isna().to_numpy()
+    some, every = nan.any(axis=1), nan.all(axis=1)
+    partial = some & ~every
+    out.attrs["n_sites_partial_nan"] = int(partial.sum())
+    if log is not None and partial.any():
+        ex = (df.loc[partial, by].astype(str).agg("/".join, axis=1).tolist()
+              if by else [])
+        log.add(stage, "sites", int(partial.sum()), int((~some).sum()),
+                f"site has NaN in some of its features ({int(nan[partial].sum())} values): "
+                f"the {operation} over its {by[-1].removeprefix('Metadata_').lower()} skips "
+                "them feature by feature", ex)
     return out
 
 

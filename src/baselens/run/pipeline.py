@@ -440,7 +440,8 @@ def _profile(site_df: pd.DataFrame, profile_cfg: dict, log: FilterLog,
         log.add(f"{label}: profile", "sites", int(all_bad.sum()), int((~all_bad).sum()),
                 "every feature non-finite", ["/".join(r) for r in ex.to_numpy()])
         site_df = site_df[~all_bad]
-    wells = aggregate(site_df, operation=profile_cfg.get("aggregate", "mean"), features=feats)
+    wells = aggregate(site_df, operation=profile_cfg.get("aggregate", "mean"), features=feats,
+                      log=log, stage=f"{label}: profile")
     if well_counts is not None and "Metadata_CellCount" not in wells.columns:
         wells = wells.merge(well_counts, on=["Metadata_Plate", "Metadata_Well"], how="left")
     plog = _Prefixed(log, label)
