@@ -38,3 +38,64 @@ def test_features_from_row_col_and_from_well_names():
     with pytest.raises(ValueError, match="outside"):
         get_extractor("plate_layout", plate_format=96)(SiteBatch(None, [], pd.DataFrame({"Metadata_Well": ["P24"]})))
     assert {s.name: s.kind for s in list_extractors()}["plate_layout"] == "baseline"
+
+
+def _screen():
+    """Source S0: two full 96-well plates; source S1: one 384-well plate with a subset of
+    wells. Negative controls sit in the corner columns of every plate."""
+    rows = []
+    for plate, src, batch, (nr, nc), step in [("p1", "S0", "b1", (8, 12), 1), ("p2", "S0", "b2", (8, 12), 1),
+                                              ("q1", "S1", "b3", (16, 24), 3)]:
+        for r in range(1, nr + 1, step):
+            for c in range(1, nc + 1):
+                ctrl = c in (1, nc) or (r == nr and c % 5 == 0)
+                rows.append({"Metadata_Plate": plate, "Metadata_Source": src, "Metadata_Batch": batch,
+                             "Metadata_Well": f"{chr(64 + r)}{c:02d}",
+                             "Metadata_ControlType": "negcon" if ctrl else ""})
+        rows.append({"Metadata_Plate": plate, "Metadata_Source": src, "Metadata_Batch": batch,
+                     "Metadata_Well": f"{chr(64 + nr)}{nc:02d}", "Metadata_ControlType": "negcon"})
+    return pd.DataFrame(rows).drop_duplicates(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
+
+
+def _by_chunks(ex, meta, size):
+    """Features as the pipeline computes them: chunks of <= size sites of one plate."""
+    parts = []
+    for _, idx in meta.groupby("Metadata_Plate", sort=True).indices.items():
+        for s in range(0, len(idx), size):
+            rows = idx[s:s + size]
+            f = ex(SiteBatch(None, [], meta.iloc[rows].reset_index(drop=True)))[DEFAULT_LAYER]
+            parts.append(f.set_index(pd.Index(rows)))
+    return pd.concat(parts).sort_index()
+
+
+def test_features_do_not_depend_on_chunks_or_on_the_subset_kept():
+    meta = _screen()
+    ex = get_extractor("plate_layout", one_hot=["plate", "batch", "source"])
+    ex.fit(meta)
+    whole = ex(SiteBatch(None, [], meta))[DEFAULT_LAYER]
+    assert (whole.loc[meta.Metadata_Well == "P24", "Layout_IsEdge"] == 1).all()
+    for size in (1, 7, 64):
+        pd.testing.assert_frame_equal(_by_chunks(ex, meta, size), whole, check_index_type=False)
+    # a download that kept only the controls: fitted on the subset, same features
+    ctrl = meta[meta.Metadata_ControlType == "negcon"].reset_index(drop=True)
+    sub = get_extractor("plate_layout", one_hot=["plate", "batch", "source"])
+    sub.fit(ctrl)
+    got = _by_chunks(sub, ctrl, 7)
+    want = whole[(meta.Metadata_ControlType == "negcon").to_numpy()].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+    # without fit a one-well chunk cannot know its plate: the test above can fail
+    bare = get_extractor("plate_layout", one_hot=["plate", "batch", "source"])
+    one = bare(SiteBatch(None, [], meta.iloc[[5]].reset_index(drop=True)))[DEFAULT_LAYER]
+    assert list(one.columns) != list(whole.columns) or not one.equals(whole.iloc[[5]].reset_index(drop=True))
+
+
+def test_plate_format_column_and_parameter_override_the_inference():
+    meta = pd.DataFrame({"Metadata_Plate": ["a", "a"], "Metadata_Well": ["A01", "B02"],
+                         "Metadata_PlateFormat": [384, 384]})
+    ex = get_extractor("plate_layout")
+    ex.fit(meta)
+    f = ex(SiteBatch(None, [], meta.iloc[[1]]))[DEFAULT_LAYER]
+    assert f["Layout_ColFrac"].item() == 1 / 23
+    ex96 = get_extractor("plate_layout", plate_format=96)
+    ex96.fit(meta)
+    assert ex96(SiteBatch(None, [], meta.iloc[[1]]))[DEFAULT_LAYER]["Layout_ColFrac"].item() == 1 / 11

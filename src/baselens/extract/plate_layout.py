@@ -14,10 +14,24 @@ Columns (all float):
   ``Layout_IsEdge`` (1 for edge wells);
 * ``Layout_DistToCenter`` — Euclidean distance (in wells) to the plate centre;
 * optional one-hots ``Layout_Plate_<id>``, ``Layout_Batch_<id>``, ``Layout_Source_<id>``
-  (``one_hot=["plate", "batch", "source"]``; default none). Columns are made
-  from the categories given in ``categories`` or, if absent, from those seen in the
-  batch's ``context["all_meta"]`` / the batch itself (pass ``categories`` when the
-  pipeline extracts in several batches, so every batch has the same columns).
+  (``one_hot=["plate", "batch", "source"]``; default none).
+
+Geometry and categories are fixed per screen, not per chunk. :meth:`PlateLayout.fit`
+(called by the pipeline with the whole screen before any chunk is extracted) records
+
+* each plate's geometry (rows × columns): ``plate_format`` when given, else the plate's
+  ``Metadata_PlateFormat`` value (wells per plate) when the table has one, else the
+  smallest standard format holding every well seen on *any plate of the same source*
+  (``Metadata_Source``; the whole screen without it) — plates of one source share a plate
+  type, so a plate of which a download subset kept only some wells still gets its
+  source's geometry. A subset in which no plate of a source reaches the last row or
+  column of its plate cannot reveal the format: set ``plate_format`` then;
+* the one-hot categories (sorted values of the whole screen), unless ``categories``
+  gives them.
+
+A chunk then gets the same features for its wells whatever the chunk size or which other
+wells it holds. Without ``fit`` (a direct call on one batch) the same rules are applied to
+``context["all_meta"]`` when present, else to the batch itself.
 """
 
 from __future__ import annotations
@@ -61,11 +75,12 @@ class PlateLayout:
     Parameters
     ----------
     plate_format : int or None
-        Wells per plate (96, 384, 1536, ...); None infers the smallest standard format
-        holding every row/column seen.
+        Wells per plate (96, 384, 1536, ...) for every plate; None infers each plate's
+        format (module docstring).
     one_hot : list of str
         Which of ``"plate"``, ``"batch"``, ``"source"`` to one-hot encode. Default
-        ``[]`` (the pipeline extracts in batches; pass ``categories`` or have ``context["all_meta"]`` so every batch gets the same one-hot columns).
+        ``[]``. Categories come from ``categories``, else from :meth:`fit` (the whole
+        screen), else from ``context["all_meta"]`` / the batch.
     categories : dict or None
         ``{"plate": [...], ...}`` fixed category lists for the one-hots.
     """
@@ -82,6 +97,56 @@ class PlateLayout:
         self.plate_format = plate_format
         self.one_hot = list(one_hot)
         self.categories = {k: [str(x) for x in v] for k, v in (categories or {}).items()}
+        self._plate_shapes: dict[str, tuple[int, int]] = {}
+        self._fitted_categories: dict[str, list[str]] = {}
+
+    def fit(self, load_data, *, progress=None) -> None:
+        """Fix every plate's geometry and the one-hot categories from the whole screen.
+
+        Parameters
+        ----------
+        load_data : LoadData or DataFrame
+            The run's screen (its ``metadata``) or a metadata table: one row per site with
+            ``Metadata_Plate`` and ``Metadata_Well`` (or ``Metadata_Row``/``Metadata_Col``).
+        progress : callable, optional
+            Receives one line on what was fitted.
+        """
+        meta = load_data.metadata if hasattr(load_data, "metadata") else load_data
+        meta = pd.DataFrame(meta).reset_index(drop=True)
+        self._plate_shapes = self._screen_shapes(meta)
+        self._fitted_categories = {}
+        for key in self.one_hot:
+            col = _ONE_HOT_COLUMNS[key]
+            if key not in self.categories and col in meta:
+                self._fitted_categories[key] = sorted(meta[col].astype(str).unique())
+        if progress:
+            shapes = sorted({f"{r}x{c}" for r, c in self._plate_shapes.values()})
+            progress(f"fit: plate_layout geometry of {len(self._plate_shapes)} plate(s) "
+                     f"({', '.join(shapes) or 'none'})")
+
+    def _screen_shapes(self, meta: pd.DataFrame) -> dict[str, tuple[int, int]]:
+        """``{plate: (rows, cols)}`` by the rules of the module docstring."""
+        if "Metadata_Plate" not in meta or not len(meta):
+            return {}
+        rows, cols = self.rows_cols(meta)
+        plates = meta["Metadata_Plate"].astype(str).to_numpy()
+        if self.plate_format is not None:
+            return {p: PLATE_SHAPES[self.plate_format] for p in pd.unique(plates)}
+        declared = {}
+        if "Metadata_PlateFormat" in meta:
+            fmt = pd.to_numeric(meta["Metadata_PlateFormat"], errors="coerce")
+            for p, v in zip(plates, fmt):
+                if np.isfinite(v) and int(v) in PLATE_SHAPES:
+                    declared[p] = PLATE_SHAPES[int(v)]
+        family = (meta["Metadata_Source"].astype(str).to_numpy() if "Metadata_Source" in meta
+                  else np.full(len(meta), ""))
+        out = {}
+        for fam in pd.unique(family):
+            sel = family == fam
+            shape = self._shape(rows[sel], cols[sel])
+            for p in pd.unique(plates[sel]):
+                out[p] = declared.get(p, shape)
+        return out
 
     @staticmethod
     def rows_cols(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -108,25 +173,39 @@ class PlateLayout:
     def __call__(self, batch: SiteBatch) -> dict[str, pd.DataFrame]:
         meta = batch.meta.reset_index(drop=True)
         rows, cols = self.rows_cols(meta)
-        nr, nc = self._shape(rows, cols)
-        if len(rows) and (rows.min() < 1 or cols.min() < 1 or rows.max() > nr or cols.max() > nc):
-            raise ValueError(f"wells outside a {nr}x{nc} plate")
+        all_meta = batch.context.get("all_meta") if isinstance(batch.context, dict) else None
+        shapes = self._plate_shapes
+        plates = (meta["Metadata_Plate"].astype(str).to_numpy() if "Metadata_Plate" in meta
+                  else None)
+        if plates is None or not set(plates) <= set(shapes):
+            ref = all_meta if all_meta is not None and "Metadata_Plate" in all_meta else meta
+            shapes = {**self._screen_shapes(pd.DataFrame(ref).reset_index(drop=True)), **shapes}
+        if plates is not None and set(plates) <= set(shapes):
+            geo = np.array([shapes[p] for p in plates], dtype=float).reshape(-1, 2)
+            nr, nc = geo[:, 0], geo[:, 1]
+        else:  # no plate column: one geometry for the batch
+            r0, c0 = self._shape(rows, cols)
+            nr, nc = np.full(len(rows), float(r0)), np.full(len(rows), float(c0))
+        bad = (rows < 1) | (cols < 1) | (rows > nr) | (cols > nc)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"wells outside a {int(nr[i])}x{int(nc[i])} plate "
+                             f"(e.g. row {rows[i]:g}, column {cols[i]:g}); set plate_format")
         edge = np.minimum.reduce([rows - 1, nr - rows, cols - 1, nc - cols])
         out = pd.DataFrame({
             "Layout_Row": rows,
             "Layout_Col": cols,
-            "Layout_RowFrac": (rows - 1) / max(nr - 1, 1),
-            "Layout_ColFrac": (cols - 1) / max(nc - 1, 1),
+            "Layout_RowFrac": (rows - 1) / np.maximum(nr - 1, 1),
+            "Layout_ColFrac": (cols - 1) / np.maximum(nc - 1, 1),
             "Layout_DistToEdge": edge,
             "Layout_IsEdge": (edge == 0).astype(float),
             "Layout_DistToCenter": np.hypot(rows - (nr + 1) / 2, cols - (nc + 1) / 2),
         })
-        all_meta = batch.context.get("all_meta") if isinstance(batch.context, dict) else None
         for key in self.one_hot:
             col = _ONE_HOT_COLUMNS[key]
             if col not in meta:
                 raise ValueError(f"plate_layout: one_hot {key!r} needs column {col}")
-            cats = self.categories.get(key)
+            cats = self.categories.get(key, self._fitted_categories.get(key))
             if cats is None:
                 src = all_meta[col] if all_meta is not None and col in all_meta else meta[col]
                 cats = sorted(src.astype(str).unique())
