@@ -1,13 +1,33 @@
 """Replicate retrieval (phenotypic activity), copairs recipe, per batch-effect level.
 
-``protocol="negcon"`` (default, the original task): for every treated well (query), its
-*positives* are the other wells of the same perturbation and its *negatives* are the
-negative-control wells; wells are ranked by cosine similarity to the query and scored by
-average precision (AP). A perturbation's mAP is the mean AP over its wells; a permutation
-p-value (null: AP of M positives placed at random among the M + N candidates) and
-Benjamini–Hochberg correction give "fraction retrieved" (share of perturbations with
-corrected p < threshold). This is the mAP framework of Kalinin et al. (copairs) as used by
-JUMP and seed 004 (C.2).
+Every option ranks candidate wells by cosine similarity to a query well and scores the
+query by average precision (AP); a perturbation's mAP is the mean AP over its query wells;
+a permutation p-value (null: AP of M positives placed at random among the M + N
+candidates) and Benjamini–Hochberg correction give "fraction retrieved" (share of
+perturbations with corrected p < threshold). This is the mAP framework of Kalinin et al.
+2025 (Nat. Commun., "A versatile information retrieval framework for evaluating profile
+strength and similarity"; the copairs package, whose 0.5.5 results these equal, tested).
+The options differ only in which wells are queries, positives and negatives:
+
+``protocol="negcon"`` (default, the original task): queries are the wells that are not
+negative controls (``Metadata_ControlType != "negcon"``, positive controls included);
+positives are the other wells of the same perturbation, anywhere in the screen; negatives
+are **every** negative-control well of the screen, on any plate. copairs rules:
+``pos_sameby=[pert, ref]``, ``neg_diffby=[pert, ref]`` with copairs'
+``assign_reference_index`` (controls get unique ids, treated wells share one). This is the
+phenotypic-activity example of the copairs documentation; the JUMP profiling recipe does
+*not* use it (it restricts negatives to the query's plate: ``"jump"``).
+
+``protocol="jump"``: the negcon mAP of the JUMP profiling recipe
+(broadinstitute/jump-profiling-recipe, ``preprocessing/metrics.py``,
+``average_precision_negcon``): positive-control wells are left out; perturbations with
+2–1000 wells are queries; positives are the other wells of the same perturbation on any
+plate; negatives are the negative-control (DMSO) wells **on the query's plate** — copairs
+``pos_sameby=[pert]``, ``pos_diffby=[]``, ``neg_sameby=["Metadata_Plate"]``,
+``neg_diffby=[pert_type, pert]`` with every negative control given its own id; mAP per
+perturbation with ``null_size`` (recipe: 10000) and ``seed`` (recipe: 0). Not applied: the
+recipe's plate-type filter (select plates before) and its exclusion of compound
+``JCP2022_033954`` (a JUMP-specific workaround). Needs ``Metadata_Plate``.
 
 ``protocol="jump_poscon"``: the JUMP-CP positive-control benchmark of seed 004 (C.2,
 after Sanchez et al. 2026): only the positive-control wells (``Metadata_ControlType ==
@@ -37,7 +57,9 @@ Signature and contract::
 * ``batch_level=None`` runs ``NR`` only (the old behaviour); ``"all"`` every level that can
   be formed; a name or a list. Levels that cannot be formed or have no eligible positive
   are listed in ``scores.attrs["skipped_batch_levels"]`` (with a ``UserWarning``).
-* ``fold`` is 0 for ``protocol="negcon"``.
+* ``fold`` is 0 for ``protocol="negcon"`` and ``"jump"``. Levels that contradict a rule
+  (``"jump"`` at ``NSP``: negatives must share the query's plate, the level forbids it)
+  are skipped with that reason.
 """
 
 from __future__ import annotations
@@ -53,6 +75,12 @@ from baselens.evaluate.batch_levels import apply_level, report_skipped, resolve_
 PERT = "Metadata_Perturbation"
 _REF = "Metadata_reference_index"
 _LEVEL_COLS = ["Metadata_Plate", "Metadata_Batch", "Metadata_Source", "Metadata_Well"]
+
+#: Options of ``protocol`` (module docstring).
+PROTOCOLS = ("negcon", "jump", "jump_poscon")
+
+#: ``protocol="jump"``: perturbations with more wells are not queries (recipe's ``_index``).
+MAX_REPLICATES = 1000
 
 
 def _meta(profiles: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
@@ -141,14 +169,29 @@ def replicate_retrieval(
         ``Metadata_Batch``, ``Metadata_Source``, ``Metadata_Well`` for batch levels.
     features : list of str
         Feature columns.
+    protocol : {"negcon", "jump", "jump_poscon"}
+        Which wells are queries, positives and negatives (module docstring: each option's
+        rule and its source).
+
+    Returns
+    -------
+    scores, per_perturbation : DataFrame
+        As in the module docstring.
     """
-    if protocol not in ("negcon", "jump_poscon"):
-        raise ValueError(f"protocol must be 'negcon' or 'jump_poscon'; got {protocol!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(repr(p) for p in PROTOCOLS)}; "
+                         f"got {protocol!r}")
+    if protocol == "jump" and "Metadata_Plate" not in profiles.columns:
+        raise ValueError("protocol='jump' needs Metadata_Plate (negatives are the DMSO wells "
+                         "on the query's plate)")
     levels, skipped = resolve_levels(profiles, batch_level)
     ctype = profiles["Metadata_ControlType"].astype(str)
     score_frames, per_frames = [], []
     attrs = {}
-    if protocol == "negcon":
+    if protocol in ("negcon", "jump"):
+        if protocol == "jump":  # the recipe leaves positive controls out entirely
+            profiles = profiles[(ctype != "poscon").to_numpy()].reset_index(drop=True)
+            ctype = profiles["Metadata_ControlType"].astype(str)
         negcon = (ctype == "negcon").to_numpy()
         if negcon.sum() < 2:
             raise ValueError(
@@ -163,10 +206,17 @@ def replicate_retrieval(
         base = dict(pos_sameby=[PERT, _REF], pos_diffby=[], neg_sameby=[], neg_diffby=[PERT, _REF])
         counts = profiles.loc[~negcon, PERT].value_counts()
         attrs["n_single_replicate_wells"] = int((counts == 1).sum())
+        query = ~negcon
+        if protocol == "jump":
+            base["neg_sameby"] = ["Metadata_Plate"]
+            many = profiles[PERT].map(counts).gt(MAX_REPLICATES).to_numpy() & query
+            if many.any():
+                attrs["n_wells_over_max_replicates"] = int(many.sum())
+            query &= ~many
         for lv in levels:
             try:
                 s, p = retrieval_scores(meta, feats, apply_level(**base, level=lv), null_size, threshold,
-                              seed, query_mask=~negcon)
+                              seed, query_mask=query)
             except ValueError as exc:
                 skipped[lv] = str(exc)
                 continue
