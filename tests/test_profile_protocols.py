@@ -92,3 +92,48 @@ def test_qc_negcon_distance_drops_the_odd_batch():
     out = qc_negcon_distance(df, max_deviation=0.2, log=log)
     assert sorted(out.Metadata_Batch.unique()) == ["B1", "B2", "B3"]
     assert log.events[-1].removed == 6 and log.events[-1].examples[0].startswith("B4")
+
+
+# ------------------------------------------------------------------ fit_on and probe warnings
+def test_each_step_declares_what_it_is_fitted_on():
+    from baselens.profile.protocols import step_fit_on
+
+    assert step_fit_on("normalize:standardize:negcon") == "negcon"
+    assert step_fit_on("normalize:standardize:all:Metadata_Plate") == "all"
+    assert step_fit_on("pca:64") == "all" and step_fit_on("pca:64:negcon") == "negcon"
+    assert step_fit_on("tvn") == "negcon" and step_fit_on("spherize") == "negcon"
+    assert step_fit_on("combat") == "all"
+    assert step_fit_on({"step": "combat", "covariates": ["Metadata_Perturbation"]}) == "all+perturbation"
+    assert step_fit_on("aggregate") == "none" and step_fit_on("qc_negcon_distance") == "negcon"
+    # fit_on in a table is the step's reference ...
+    assert parse_step({"step": "pca", "n_components": 8, "fit_on": "negcon"}) == (
+        "pca", {"n_components": 8, "reference": "negcon"})
+    # ... and cannot claim what the step does not do
+    with pytest.raises(ValueError, match="cannot be fitted on 'negcon'"):
+        parse_step({"step": "combat", "fit_on": "negcon"})
+    with pytest.raises(ValueError, match="contradicts"):
+        parse_step({"step": "pca", "reference": "all", "fit_on": "negcon"})
+
+
+def test_probe_warning_names_the_steps_that_see_held_out_wells():
+    from baselens.profile.protocols import probe_warning
+
+    assert probe_warning("baselens") == ""          # negcon normalization + validity filters
+    assert probe_warning(["normalize:standardize:negcon", "pca:16:negcon", "tvn"]) == ""
+    w = probe_warning("morphohelm")
+    assert "normalize:standardize:all:Metadata_Plate (all)" in w and "pca:64:all:full (all)" in w
+    assert "labels" not in w
+    w2 = probe_warning([{"step": "combat", "covariates": ["Metadata_Perturbation"]}])
+    assert "perturbation labels" in w2 and "(all+perturbation)" in w2
+    assert "correlation_threshold" in probe_warning("pycytominer")  # pycytominer's samples="all"
+
+
+def test_pipeline_stamps_the_warning_on_grouped_probes_only():
+    from baselens.run.pipeline import _warn_probes
+
+    frames = [pd.DataFrame({"task": ["knn_probe"] * 2, "warning": ["", "x"]}),
+              pd.DataFrame({"task": ["replicate_retrieval"], "warning": [""]})]
+    out = _warn_probes(frames, {"steps": ["pca:8:all"]})
+    assert out[0]["warning"].str.contains("pca:8:all").all() and out[0]["warning"][1].startswith("x; ")
+    assert out[1]["warning"].tolist() == [""]
+    assert _warn_probes(frames, {})[0] is frames[0]  # legacy normalize to negcon: no warning

@@ -42,6 +42,42 @@ qc_negcon_distance    max_deviation (0.2), batch             :func:`qc_negcon_di
 
 Every step reports the rows and features it removed, and why, in the
 :class:`~baselens.profile.log.FilterLog`.
+
+What each step is fitted on (``fit_on``, :func:`step_fit_on`)
+    A step fitted on more than the negative controls sees the wells a probe later holds
+    out, and one fitted with perturbation covariates sees their labels. baselens does not
+    refit profile steps inside each probe fold; instead every such step is *declared*, and
+    the scores of the probes that hold out groups (``knn_probe``, ``regression_probe``,
+    ``bioactivity``) carry a ``warning`` naming the steps (:func:`probe_warning`; the run
+    pipeline stamps it). Retrieval tasks train nothing and get no warning. The choice per
+    step:
+
+    ====================  ===================  ==================================================
+    step                  fit_on               probe warning
+    ====================  ===================  ==================================================
+    normalize             its ``reference``    when ``all`` (per-group mean/scale of all wells)
+    pca, spherize, tvn    its ``reference``    when ``all`` (axes / whitening of all wells)
+    feature_select        its ``reference``    when ``all`` and an operation estimates a
+                                               statistic across wells (frequency,
+                                               correlation, cell count); ``drop_na_columns``,
+                                               ``drop_nonfinite``, ``variance_threshold``
+                                               (variance ≤ 1e-6: constant features only)
+                                               and ``blocklist`` are validity filters and
+                                               never warn
+    cell_count_filter     ``all``              yes (correlation with cell count over all wells)
+    combat                ``all``, or          yes; ``all+perturbation`` (its ``covariates``
+                          ``all+perturbation``  are biological labels) says labels were used
+    harmony               ``all``              yes (clusters of all wells)
+    qc_cell_count         ``all``              no (drops low-count wells; no feature is fitted)
+    qc_negcon_distance    ``negcon``           no
+    aggregate, consensus  ``none``             no (within a well / a perturbation)
+    ====================  ===================  ==================================================
+
+    A step table may set ``fit_on = "negcon"`` or ``"all"`` for the steps with a
+    ``reference`` (it is that argument); built-in profiles fit on negative controls wherever
+    their reference implementation does (``morphohelm`` and ``efaar`` center-scale and
+    reduce on all wells as MorphoHELM and efaar-benchmarking do, so their probe scores carry
+    the warning).
 """
 
 from __future__ import annotations
@@ -307,12 +343,97 @@ def _value(text: str) -> Any:
     return text
 
 
+#: steps whose ``reference`` argument is what they are fitted on (and its default)
+_REFERENCE_DEFAULT = {"normalize": "negcon", "feature_select": "all", "pca": "all",
+                      "spherize": "negcon", "tvn": "negcon"}
+
+#: feature_select operations that are validity filters, not statistics fitted across wells
+VALIDITY_OPERATIONS = frozenset({"drop_na_columns", "drop_nonfinite", "variance_threshold",
+                                 "blocklist"})
+
+FIT_ON = ("none", "negcon", "all", "all+perturbation")
+
+
+def step_fit_on(step: str | Mapping[str, Any]) -> str:
+    """Which wells (and labels) a step is fitted on: one of :data:`FIT_ON`.
+
+    ``"none"``: no statistic across wells; ``"negcon"``: the negative controls only;
+    ``"all"``: every well (no labels); ``"all+perturbation"``: every well and biological
+    labels (ComBat covariates). Module docstring: the table per step.
+    """
+    name, kwargs = parse_step(step)
+    if name in _REFERENCE_DEFAULT:
+        ref = str(kwargs.get("reference", _REFERENCE_DEFAULT[name]))
+        return "negcon" if ref == "negcon" else "all"
+    if name == "combat":
+        return "all+perturbation" if list(kwargs.get("covariates", ()) or ()) else "all"
+    if name in ("harmony", "cell_count_filter", "qc_cell_count"):
+        return "all"
+    if name == "qc_negcon_distance":
+        return "negcon"
+    return "none"
+
+
+def _warns(step: str | Mapping[str, Any]) -> bool:
+    name, kwargs = parse_step(step)
+    fit_on = step_fit_on(step)
+    if fit_on in ("none", "negcon") or name == "qc_cell_count":
+        return False
+    if name == "feature_select":
+        ops = kwargs.get("operations", _fs.DEFAULT_OPERATIONS)
+        ops = ops.split("+") if isinstance(ops, str) else list(ops)
+        return any(op not in VALIDITY_OPERATIONS for op in ops)
+    return True
+
+
+def probe_warning(steps: str | Sequence[str | Mapping[str, Any]]) -> str:
+    """The ``warning`` for grouped-probe scores of profiles made by ``steps``; ``""`` when
+    every step is fitted on negative controls (or fits nothing, or is a validity filter).
+
+    Example: ``"profile steps fitted on all wells, held-out wells included: pca:64:all:full
+    (all); probe scores may be optimistic"``.
+    """
+    bad = [(s, step_fit_on(s)) for s in expand_steps(steps) if _warns(s)]
+    if not bad:
+        return ""
+    labels = any(f == "all+perturbation" for _, f in bad)
+    names = ", ".join(f"{_step_text(s)} ({f})" for s, f in bad)
+    return ("profile steps fitted on all wells, held-out wells included"
+            + (" and perturbation labels" if labels else "")
+            + f": {names}; probe scores may be optimistic")
+
+
+def _step_text(step: str | Mapping[str, Any]) -> str:
+    if isinstance(step, str):
+        return step
+    name, kwargs = parse_step(step)
+    return name + "(" + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")"
+
+
 def parse_step(step: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``"pca:64"`` → ``("pca", {"n_components": 64})``; tables pass through (``step`` key)."""
+    """``"pca:64"`` → ``("pca", {"n_components": 64})``; tables pass through (``step`` key).
+
+    A table's ``fit_on`` (``"negcon"``/``"all"``) sets ``reference`` for the steps that
+    have one (:data:`_REFERENCE_DEFAULT`); elsewhere it must equal the step's declared
+    :func:`step_fit_on` (it documents the choice) or a ``ValueError`` says so.
+    """
     if isinstance(step, Mapping):
         if "step" not in step:
             raise ValueError(f"a step table needs a 'step' key naming one of {sorted(STEPS)}: {dict(step)}")
         name, kwargs = str(step["step"]), {k: v for k, v in step.items() if k != "step"}
+        if "fit_on" in kwargs:
+            fit_on = str(kwargs.pop("fit_on"))
+            if fit_on not in FIT_ON:
+                raise ValueError(f"step {name!r}: fit_on must be one of {FIT_ON}, got {fit_on!r}")
+            if name in _REFERENCE_DEFAULT and fit_on in ("negcon", "all"):
+                if "reference" in kwargs and str(kwargs["reference"]) != fit_on:
+                    raise ValueError(f"step {name!r}: fit_on={fit_on!r} contradicts "
+                                     f"reference={kwargs['reference']!r}")
+                kwargs["reference"] = fit_on
+            elif name in STEPS and step_fit_on({"step": name, **kwargs}) != fit_on:
+                raise ValueError(f"step {name!r} is fitted on "
+                                 f"{step_fit_on({'step': name, **kwargs})!r}; it cannot be "
+                                 f"fitted on {fit_on!r}")
     elif isinstance(step, str):
         name, *args = step.split(":")
         if name not in STEPS:

@@ -456,6 +456,30 @@ def _profile(site_df: pd.DataFrame, profile_cfg: dict, log: FilterLog,
     return normed, feature_columns(normed.drop(columns=["Metadata_n_sites"], errors="ignore"))
 
 
+#: tasks that fit on some wells and score held-out ones: profile steps fitted on all wells
+#: (or with perturbation labels) can carry the held-out wells into them
+_GROUPED_PROBES = ("knn_probe", "regression_probe", "bioactivity")
+
+
+def _warn_probes(frames: list[pd.DataFrame], profile_cfg: dict) -> list[pd.DataFrame]:
+    """Add :func:`baselens.profile.protocols.probe_warning` of the profile's steps to the
+    ``warning`` of the grouped probes' score rows (module docstring of protocols)."""
+    from baselens.profile.protocols import probe_warning
+
+    steps = profile_cfg.get("steps") or [
+        f"normalize:{profile_cfg.get('normalize', 'standardize')}:"
+        f"{profile_cfg.get('reference', 'negcon')}"]
+    text = probe_warning(steps)
+    if not text:
+        return frames
+    out = []
+    for s in frames:
+        if len(s) and s["task"].iat[0] in _GROUPED_PROBES:
+            s = s.assign(warning=[w + ("; " if w else "") + text for w in s["warning"]])
+        out.append(s)
+    return out
+
+
 class _Prefixed(FilterLog):
     def __init__(self, inner: FilterLog, prefix: str):
         self.inner, self.prefix = inner, prefix
@@ -501,6 +525,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
             t_prof += time.perf_counter() - t
             t = time.perf_counter()
             scores, per = run_tasks(profiles, feats, inputs, cfg.tasks, log, f"{label}/{layer}")
+            scores = _warn_probes(scores, {**cfg.profile, **m.get("profile", {})})
             t_eval += time.perf_counter() - t
             ident = {"method": label, "method_kind": kind, "layer": layer}
             seed = int(m.get("params", {}).get("seed", 0))
