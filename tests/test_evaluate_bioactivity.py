@@ -179,3 +179,4 @@ def test_compounds_given_the_training_prevalence_are_counted():
     assert len(d) == 1 and d[0]["what"] == "compound predictions"
     assert d[0]["n_removed"] == 10 and d[0]["n_kept"] == 10
     assert "training prevalence" in d[0]["reason"] and "NSP" in d[0]["reason"]
+    assert "leave-plate-out" in s.attrs["fold_plan"]["NSP"]

@@ -52,7 +52,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from baselens.evaluate.splits import level_folds
+from baselens.evaluate.splits import BATCH_LEVELS, LEVEL_DESCRIPTIONS, level_folds
 
 __all__ = [
     "MODELS",
@@ -302,7 +302,8 @@ def bioactivity(
         probability of every compound, metric ``oof_probability:{model}:{assay}``
         (unscrambled models only).
 
-    ``scores.attrs``: ``skipped_levels``, ``warnings``, and ``dropped`` — per (level,
+    ``scores.attrs``: ``skipped_levels``, ``warnings``, ``fold_plan`` (level → one line),
+    and ``dropped`` — per (level,
     model) the compound predictions imputed with the training prevalence because no group
     fold of a grouped level predicted any of the compound's wells (contract of
     ``run/tasks.py``: ``what, n_removed, n_kept, reason``).
@@ -436,6 +437,14 @@ def bioactivity(
            else pd.DataFrame(columns=["perturbation", "metric", "value", "batch_level"]))
     scores.attrs["skipped_levels"] = skipped
     scores.attrs["warnings"] = warnings_text
+    scores.attrs["fold_plan"] = {
+        level: (f"≤ {n_splits} folds of compounds per assay (stratified on activity; a compound's "
+                f"wells never in both train and test)"
+                + (", compound-averaged profiles" if level == "NR" and unit == "compound"
+                   else ", well-level fit, compound score = mean of its wells")
+                + ("" if level == "NR" else
+                   f" × {LEVEL_DESCRIPTIONS.get(level, level)} ({BATCH_LEVELS.get(level)})"))
+        for level in levels if level not in skipped}
     scores.attrs["dropped"] = [
         {"what": "compound predictions", "n_removed": int(n), "n_kept": int(predicted[key]),
          "reason": f"{key[0]}, {key[1]}: compound given the training prevalence (an "
