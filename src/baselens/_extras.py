@@ -200,12 +200,6 @@ def requirements(methods: Iterable[Mapping], data: Mapping | None = None,
         empty when the core is enough.
     """
     by_extra: dict[str, list[str]] = {e: [] for e in EXTRAS}
-    for i, m in enumerate(methods):
-        if not isinstance(m, Mapping) or not isinstance(m.get("name"), str):
-            continue  # the config's own checks name the bad entry
-        label = m.get("label", m["name"])
-        for e in method_extras(m["name"], m.get("params"), tissue=tissue):
-            by_extra[e].append(str(label))
     data = data or {}
     if "synthetic" in data:
         by_extra["images"].append("[data.synthetic]")
@@ -214,6 +208,12 @@ def requirements(methods: Iterable[Mapping], data: Mapping | None = None,
     if "hest" in data:
         by_extra["tissue"].append("[data.hest]")
         by_extra["images"].append("[data.hest]")
+    for m in methods:
+        if not isinstance(m, Mapping) or not isinstance(m.get("name"), str):
+            continue  # the config's own checks name the bad entry
+        label = m.get("label", m["name"])
+        for e in method_extras(m["name"], m.get("params"), tissue=tissue):
+            by_extra[e].append(str(label))
     tasks = tasks or {}
     bio = tasks.get("bioactivity")
     if isinstance(bio, Mapping) and "xgboost" in (bio.get("models") or ()):
