@@ -223,3 +223,24 @@ def test_no_module_imports_an_extra_at_import_time():
                        env={**__import__("os").environ,
                             "PYTHONPATH": str(ROOT / "src")})
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_cli_turns_an_extra_import_error_into_the_install_line(monkeypatch, capsys):
+    """Work no config names (e.g. ``inspect`` on an image folder) still ends with the pip
+    line, not a traceback; other ImportErrors are not hidden."""
+    from baselens.run import cli
+
+    def needs_tifffile(args):
+        raise ModuleNotFoundError("No module named 'tifffile'", name="tifffile")
+
+    def needs_other(args):
+        raise ModuleNotFoundError("No module named 'nothere'", name="nothere")
+
+    monkeypatch.setattr(cli, "cmd_inspect", needs_tifffile)
+    assert cli.main(["inspect", "images/"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ('baselens: error: this needs baselens[images] (tifffile is not installed): '
+                   'pip install "baselens[images]"')
+    monkeypatch.setattr(cli, "cmd_inspect", needs_other)
+    with pytest.raises(ModuleNotFoundError):
+        cli.main(["inspect", "images/"])

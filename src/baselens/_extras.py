@@ -34,6 +34,7 @@ __all__ = [
     "MissingExtraError",
     "available_extras",
     "check_requirements",
+    "import_error_hint",
     "install_hint",
     "method_extras",
     "missing_extras",
@@ -112,6 +113,27 @@ def install_hint(extras: Iterable[str]) -> str:
     """The pip line that installs ``extras``: ``pip install "baselens[images,networks]"``."""
     names = [e for e in EXTRAS if e in set(extras)]
     return f'pip install "baselens[{",".join(names)}]"'
+
+
+def import_error_hint(exc: ImportError) -> str | None:
+    """One line for an ImportError of an extra's module (the command line's safety net
+    when work that validation could not foresee, e.g. ``inspect`` on an image folder,
+    needs an extra); ``None`` for any other module.
+
+    Parameters
+    ----------
+    exc : ImportError
+        The error; its ``name`` is the module that could not be imported.
+
+    Returns
+    -------
+    str or None
+    """
+    top = (getattr(exc, "name", None) or "").split(".")[0]
+    for extra, modules in EXTRAS.items():
+        if top in modules:
+            return f"this needs baselens[{extra}] ({top} is not installed): {install_hint([extra])}"
+    return None
 
 
 def method_extras(name: str, params: Mapping | None = None, *, tissue: bool = False) -> tuple[str, ...]:

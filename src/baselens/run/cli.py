@@ -407,6 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"baselens: error: {msg}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # an optional extra (baselens[images], ...) is not installed
+        from baselens._extras import import_error_hint
+
+        hint = import_error_hint(exc)
+        if hint is None:
+            raise
+        print(f"baselens: error: {hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
