@@ -147,7 +147,7 @@ def cmd_list(args) -> int:
         missing = missing_extras(method_extras(spec.name))
         lacking.update(missing)
         mark = "available" if not missing else f"needs [{','.join(missing)}]"
-        print(f"{spec.name:<16} {spec.kind:<10} {mark:<10} {spec.description}")
+        print(f"{spec.name:<16} {spec.kind:<10} {mark:<23} {spec.description}")
     if lacking:
         print(f"representations marked 'needs [...]' are not installed here: {install_hint(lacking)}")
     return 0
