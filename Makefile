@@ -1,4 +1,6 @@
-# One-command set-up: `make demo` and `make test` create .venv and install what they need.
+# One-command set-up: `make demo` and `make test` create .venv and install what they need:
+# every extra (`.[all]`: images, networks, xgboost, tissue), plus the test oracles for `make test`.
+# Table users need only the core: `pip install baselens` (README "Install").
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[all]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[all,test]"
 	# efaar-benchmarking is a test oracle only; its declared dependencies (torch, scvi-tools,
 	# geomloss, ...) are not needed by the function we compare against, so skip them.
 	$(BIN)/python -m pip install -q --no-deps "efaar-benchmarking==1.0"

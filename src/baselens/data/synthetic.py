@@ -96,7 +96,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-import tifffile
 from scipy import ndimage, special
 
 from baselens.data import JUMP_CHANNELS, SITE_KEYS
@@ -1267,6 +1266,8 @@ def _n_jobs(n_jobs: int | None, n_sites: int) -> int:
 
 def _render_sites(config: SyntheticConfig, sources: list, jobs: list) -> None:
     """Render and write the sites in ``jobs`` (one process's share of the screen)."""
+    import tifffile  # baselens[images]
+
     for well, site, plate_i, gt_row, n_cells, gain, src_i, paths in jobs:
         rng = _rng(config.seed, "site", plate_i, well, site)
         img = render_site(dict(zip(AXES, gt_row)), n_cells, config, rng, gain=gain,

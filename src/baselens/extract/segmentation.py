@@ -38,8 +38,6 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import sobel, threshold_otsu
-from skimage.segmentation import clear_border, watershed
 
 __all__ = [
     "segment_nuclei",
@@ -129,6 +127,9 @@ def segment_nuclei(
     labels : ndarray of int32, shape (H, W)
         0 = background, nuclei labelled 1..n consecutively.
     """
+    from skimage.filters import threshold_otsu
+    from skimage.segmentation import clear_border, watershed
+
     dna = np.asarray(dna)
     if dna.ndim != 2:
         raise ValueError(f"segment_nuclei expects a 2-D image, got shape {dna.shape}")
@@ -206,6 +207,8 @@ def watershed_seeds(dist: np.ndarray, components: np.ndarray, min_distance: int)
 
 
 def _foreground_threshold(img: np.ndarray, threshold, threshold_correction: float, min_contrast: float) -> float:
+    from skimage.filters import threshold_otsu
+
     t = float(threshold_otsu(img)) * float(threshold_correction) if threshold == "otsu" else float(threshold)
     if min_contrast > 0:
         level, noise = background_level(img)
@@ -259,6 +262,9 @@ def segment_cells(
     cells : ndarray of int32, shape (H, W)
         Same labels as ``nuclei``; every nucleus lies inside its cell.
     """
+    from skimage.filters import sobel
+    from skimage.segmentation import watershed
+
     nuclei = np.asarray(nuclei)
     if nuclei.shape != np.shape(image):
         raise ValueError(f"nuclei {nuclei.shape} and image {np.shape(image)} shapes differ")

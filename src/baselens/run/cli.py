@@ -139,10 +139,17 @@ def cmd_compare(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from baselens._extras import install_hint, method_extras, missing_extras
     from baselens.extract.registry import list_extractors
 
+    lacking: set[str] = set()
     for spec in list_extractors():
-        print(f"{spec.name:<16} {spec.kind:<10} {spec.description}")
+        missing = missing_extras(method_extras(spec.name))
+        lacking.update(missing)
+        mark = "available" if not missing else f"needs [{','.join(missing)}]"
+        print(f"{spec.name:<16} {spec.kind:<10} {mark:<23} {spec.description}")
+    if lacking:
+        print(f"representations marked 'needs [...]' are not installed here: {install_hint(lacking)}")
     return 0
 
 
@@ -175,8 +182,28 @@ def cmd_download(args) -> int:
     return 0
 
 
+def _inspect_config(path: str) -> int:
+    """What a run config would need: its extras, which of them are installed here."""
+    from baselens._extras import requirements_text
+    from baselens.run.config import DEFAULT_METHODS, tomllib
+    from baselens.run.tissue import DEFAULT_TISSUE_METHODS, is_tissue_config
+
+    d = tomllib.loads(Path(path).read_text())
+    tissue = is_tissue_config(d)
+    methods = d.get("methods", DEFAULT_TISSUE_METHODS if tissue else DEFAULT_METHODS)
+    data = dict(d.get("data") or {})
+    if not tissue and "load_data" not in data:
+        data.setdefault("synthetic", {})  # what a run does without a load_data table
+    print(f"config: {path} ({len(methods)} methods)")
+    print(requirements_text(methods, data, d.get("tasks"), tissue=tissue))
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from baselens.data.inspect import inspect_path
+
+    if str(args.path).endswith(".toml"):
+        return _inspect_config(args.path)
 
     path_map = dict(kv.split("=", 1) for kv in args.path_map or [])
     rep = inspect_path(args.path, channels=args.channels, illum=args.illum, path_map=path_map,
@@ -254,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--title", default=None, help="report title")
     cmp_.set_defaults(func=cmd_compare)
 
-    ls = sub.add_parser("list", help="list registered representations")
+    ls = sub.add_parser("list", help="list registered representations (and whether their "
+                                     "extras are installed)")
     ls.set_defaults(func=cmd_list)
 
     s = sub.add_parser("synth", help="write a synthetic screen (images + load_data + ground truth)")
@@ -314,9 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_download)
 
     ins = sub.add_parser("inspect", help="what baselens sees in a load_data table, an image "
-                                         "folder, a profile table or an embeddings file")
+                                         "folder, a profile table or an embeddings file; "
+                                         "for a run config (.toml), the extras it needs")
     ins.add_argument("path", help="load_data (.csv/.parquet), image folder, profile table, "
-                                  "embeddings (.parquet/.csv/.npy/.h5ad) or RxRx3 metadata")
+                                  "embeddings (.parquet/.csv/.npy/.h5ad), RxRx3 metadata or "
+                                  "a run config (.toml)")
     ins.add_argument("--channels", nargs="+", default=None, help="channels to read (load_data)")
     ins.add_argument("--illum", action="store_true", help="apply the illumination functions")
     ins.add_argument("--path-map", nargs="+", default=None, metavar="PREFIX=DIR",
@@ -376,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"baselens: error: {msg}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional extra (baselens[images], ...) is not installed
+        from baselens._extras import import_error_hint
+
+        hint = import_error_hint(exc)
+        if hint is None:
+            raise
+        print(f"baselens: error: {hint}", file=sys.stderr)
         return 2
 
 

@@ -196,6 +196,7 @@ class RunConfig:
         from baselens.run.tasks import validate_tasks
 
         validate_tasks(cfg.tasks)
+        check_extras(cfg.methods, cfg.data, cfg.tasks)
         return cfg
 
     def _check_values(self) -> None:
@@ -258,6 +259,17 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {"title": self.title, "data": self.data, "methods": self.methods,
                 "profile": self.profile, "tasks": self.tasks, "execution": self.execution}
+
+
+def check_extras(methods: list[dict], data: dict, tasks: dict, *, tissue: bool = False) -> None:
+    """A method, data source or task whose optional extra is not installed fails here,
+    before any work, with one line naming the extra (``pip install "baselens[networks]"``)."""
+    from baselens._extras import MissingExtraError, check_requirements
+
+    try:
+        check_requirements(methods, data, tasks, tissue=tissue)
+    except MissingExtraError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -191,6 +191,7 @@ class TissueConfig:
         if isinstance(ge.get("alpha"), str) and ge["alpha"] != "hest":
             raise ConfigError(f"tasks.gene_expression.alpha must be 'hest' or a number, "
                               f"got {ge['alpha']!r}")
+        C.check_extras(methods, data, d.get("tasks", {}), tissue=True)  # before any work
         return cls(title=d.get("title", "baselens tissue run"), data=data,
                    methods=[dict(m) for m in methods], tasks=d.get("tasks", {}),
                    diagnostics=d.get("diagnostics", {}), execution=d.get("execution", {}),
