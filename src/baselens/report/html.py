@@ -277,12 +277,25 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
                      "can be solved from where wells sit on the plate, so scores at this batch "
                      "level say little about biology — look at the NSL / NSSL levels.</span>")
         sent = []
+        # every non-baseline of the scores, with its verdict where the diagnostics gave one
+        # (absent: "not tested"; e.g. a run folder without diagnostics/beyond_baseline)
+        others = grp[(grp["metric"] == metric) & (grp["method_kind"] != "baseline")][
+            ["method", "layer", "method_kind", "value_mean"]]
+        sub = others.merge(sub.drop(columns=["method_kind", "value_mean", "task",
+                                             "batch_level", "metric"]),
+                           on=["method", "layer"], how="left")
+        sub["verdict"] = sub["verdict"].fillna("not tested")
         refs = sub[sub["method_kind"] == "reference"]
         ref_best = refs["value_mean"].max() if not refs.empty else float("nan")
         for _, r in sub[sub["method_kind"] == "model"].iterrows():
             name = _method_label(r["method"], r["layer"])
             if _isnan(r["value_mean"]):
                 sent.append(f'<span class="verdict na">–</span>{_esc(name)} has no value.')
+                continue
+            if str(r["verdict"]) == "not tested" or _isnan(r["improvement"]):
+                sent.append(f'<span class="verdict na">–</span><strong>{_esc(name)}</strong> '
+                            f"{_fmt(r['value_mean'])}: not compared (no verdict in "
+                            "diagnostics/beyond_baseline.parquet).")
                 continue
             ratio = _fmt_ratio(r["ratio"]) if bval > 0 and r["value_mean"] >= 0 else ""
             ratio = f", {ratio} the baseline" if ratio else ""
@@ -305,6 +318,9 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
             if _isnan(r["value_mean"]):
                 sent.append(f'<span class="verdict na">–</span>{_esc(name)} (reference) has no '
                             "value.")
+            elif str(r["verdict"]) == "not tested" or _isnan(r["improvement"]):
+                sent.append(f'<span class="verdict ref">◆</span>{_esc(name)} (reference, upper '
+                            f"bound) reaches {_fmt(r['value_mean'])} (not compared: no verdict).")
             else:
                 beats = str(r["verdict"]) == "beats"
                 sent.append(
