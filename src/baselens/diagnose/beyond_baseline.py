@@ -11,9 +11,12 @@ Conventions
   ``per_perturbation.parquet``).
 * A *method* is identified by ``(method, layer)``; two layers of one network are compared
   separately.
-* **Every metric is higher-is-better unless named in ``lower_is_better``.** All metrics of
-  the contract (mAP, fraction retrieved, recall) are higher-is-better; pass e.g.
-  ``lower_is_better={"p_value"}`` for a per-perturbation p-value.
+* **Directions and kinds come from the task registry** (:mod:`baselens.evaluate.registry`):
+  only ``score`` metrics are compared; ``lower_is_better`` names extra lower-is-better
+  metrics of tasks the registry does not know.
+* **"Beats" is a significant, sized difference** (:func:`beyond_best_baseline`): a paired
+  Wilcoxon test over perturbations or held-out items, Benjamini–Hochberg across the run, and
+  a bootstrap CI of the mean paired difference that excludes 0.
 * NaN values are ignored when averaging; a method whose values are all NaN has a NaN mean
   and can never be the best baseline.
 
