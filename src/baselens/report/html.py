@@ -34,7 +34,6 @@ or archived with the run.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -322,16 +321,16 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
                 sent.append(f'<span class="verdict ref">◆</span>{_esc(name)} (reference, upper '
                             f"bound) reaches {_fmt(r['value_mean'])} (not compared: no verdict).")
             else:
-                beats = str(r["verdict"]) == "beats"
+                v = str(r["verdict"])
+                tail = {"beats": " — significantly: there is signal left for a model to find.",
+                        "worse": " — significantly below it: the baseline captures more than "
+                                 "the reference here (a shortcut such as plate layout?)."}.get(
+                    v, " — not a significant gain: the baseline already explains what the "
+                       "reference captures.")
                 sent.append(
                     f'<span class="verdict ref">◆</span>{_esc(name)} (reference, upper bound) '
                     f"reaches {_fmt(r['value_mean'])}, {_fmt(r['improvement'], signed=True)} "
-                    "beyond it"
-                    + (" — significantly: there is signal left for a model to find."
-                       if beats else
-                       " — not a significant gain: the baseline already explains what the "
-                       "reference captures.")
-                )
+                    f"beyond it{tail}")
         for _, r in sub[sub["method_kind"] == "null"].iterrows():
             if not _isnan(r["value_mean"]):
                 sent.append(
