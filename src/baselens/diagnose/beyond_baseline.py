@@ -131,7 +131,8 @@ def best_baselines(
 ) -> pd.DataFrame:
     """The strongest baseline of every ``(task, batch_level, metric)``.
 
-    ``best = argmax_{b in B} mean_r v_{b,r}`` (argmin for metrics in ``lower_is_better``);
+    ``best = argmax_{b in B} mean_r v_{b,r}`` (argmin for metrics in ``lower_is_better``,
+    given as metric names or ``(task, metric)`` pairs);
     ties are broken by the alphabetically first ``(method, layer)``. Groups without any
     baseline with a non-NaN value are absent from the result.
 
@@ -145,8 +146,8 @@ def best_baselines(
     base = agg[(agg["method_kind"] == "baseline") & agg["value_mean"].notna()]
     rows = []
     for key, grp in base.groupby(GROUP_KEYS, sort=False):
-        metric = key[2]
-        best = _pick_best(grp, "value_mean", metric in lower).iloc[0]
+        is_lower = key[2] in lower or (key[0], key[2]) in lower
+        best = _pick_best(grp, "value_mean", is_lower).iloc[0]
         rows.append([*key, best["method"], best["layer"], best["value_mean"], best["value_std"]])
     return pd.DataFrame(rows, columns=cols)
 
@@ -274,7 +275,9 @@ def beyond_best_baseline(
                            "compared: %s", ", ".join(undeclared[:10]))
         keep = decl[decl["metric_kind"] == "score"]
         df = df.merge(keep[["task", "metric"]], on=["task", "metric"], how="inner")
-        lower |= set(decl.loc[~decl["higher_is_better"].astype(bool), "metric"])
+        # directions per (task, metric): two tasks may use one metric name differently
+        low = decl[~decl["higher_is_better"].astype(bool)]
+        lower |= set(zip(low["task"], low["metric"]))
     else:
         decl = pd.DataFrame(columns=["task", "metric", "higher_is_better", "metric_kind",
                                      "paired_with", "declared_task"])
@@ -289,7 +292,8 @@ def beyond_best_baseline(
     for col in ("best_baseline", "best_baseline_layer"):
         out[col] = out[col].astype(object).where(out[col].notna(), None)
     out["difference"] = out["value_mean"] - out["best_baseline_mean"]
-    out["higher_is_better"] = ~out["metric"].isin(lower)
+    out["higher_is_better"] = [not (m in lower or (t, m) in lower)
+                               for t, m in zip(out["task"], out["metric"])]
     out["improvement"] = out["difference"] * np.where(out["higher_is_better"], 1.0, -1.0)
     denom = out["best_baseline_mean"].where(out["best_baseline_mean"] != 0)
     out["ratio"] = out["value_mean"] / denom
