@@ -44,7 +44,9 @@ def test_known_answer_single_run():
     assert r["difference"] == pytest.approx(0.2)
     assert r["improvement"] == pytest.approx(0.2)
     assert r["ratio"] == pytest.approx(1.4)
-    assert bool(r["beats_best_baseline"]) is True
+    # one run is one pair: a single number is never a significant difference
+    assert r["verdict"] == "not distinguishable" and not r["beats_best_baseline"]
+    assert r["n_paired"] == 1 and r["paired_over"] == "fold"
     assert r["n_runs"] == 1
     assert math.isnan(r["value_std"])  # a single run has no spread
 
@@ -154,7 +156,7 @@ def test_no_baseline_in_group():
     assert r["best_baseline"] is None
     assert math.isnan(r["best_baseline_mean"]) and math.isnan(r["difference"])
     assert math.isnan(r["ratio"])
-    assert not r["beats_best_baseline"]
+    assert not r["beats_best_baseline"] and r["verdict"] == "no baseline"
 
 
 def test_only_baselines_gives_empty_table_with_columns():
@@ -187,16 +189,16 @@ def test_lower_is_better_metric():
         ("A", "baseline", "default", [0.3]),
         ("B", "baseline", "default", [0.5]),
         ("M", "model", "default", [0.2]),
-    ], metric="error")
+    ], task="t", metric="error")
     r = beyond_best_baseline(scores, lower_is_better={"error"}).iloc[0]
     assert r["best_baseline"] == "A"
     assert r["difference"] == pytest.approx(-0.1)
     assert r["improvement"] == pytest.approx(0.1)
     assert r["ratio"] == pytest.approx(2 / 3)
-    assert r["beats_best_baseline"]
+    assert r["higher_is_better"] == False  # noqa: E712
     # the same numbers read as higher-is-better: B is best and M loses
     r2 = beyond_best_baseline(scores).iloc[0]
-    assert r2["best_baseline"] == "B" and not r2["beats_best_baseline"]
+    assert r2["best_baseline"] == "B" and r2["improvement"] < 0
 
 
 def test_optional_columns_default():

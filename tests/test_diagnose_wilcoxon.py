@@ -60,8 +60,13 @@ def _tables():
 def test_paired_over_perturbations_folds_or_nothing():
     sc, per, base_b, model = _tables()
     out = add_paired_tests(beyond_best_baseline(sc), sc, per)
-    base_cols = list(beyond_best_baseline(sc).columns)
-    assert list(out.columns) == [*base_cols, "wilcoxon_p", "n_paired", "paired_over"]
+    # beyond_best_baseline pairs and tests itself now; add_paired_tests is the same table
+    direct = beyond_best_baseline(sc, per)
+    assert list(out.columns) == list(direct.columns)
+    assert {"wilcoxon_p", "n_paired", "paired_over", "p", "p_adjusted", "verdict"} <= set(out)
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), direct.reset_index(drop=True),
+                                  check_like=True)
+    assert (out["p"].fillna(-1) == out["wilcoxon_p"].fillna(-1)).all()
     r = out[out.task == "replicate_retrieval"].iloc[0]
     assert r["best_baseline"] == "B" and r["paired_over"] == "perturbation"
     assert r["n_paired"] == 25

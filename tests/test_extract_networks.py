@@ -279,7 +279,9 @@ def test_pipeline_scores_every_layer_and_fit_hook(tmp_path):
     assert layers["vit_s16_random"] == ["block12", "block3"]
     assert layers["resnet18_random"] == ["layer1", "layer4"]
     kinds = scores.drop_duplicates("method").set_index("method")["method_kind"].to_dict()
-    assert kinds == {"pixel_mean": "baseline", "vit_s16_random": "model", "resnet18_random": "baseline"}
+    # untrained networks are baselines whatever the registered name (kind follows weights)
+    assert kinds == {"pixel_mean": "baseline", "vit_s16_random": "baseline",
+                     "resnet18_random": "baseline"}
     for label, layer in [("vit_s16_random", "block12"), ("resnet18_random", "layer4")]:
         a = pd.read_parquet(tmp_path / "bs16" / "features" / f"{label}.{layer}.parquet")
         b = pd.read_parquet(tmp_path / "bs7" / "features" / f"{label}.{layer}.parquet")

@@ -163,7 +163,7 @@ def test_image_encoder_smoke_on_real_he_patch(realdata):
         {"name": "pixel_stats"},
     ])
     f = out["resnet18"]["layers"]
-    assert out["resnet18"]["kind"] == "model"
+    assert out["resnet18"]["kind"] == "baseline"  # random weights: a baseline
     assert f["layer2"].shape == (2, 128) and f["layer4"].shape == (2, 512)
     assert np.isfinite(f["layer4"]).all() and not np.allclose(f["layer2"][0], f["layer2"][1])
     ps = out["pixel_stats"]["layers"]["default"]

@@ -96,11 +96,13 @@ def test_nf1_plate_controls_and_replicates(realdata, tmp_path):
     assert "formable: SP, NR, NSL" in rep.text()
     # one replicated treatment: a run skips the kNN probe (a default task), inspect says so
     from baselens.profile.log import FilterLog
-    from baselens.run.tasks import ENABLED_BY_DEFAULT, run_tasks
+    from baselens.evaluate.registry import TASKS
+    from baselens.run.tasks import run_tasks
 
     wells = images_to_load_data(folder, pattern=NF1_REGEX, plate="Plate_2", platemap=pm).table
     log = FilterLog()
-    only_knn = {t: {"enabled": t == "knn_probe"} for t in ENABLED_BY_DEFAULT}
+    only_knn = {t: {"enabled": t == "knn_probe"} for t, spec in TASKS.items()
+                if spec.enabled_by_default and spec.pipeline == "cell_painting"}
     scores, _ = run_tasks(wells.assign(f=np.arange(5.0)), ["f"], {}, only_knn, log, "x")
     assert scores == [] and any("fewer than 2 labels" in e["reason"] for e in log.to_records())
     assert rep.problems == []

@@ -71,12 +71,24 @@ def make_per_pert(methods=METHODS, n_pert=40):
     return pd.DataFrame(rows)
 
 
+def write_verdicts(d: Path, scores: pd.DataFrame, per: pd.DataFrame | None = None) -> None:
+    """What the diagnostics stage writes for the report: the metric declarations and the
+    verdicts (the report reads them, it decides nothing)."""
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
+    from baselens.evaluate.registry import metrics_table
+
+    (d / "diagnostics").mkdir(exist_ok=True)
+    metrics_table(scores).to_parquet(d / "diagnostics" / "metrics.parquet")
+    beyond_best_baseline(scores, per).to_parquet(d / "diagnostics" / "beyond_baseline.parquet")
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     d = tmp_path / "run"
     d.mkdir()
     make_scores().to_parquet(d / "scores.parquet")
     make_per_pert().to_parquet(d / "per_perturbation.parquet")
+    write_verdicts(d, make_scores(), make_per_pert())
     return d
 
 
@@ -164,7 +176,9 @@ def test_write_report_contents(run_dir):
     # summary names the best baseline and gives verdicts for both models
     assert "best baseline: <strong>cell_count</strong>" in text
     assert "<strong>dino_vit/block11</strong> beats it" in text
-    assert "<strong>weak_model</strong> does not beat it" in text
+    # Wilcoxon p is small but the bootstrap CI of the mean covers 0 (one perturbation only
+    # the models retrieve): both are required, so it is not distinguishable
+    assert "<strong>weak_model</strong> is not distinguishable from it" in text
     # tags, mean ± std, beyond-baseline column, figures, per-perturbation outliers
     assert "tag-baseline" in text and "tag-model" in text and "tag-reference" in text
     assert "reference · upper bound" in text
@@ -193,7 +207,7 @@ def test_atomic_write_leaves_no_temp_files(run_dir):
     write_report(run_dir)
     write_report(run_dir)  # overwriting works too
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["per_perturbation.parquet", "report.html", "scores.parquet"]
+    assert names == ["diagnostics", "per_perturbation.parquet", "report.html", "scores.parquet"]
 
 
 def test_write_goes_through_os_replace(run_dir, monkeypatch):
@@ -242,7 +256,7 @@ def test_failed_write_keeps_previous_report_and_no_temp(run_dir, monkeypatch):
         write_report(run_dir)
     assert path.read_bytes() == before
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "per_perturbation.parquet", "report.html", "scores.parquet"]
+        "diagnostics", "per_perturbation.parquet", "report.html", "scores.parquet"]
 
 
 def test_missing_scores_raises(tmp_path):

@@ -1,7 +1,8 @@
 """Stage 5 — diagnose: what a representation adds beyond the baselines, and why.
 
-* :mod:`.beyond_baseline` — each model minus the best baseline per task, batch level
-  and metric, with a paired Wilcoxon test over perturbations (or folds);
+* :mod:`.beyond_baseline` — each model against the best baseline per task, batch level
+  and ``score`` metric: paired Wilcoxon over perturbations (or folds), Benjamini–Hochberg
+  across the run, bootstrap CI, and a ``verdict`` ("beats" only when significant and sized);
 * :mod:`.agreement` — Spearman agreement of similarity rankings (seed 004 Fig. 1b) and
   linear CKA between representations;
 * :mod:`.dimensionality` — PCA spectrum, effective rank, participation ratio (collapse,

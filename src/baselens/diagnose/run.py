@@ -7,9 +7,13 @@
 ===================== ===================================== ============================
 table                 what                                  module
 ===================== ===================================== ============================
-``beyond_baseline``   model − best baseline, paired         :mod:`.beyond_baseline`
-                      Wilcoxon (``wilcoxon_p``,
-                      ``n_paired``, ``paired_over``)
+``metrics``           every (task, metric) of the run with  :mod:`baselens.evaluate.registry`
+                      its declared direction, kind,
+                      headline flag and pairing
+``beyond_baseline``   model − best baseline on ``score``    :mod:`.beyond_baseline`
+                      metrics: paired Wilcoxon, BH
+                      ``p_adjusted``, bootstrap CI,
+                      ``verdict``
 ``agreement``         Spearman of similarity rankings,      :mod:`.agreement`
                       linear CKA, every pair of sets
 ``dimensionality``    PCA spectrum, effective rank,         :mod:`.dimensionality`
@@ -25,7 +29,8 @@ table                 what                                  module
 A diagnostic whose inputs are missing returns its empty table (with the columns). A
 diagnostic that *fails* is recorded in ``log`` (and the ``baselens`` logger) and returns
 its empty table, so one broken diagnostic never costs the run its report — unless
-``strict=True`` (tests), which re-raises.
+``strict=True`` (tests), which re-raises. ``metrics`` and ``beyond_baseline`` are not
+optional: their failure fails the run with its error.
 """
 
 from __future__ import annotations
@@ -45,8 +50,12 @@ __all__ = ["DIAGNOSTICS", "ProfileSet", "run_diagnostics"]
 
 logger = logging.getLogger("baselens")
 
+#: Diagnostics whose failure fails the run: the metric declarations and the verdicts are
+#: the run's headline, not optional extras.
+REQUIRED = ("metrics", "beyond_baseline")
+
 #: The tables run_diagnostics returns, in order.
-DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
+DIAGNOSTICS = ("metrics", "beyond_baseline", "agreement", "dimensionality", "residualized",
                "assay_confounds", "phenotype_classes")
 
 
@@ -73,11 +82,13 @@ def _empty(name: str) -> pd.DataFrame:
     if name == "assay_confounds":
         return empty_assays()
     if name == "beyond_baseline":
-        from baselens.diagnose.beyond_baseline import add_paired_tests, beyond_best_baseline
+        from baselens.diagnose.beyond_baseline import BEYOND_COLUMNS
 
-        return add_paired_tests(beyond_best_baseline(pd.DataFrame(
-            columns=["method", "method_kind", "task", "metric", "value"])),
-            pd.DataFrame(columns=["method", "method_kind", "task", "metric", "value"]))
+        return pd.DataFrame(columns=BEYOND_COLUMNS)
+    if name == "metrics":
+        from baselens.evaluate.registry import METRICS_TABLE_COLUMNS
+
+        return pd.DataFrame(columns=METRICS_TABLE_COLUMNS)
     return pd.DataFrame(columns=cols[name])
 
 
@@ -111,6 +122,7 @@ def run_diagnostics(
     log=None,
     seed: int = 0,
     strict: bool = False,
+    task_alias: dict[str, str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every diagnostic of :data:`DIAGNOSTICS` (module docstring).
 
@@ -136,22 +148,29 @@ def run_diagnostics(
     seed
         Seed of anything random (seed 003's balanced t-test subsampling, when enabled).
     strict
-        Re-raise a failing diagnostic instead of recording it.
+        Re-raise a failing diagnostic instead of recording it (``metrics`` and
+        ``beyond_baseline`` always re-raise: the run fails with their error).
+    task_alias
+        ``task`` value → registered task of :mod:`baselens.evaluate.registry` (tissue runs).
     """
     from baselens.diagnose.agreement import agreement
-    from baselens.diagnose.beyond_baseline import add_paired_tests, beyond_best_baseline
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.classes import class_capture
     from baselens.diagnose.confounds import residualized_retrieval
     from baselens.diagnose.curation import assay_confounds, compound_cell_counts, curated_tasks
     from baselens.diagnose.dimensionality import dimensionality
-    from baselens.run.tasks import LOWER_IS_BETTER
+    from baselens.evaluate.registry import metrics_table
 
     profile_sets = list(profile_sets)
     inputs = inputs or {}
 
     def _beyond():
-        b = beyond_best_baseline(scores, lower_is_better=LOWER_IS_BETTER)
-        return add_paired_tests(b, scores, per_perturbation)
+        b = beyond_best_baseline(scores, per_perturbation, task_alias=task_alias, seed=seed)
+        if b.attrs.get("undeclared"):
+            _note(log, "diagnose: beyond_baseline",
+                  "metric(s) not declared in the task registry, not compared: "
+                  + ", ".join(b.attrs["undeclared"]), failed=True)
+        return b
 
     def _assays():
         labels = inputs.get("bioactivity")
@@ -168,6 +187,7 @@ def run_diagnostics(
         return assay_confounds(cc, labels, seed=seed)
 
     steps: dict[str, Callable[[], pd.DataFrame]] = {
+        "metrics": lambda: metrics_table(scores, task_alias),
         "beyond_baseline": _beyond,
         "agreement": lambda: agreement(profile_sets),
         "dimensionality": lambda: dimensionality(profile_sets),
@@ -184,7 +204,7 @@ def run_diagnostics(
         try:
             out[name] = fn()
         except Exception as exc:  # noqa: BLE001 — recorded, the run goes on (see docstring)
-            if strict:
+            if strict or name in REQUIRED:
                 raise
             logger.exception("diagnostic %s failed", name)
             _note(log, f"diagnose: {name}", f"failed: {type(exc).__name__}: {exc}", failed=True)

@@ -6,12 +6,12 @@ config line, pretrained or untrained, and each of its four stages is scored as i
 ``layer``::
 
     [[methods]]
-    name = "vit_small_patch16_224"                    # kind "model"
+    name = "vit_small_patch16_224"                    # untrained: kind "baseline"
     params = { weights = "random", seed = 0, channels = "expand", geometry = "native" }
 
     [[methods]]
     name = "network"                                   # the generic entry
-    params = { arch = "resnet50", weights = "pretrained" }
+    params = { arch = "resnet50", weights = "pretrained" }   # trained: kind "model"
 
     [[methods]]
     name = "resnet50_random"                           # kind "baseline"
@@ -96,17 +96,15 @@ Pipeline of one site (every step a param, recorded in the run's config)
    excluded) or ``"cls_mean"`` (both concatenated). Block outputs are taken before the
    final LayerNorm.
 
-Untrained networks: baseline or model?
---------------------------------------
+Untrained networks are baselines
+--------------------------------
 
-The registry fixes a name's kind, so it cannot be a param. Seed 004 treats untrained
-networks as *baselines* (a pretrained model must beat its random twin to have learned
-anything), while a user studying untrained nets themselves wants them scored as models.
-Both are offered: every architecture is registered as ``<arch>`` (kind ``"model"``, any
-``weights``) and as ``<arch>_random`` (kind ``"baseline"``, weights fixed to
-``"random"``). To make an untrained net part of "the best baseline" that models must
-beat, use ``<arch>_random``; the demo uses ``<arch>`` with ``weights = "random"`` so the
-report shows how much an untrained network adds over pixel statistics.
+The kind follows the weights, not the name or label: any network with random weights
+(``weights = "random"``, the default) has ``method_kind = "baseline"`` — seed 004 treats
+untrained networks as baselines a pretrained model must beat to have learned anything —
+and only trained weights make a ``"model"`` (:func:`baselens.extract.registry.method_kind`).
+Every architecture is registered as ``<arch>`` (any ``weights``) and ``<arch>_random``
+(weights fixed to ``"random"``); both are baselines when untrained.
 
 Timm's untrained ResNets use ``zero_init_last`` (the last BatchNorm of every residual
 block starts at zero), so an untrained timm ResNet is mostly its stem and downsampling
@@ -122,7 +120,7 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from baselens.extract.registry import SiteBatch, register
+from baselens.extract.registry import SiteBatch, register, weights_kind
 from baselens.extract.weights import (
     WeightsError,
     WeightsSpec,
@@ -749,11 +747,14 @@ def _make_factory(arch_name: str, random_only: bool):
     return factory
 
 
-register("network", kind="model",
+register("network", kind="model", kind_for=weights_kind("random"),
          description="any architecture of baselens.extract.networks.ARCHITECTURES: params arch, "
-                     "weights, channels, intensity, geometry, layers (seed 004 D.1)")(Network)
+                     "weights, channels, intensity, geometry, layers (seed 004 D.1); kind "
+                     "baseline when weights are random")(Network)
 
 for _a in ARCHITECTURES.values():
-    register(_a.name, kind="model", description=_describe_arch(_a, False))(_make_factory(_a.name, False))
+    register(_a.name, kind="model", kind_for=weights_kind("random"),
+             description=_describe_arch(_a, False) + "; kind baseline when weights are random"
+             )(_make_factory(_a.name, False))
     register(f"{_a.name}_random", kind="baseline",
              description=_describe_arch(_a, True) + "; kind baseline")(_make_factory(_a.name, True))

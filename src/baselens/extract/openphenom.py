@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from baselens.extract.networks import normalize_intensity, percentile_limits, site_geometry
-from baselens.extract.registry import SiteBatch, register
+from baselens.extract.registry import SiteBatch, register, weights_kind
 from baselens.extract.weights import WeightsError, check_online, load_into, load_state_dict
 
 __all__ = ["OpenPhenom", "build_encoder", "sincos_pos_embed", "HF_REPO"]
@@ -152,7 +152,7 @@ def load_encoder_state(path: Path) -> dict:
     return sd
 
 
-@register("openphenom", kind="model",
+@register("openphenom", kind="model", kind_for=weights_kind(None),
           description="OpenPhenom channel-agnostic MAE ViT-S/16 (recursionpharma/OpenPhenom), "
                       "mean of patch tokens, blocks 3/6/9/12 (seed 004 D.2)")
 class OpenPhenom:

@@ -73,13 +73,31 @@ class ExtractorSpec:
     kind: str
     factory: Callable[..., Extractor]
     description: str
+    #: the kind for given params, where the params decide it (a network's ``weights``:
+    #: random weights make a baseline, whatever the name or label); ``None`` = ``kind``
+    kind_for: Callable[[dict], str] | None = None
+
+    def kind_of(self, params: dict | None = None) -> str:
+        """The kind of this extractor built with ``params`` (see ``kind_for``)."""
+        if self.kind_for is None:
+            return self.kind
+        kind = self.kind_for(dict(params or {}))
+        if kind not in KINDS:
+            raise ValueError(f"extractor {self.name!r}: kind_for gave {kind!r}, not one of {KINDS}")
+        return kind
 
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
 
 
-def register(name: str, *, kind: str, description: str = "") -> Callable:
-    """Class/function decorator registering an extractor factory under ``name``."""
+def register(name: str, *, kind: str, description: str = "",
+             kind_for: Callable[[dict], str] | None = None) -> Callable:
+    """Class/function decorator registering an extractor factory under ``name``.
+
+    ``kind`` is the registered kind; ``kind_for(params) -> kind`` (optional) decides it from
+    the params where they change what the representation is (an untrained network is a
+    baseline: :func:`weights_kind`).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
@@ -87,7 +105,7 @@ def register(name: str, *, kind: str, description: str = "") -> Callable:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"extractor {name!r} is already registered")
         doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = ExtractorSpec(name, kind, factory, doc)
+        _REGISTRY[name] = ExtractorSpec(name, kind, factory, doc, kind_for)
         return factory
 
     return deco
@@ -105,6 +123,27 @@ def get_spec(name: str) -> ExtractorSpec:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         raise KeyError(f"unknown extractor {name!r}; registered extractors: {known}") from None
+
+
+def method_kind(name: str, params: dict | None = None) -> str:
+    """The ``method_kind`` of extractor ``name`` built with ``params``.
+
+    The kind follows what the representation is, not its name or label: any network with
+    random (untrained) weights is a ``"baseline"`` (seed 004 treats untrained networks as
+    baselines a pretrained model must beat), only trained weights make a ``"model"``.
+    """
+    return get_spec(name).kind_of(params)
+
+
+def weights_kind(default_weights: str | None = "random") -> Callable[[dict], str]:
+    """``kind_for`` of a network extractor: ``"baseline"`` when ``params["weights"]`` (or
+    ``default_weights`` when absent) is ``"random"``, else ``"model"``."""
+
+    def kind_for(params: dict) -> str:
+        w = params.get("weights", default_weights)
+        return "baseline" if w is None or str(w).strip().lower() == "random" else "model"
+
+    return kind_for
 
 
 def get_extractor(name: str, **params) -> Extractor:

@@ -399,7 +399,7 @@ _STRUCT_KEYS = ("k", "px_per_um", "node_radius", "render_size")
 
 
 def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tuple[str, dict]:
-    from baselens.extract.registry import get_extractor, get_spec
+    from baselens.extract.registry import get_extractor, method_kind
 
     params = dict(params)
     inp = params.pop("input", "image")
@@ -411,7 +411,7 @@ def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tupl
     params.setdefault("intensity_range", (0.0, 1.0) if inp == "structure" else (0.0, 255.0))
     params.setdefault("batch_size", batch_size)
     net = get_extractor(name, **params)
-    kind = "baseline" if inp == "structure" else get_spec(name).kind
+    kind = "baseline" if inp == "structure" else method_kind(name, params)
     size = int(sp.get("render_size", getattr(net, "input_size", 224)))
     pum = _patch_um(ds)
     feats: dict[str, list] = {}

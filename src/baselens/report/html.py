@@ -34,7 +34,6 @@ or archived with the run.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -47,8 +46,8 @@ import pandas as pd
 
 from baselens import __version__
 from baselens.diagnose.beyond_baseline import (
+    BEYOND_COLUMNS,
     aggregate_scores,
-    beyond_best_baseline,
     per_perturbation_differential,
 )
 from baselens.report import sections as S
@@ -125,31 +124,73 @@ def _value_html(value: Any, depth: int) -> str:
     return _esc(text)
 
 
-def _headline_metrics(agg: pd.DataFrame) -> dict[str, str]:
+def _headline_metrics(agg: pd.DataFrame, decl: pd.DataFrame | None = None) -> dict[str, str]:
     """The metric the summary talks about for every task.
 
-    The task's main metric (``baselens.run.tasks.MAIN_METRIC``) when it was scored, else the
-    first metric in order of appearance (the pipeline writes the main metric first).
+    The task's declared headline metric (``headline`` of ``diagnostics/metrics.parquet``,
+    written from the task registry) when it was scored, else the first metric in order of
+    appearance (the pipeline writes the headline metric first).
     """
-    try:
-        from baselens.run.tasks import MAIN_METRIC
-    except Exception:  # pragma: no cover - the report must render without the run package
-        MAIN_METRIC = {}
+    main: dict[str, str] = {}
+    if decl is not None and not decl.empty and "headline" in decl.columns:
+        h = decl[decl["headline"].astype(bool)]
+        main = dict(zip(h["task"].astype(str), h["metric"].astype(str)))
     out: dict[str, str] = {}
     present = agg.groupby("task", sort=False)["metric"].agg(lambda s: set(s)).to_dict()
     for task, metric in zip(agg["task"], agg["metric"]):
         if task in out:
             continue
-        main = MAIN_METRIC.get(task)
-        out[task] = main if main in present.get(task, ()) else metric
+        m = main.get(task)
+        out[task] = m if m in present.get(task, ()) else metric
     return out
 
 
-def _within_noise(row: pd.Series) -> bool:
-    sds = [s for s in (row["value_std"], row["best_baseline_std"]) if not _isnan(s)]
-    if not sds or _isnan(row["difference"]):
-        return False
-    return abs(row["difference"]) <= math.sqrt(sum(s * s for s in sds))
+def _declared(decl: pd.DataFrame | None) -> tuple[set[str], dict[tuple[str, str], str]]:
+    """``(lower-is-better metric names, {(task, metric): kind})`` from
+    ``diagnostics/metrics.parquet`` (empty when the run folder lacks it)."""
+    if decl is None or decl.empty or not {"task", "metric", "higher_is_better"} <= set(decl):
+        return set(), {}
+    lower = set(decl.loc[~decl["higher_is_better"].astype(bool), "metric"].astype(str))
+    kinds = ({(str(t), str(m)): str(k) for t, m, k in zip(decl["task"], decl["metric"],
+                                                         decl["metric_kind"])}
+             if "metric_kind" in decl.columns else {})
+    return lower, kinds
+
+
+def _verdicts(bb: pd.DataFrame | None) -> pd.DataFrame:
+    """``diagnostics/beyond_baseline.parquet`` with its key columns as strings; a table
+    without ``verdict`` (written by an earlier baselens) gets ``verdict = "not tested"``."""
+    if bb is None or bb.empty:
+        return pd.DataFrame(columns=BEYOND_COLUMNS)
+    bb = normalise_keys(bb, ("method", "layer", "task", "batch_level", "metric"))
+    if "verdict" not in bb.columns:
+        bb["verdict"] = "not tested"
+    for c in BEYOND_COLUMNS:
+        if c not in bb.columns:
+            bb[c] = np.nan
+    for c in ("best_baseline", "best_baseline_layer"):
+        bb[c] = bb[c].astype(object).where(bb[c].notna(), None)
+    bb["verdict"] = bb["verdict"].fillna("not tested").astype(str)
+    return bb
+
+
+_VERDICT_WORDS = {"beats": "beats it", "worse": "is worse than it",
+                  "not distinguishable": "is not distinguishable from it",
+                  "no baseline": "has no baseline to compare with",
+                  "not tested": "was not tested against it"}
+
+
+def _ci_text(r) -> str:
+    """`` (95 % CI [a, b], p_adj = …, n pairs)`` of a verdict row, or ``""``."""
+    lo, hi, padj = r.get("ci_low"), r.get("ci_high"), r.get("p_adjusted")
+    if _isnan(lo) or _isnan(hi):
+        return ""
+    n = r.get("n_paired")
+    over = str(r.get("paired_over") or "")
+    pairs = (f", {int(n)} {over}{'s' if int(n) != 1 else ''}" if not _isnan(n) and over
+             else "")
+    p = "" if _isnan(padj) else f", p<sub>adj</sub> {_fmt_p(padj)}"
+    return f"paired 95 % CI [{_fmt(lo, signed=True)}, {_fmt(hi, signed=True)}]{p}{pairs}"
 
 
 def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
@@ -172,13 +213,16 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
         # as one assay's y-scrambled AUPRG would drown the comparisons that matter
         is_headline = models["metric"] == models["task"].map(headline)
         for (method, layer), grp in models[is_headline].groupby(["method", "layer"], sort=False):
-            comp = grp[grp["improvement"].notna()]
-            k, n = int(comp["beats_best_baseline"].sum()), len(comp)
+            comp = grp[grp["verdict"].isin(["beats", "not distinguishable", "worse"])
+                       & grp["improvement"].notna()]
+            wins = comp[comp["verdict"] == "beats"]
+            k, n = len(wins), len(comp)
             cls = "all" if n and k == n else ("none" if k == 0 else "")
-            best_row = comp.loc[comp["improvement"].idxmax()] if n else None
+            pool = wins if k else comp
+            best_row = pool.loc[pool["improvement"].idxmax()] if len(pool) else None
             detail = ""
             if best_row is not None:
-                word = "largest margin" if best_row["improvement"] > 0 else "closest"
+                word = "largest significant margin" if k else "closest"
                 detail = (
                     f"{word}: {_fmt(best_row['improvement'], signed=True)} on "
                     f"{_esc(best_row['task'])} ({_esc(_metric_label(best_row['metric']))}"
@@ -189,7 +233,7 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
                 f'<div class="card"><div class="name">{_method_html(method, layer)}</div>'
                 f'<div class="big {cls}">{k} / {n}</div>'
                 f'<div class="small">task × batch-level comparisons (headline metric) where '
-                f"it beats the best baseline</div>"
+                f"it beats the best baseline (significant after correction, CI above 0)</div>"
                 f'<div class="small">{detail}</div></div>'
             )
         parts.append("</div>")
@@ -232,6 +276,14 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
                      "can be solved from where wells sit on the plate, so scores at this batch "
                      "level say little about biology — look at the NSL / NSSL levels.</span>")
         sent = []
+        # every non-baseline of the scores, with its verdict where the diagnostics gave one
+        # (absent: "not tested"; e.g. a run folder without diagnostics/beyond_baseline)
+        others = grp[(grp["metric"] == metric) & (grp["method_kind"] != "baseline")][
+            ["method", "layer", "method_kind", "value_mean"]]
+        sub = others.merge(sub.drop(columns=["method_kind", "value_mean", "task",
+                                             "batch_level", "metric"]),
+                           on=["method", "layer"], how="left")
+        sub["verdict"] = sub["verdict"].fillna("not tested")
         refs = sub[sub["method_kind"] == "reference"]
         ref_best = refs["value_mean"].max() if not refs.empty else float("nan")
         for _, r in sub[sub["method_kind"] == "model"].iterrows():
@@ -239,38 +291,46 @@ def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
             if _isnan(r["value_mean"]):
                 sent.append(f'<span class="verdict na">–</span>{_esc(name)} has no value.')
                 continue
+            if str(r["verdict"]) == "not tested" or _isnan(r["improvement"]):
+                sent.append(f'<span class="verdict na">–</span><strong>{_esc(name)}</strong> '
+                            f"{_fmt(r['value_mean'])}: not compared (no verdict in "
+                            "diagnostics/beyond_baseline.parquet).")
+                continue
             ratio = _fmt_ratio(r["ratio"]) if bval > 0 and r["value_mean"] >= 0 else ""
             ratio = f", {ratio} the baseline" if ratio else ""
-            noise = " — within the fold-to-fold spread" if _within_noise(r) else ""
+            ci = _ci_text(r)
+            ci = f"; {ci}" if ci else ""
             headroom = ""
-            if not _isnan(ref_best) and ref_best - bval > 0 and r["improvement"] > 0:
+            verdict = str(r["verdict"])
+            if not _isnan(ref_best) and ref_best - bval > 0 and verdict == "beats":
                 frac = (r["value_mean"] - bval) / (ref_best - bval)
                 headroom = f"; it closes {100 * frac:.0f} % of the gap to the reference"
-            if r["beats_best_baseline"]:
-                sent.append(
-                    f'<span class="verdict pos">✔</span><strong>{_esc(name)}</strong> beats it: '
-                    f"{_fmt(r['value_mean'])} ({_fmt(r['improvement'], signed=True)}{ratio})"
-                    f"{noise}{headroom}."
-                )
-            else:
-                sent.append(
-                    f'<span class="verdict neg">✘</span><strong>{_esc(name)}</strong> does not '
-                    f"beat it: {_fmt(r['value_mean'])} ({_fmt(r['improvement'], signed=True)}"
-                    f"{ratio}){noise}."
-                )
+            mark = ('<span class="verdict pos">✔</span>' if verdict == "beats" else
+                    '<span class="verdict neg">✘</span>')
+            sent.append(
+                f"{mark}<strong>{_esc(name)}</strong> {_VERDICT_WORDS.get(verdict, verdict)}: "
+                f"{_fmt(r['value_mean'])} ({_fmt(r['improvement'], signed=True)}{ratio}{ci})"
+                f"{headroom}."
+            )
         for _, r in refs.iterrows():
             name = _method_label(r["method"], r["layer"])
             if _isnan(r["value_mean"]):
                 sent.append(f'<span class="verdict na">–</span>{_esc(name)} (reference) has no '
                             "value.")
+            elif str(r["verdict"]) == "not tested" or _isnan(r["improvement"]):
+                sent.append(f'<span class="verdict ref">◆</span>{_esc(name)} (reference, upper '
+                            f"bound) reaches {_fmt(r['value_mean'])} (not compared: no verdict).")
             else:
+                v = str(r["verdict"])
+                tail = {"beats": " — significantly: there is signal left for a model to find.",
+                        "worse": " — significantly below it: the baseline captures more than "
+                                 "the reference here (a shortcut such as plate layout?)."}.get(
+                    v, " — not a significant gain: the baseline already explains what the "
+                       "reference captures.")
                 sent.append(
                     f'<span class="verdict ref">◆</span>{_esc(name)} (reference, upper bound) '
                     f"reaches {_fmt(r['value_mean'])}, {_fmt(r['improvement'], signed=True)} "
-                    "beyond it"
-                    + (" — there is signal left for a model to find." if r["improvement"] > 0
-                       else " — the baseline already explains what the reference captures.")
-                )
+                    f"beyond it{tail}")
         for _, r in sub[sub["method_kind"] == "null"].iterrows():
             if not _isnan(r["value_mean"]):
                 sent.append(
@@ -298,8 +358,9 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
                       pvals: Mapping | None = None) -> str:
     """One sortable table: rows = method/layer, columns = score and margin per metric.
 
-    ``pvals`` maps ``(method, layer, metric)`` to ``(wilcoxon_p, n_paired, paired_over)``
-    (from ``diagnostics/beyond_baseline.parquet``); the margin cell then shows the p-value.
+    ``pvals`` maps ``(method, layer, metric)`` to ``(p_adjusted, n_paired, paired_over,
+    verdict)`` (from ``diagnostics/beyond_baseline.parquet``); the margin cell then shows
+    the adjusted p-value, and is green only for ``verdict == "beats"`` (red for "worse").
     """
     pvals = pvals or {}
     metrics = list(pd.unique(agg_tl["metric"]))
@@ -382,18 +443,21 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
                     cells.append('<td class="num na" data-value="">·</td>' if kind == "baseline"
                                  else '<td class="num na" data-value="">—</td>')
                 else:
-                    cls = "pos" if g.improvement > 0 else "neg"
+                    cls = {"beats": "pos", "worse": "neg"}.get(str(g.verdict), "")
                     ratio = (_fmt_ratio(g.ratio)
                              if g.best_baseline_mean > 0 and g.value_mean >= 0 else "")
                     pv = pvals.get((r.method, r.layer, metric))
                     ptxt = ""
                     if pv is not None and not _isnan(pv[0]):
-                        over = f" {pv[2]}" if pv[2] else ""
+                        over = f" {pv[2]}s" if pv[2] else ""
                         ntxt = f" over {int(pv[1])}{over}" if not _isnan(pv[1]) else ""
                         ptxt = (f'<span class="pval" title="paired Wilcoxon signed-rank test'
-                                f'{_esc(ntxt)}">p {_esc(_fmt_p(pv[0]))}</span>')
+                                f'{_esc(ntxt)}, Benjamini–Hochberg adjusted over the run; '
+                                f'verdict: {_esc(g.verdict)}">p<sub>adj</sub> '
+                                f'{_esc(_fmt_p(pv[0]))}</span>')
                     cells.append(
-                        f'<td class="num" data-value="{float(g.improvement)!r}">'
+                        f'<td class="num" data-value="{float(g.improvement)!r}" '
+                        f'data-verdict="{_esc(g.verdict)}" title="{_esc(g.verdict)}">'
                         f'<span class="{cls}">{_fmt(g.improvement, signed=True)}</span>'
                         + (f'<span class="ratio">{ratio}</span>' if ratio else "")
                         + ptxt + "</td>"
@@ -572,6 +636,16 @@ def _footer_html(agg: pd.DataFrame, lower: set[str]) -> str:
         f"<p><strong>Beyond best baseline</strong> = model score − best baseline score, for the "
         f"same task, batch level and metric; the ratio is model ÷ best baseline. Scores are "
         f"means over folds and seeds (± sample standard deviation). {direction}.</p>",
+        "<p>A method <strong>beats</strong> the best baseline only when the difference is "
+        "significant and sized: a paired Wilcoxon signed-rank test over perturbations (or "
+        "held-out items; folds when a task gives nothing finer) has p &lt; 0.05 after "
+        "Benjamini–Hochberg correction across every comparison of the run, and the 95 % "
+        "bootstrap confidence interval of the mean paired difference (resampling "
+        "perturbations) excludes 0 on the better side. Otherwise it is <em>not "
+        "distinguishable</em> from the baseline (or <em>worse</em>, when significantly "
+        "below). Only metrics declared as scores are compared: counts, chance levels, "
+        "y-scrambled controls and warning flags never are. Untrained networks are "
+        "baselines.</p>",
     ]
     if notes:
         parts.append('<dl class="kv">' + "".join(
@@ -615,13 +689,17 @@ def _section(sid: str, inner: str) -> str:
             "</section>")
 
 
-def _main_metrics(metrics: list[str], headline: str) -> list[str]:
+def _main_metrics(metrics: list[str], headline: str, kinds: dict | None = None) -> list[str]:
     """Headline metric first, then metrics at most as nested as it (no per-assay splits,
-    counts, chance levels or y-scrambled controls), at most :data:`MAX_MAIN_METRICS`."""
+    counts, chance levels or y-scrambled controls: only declared ``score`` metrics where
+    ``diagnostics/metrics.parquet`` says), at most :data:`MAX_MAIN_METRICS`."""
+    kinds = kinds or {}
     depth = headline.count(":")
     out = [headline] if headline in metrics else []
     for m in metrics:
         if m in out or m.count(":") > depth or "scrambled" in m:
+            continue
+        if kinds.get(m, "score") != "score":
             continue
         if is_secondary_metric(m.split(":")[0]) or m.split(":")[0].endswith("_chance"):
             continue
@@ -629,16 +707,14 @@ def _main_metrics(metrics: list[str], headline: str) -> list[str]:
     return out[:MAX_MAIN_METRICS]
 
 
-def _pvalue_map(bb: pd.DataFrame | None) -> dict:
-    if bb is None or bb.empty or "wilcoxon_p" not in bb.columns:
+def _pvalue_map(bb: pd.DataFrame) -> dict:
+    if bb is None or bb.empty:
         return {}
-    bb = normalise_keys(bb, ("method", "layer", "task", "batch_level", "metric"))
-    n = bb["n_paired"] if "n_paired" in bb.columns else pd.Series(np.nan, index=bb.index)
-    over = (bb["paired_over"].fillna("").astype(str) if "paired_over" in bb.columns
-            else pd.Series("", index=bb.index))
-    return {(t, lv, m, la, me): (p, nn, o) for t, lv, m, la, me, p, nn, o in zip(
+    n = bb["n_paired"]
+    over = bb["paired_over"].fillna("").astype(str)
+    return {(t, lv, m, la, me): (p, nn, o, v) for t, lv, m, la, me, p, nn, o, v in zip(
         bb["task"], bb["batch_level"], bb["method"], bb["layer"], bb["metric"],
-        bb["wilcoxon_p"], n, over)}
+        bb["p_adjusted"], n, over, bb["verdict"])}
 
 
 def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str) -> str:
@@ -665,7 +741,8 @@ def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str)
             "</details>")
 
 
-def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds) -> str:
+def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
+                         metric_kinds=None) -> str:
     parts = ['<p class="lead">Per task, the headline batch level first (scores are means over '
              "folds and seeds; ★ marks the best baseline of each metric; the "
              "<em>beyond best baseline</em> column is model − best baseline, with the ratio and, "
@@ -677,7 +754,8 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds) -> 
     for task in pd.unique(agg["task"]):
         at = agg[agg["task"] == task]
         hl = ctx.levels[task]
-        main = _main_metrics(list(pd.unique(at["metric"])), headline[task])
+        main = _main_metrics(list(pd.unique(at["metric"])), headline[task],
+                             {m: k for (t, m), k in (metric_kinds or {}).items() if t == task})
         levels = order_levels(at["batch_level"])
         nav.append(f'<a href="#{_slug("task", task)}">{_esc(_task_label(task))}</a>')
         body = [f'<div class="task" id="{_esc(_slug("task", task))}">'
@@ -733,14 +811,18 @@ def render_report(
     ``phenotypes`` (``perturbation, phenotype_class``) lets the report compute per-class
     scores itself when ``phenotype_classes`` is missing.
     """
-    lower = set(lower_is_better)
     diag = {k: coerce_numeric(v) for k, v in dict(diagnostics or {}).items()}
+    decl = diag.get("metrics")
+    declared_lower, metric_kinds = _declared(decl)
+    lower = set(lower_is_better) | declared_lower
     agg = aggregate_scores(scores)
-    beyond = beyond_best_baseline(scores, lower_is_better=lower)
+    # the verdicts are the diagnostics' (the report decides nothing): model − best baseline
+    # on score metrics, paired test, BH-adjusted p, bootstrap CI, verdict
+    beyond = _verdicts(diag.get("beyond_baseline"))
     tasks = list(pd.unique(agg["task"]))
     n_levels = agg["batch_level"].nunique()
     kinds = set(agg["method_kind"])
-    headline = _headline_metrics(agg)
+    headline = _headline_metrics(agg, decl)
     ctx = S.Ctx.build(agg, beyond, lower, headline)
 
     n_methods = len(agg[["method", "layer"]].drop_duplicates())
@@ -785,8 +867,7 @@ def render_report(
                     + tissue_notes)
         body.append(_summary_html(agg, beyond, n_levels, findings))
         body.append(_section("leaderboard", _leaderboard_section(
-            agg, beyond, headline, ctx, _pvalue_map(diag.get("beyond_baseline")), n_levels,
-            kinds)))
+            agg, beyond, headline, ctx, _pvalue_map(beyond), n_levels, kinds, metric_kinds)))
         body.append(tissue_html)
         body.append(_section("batch-levels", S.batch_levels_html(ctx)))
         body.append(_section("layers", S.layers_html(ctx)))
@@ -857,7 +938,8 @@ def write_report(
         filter counts, timings. Rendered as a definition list (nested dicts nest; multi-line
         strings become preformatted blocks). Text is escaped, never linked.
     lower_is_better
-        Metric names where smaller is better (none in the contract).
+        Extra metric names where smaller is better (the run's
+        ``diagnostics/metrics.parquet`` declares the rest).
     diagnostics_dir
         Where the diagnostics tables are (default ``run_dir/diagnostics``).
     phenotypes

@@ -18,7 +18,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 #: The diagnostics tables the report reads (``DIR/diagnostics/<name>.parquet``).
-DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
+DIAGNOSTICS = ("metrics", "beyond_baseline", "agreement", "dimensionality", "residualized",
                "assay_confounds", "phenotype_classes")
 
 PHENOTYPE_COLUMN = "Metadata_PhenotypeClass"
@@ -37,7 +37,10 @@ def read_table(path: Path) -> pd.DataFrame | None:
 #: Columns that must be numbers (a table written with them as text is converted).
 NUMERIC_COLUMNS = ("value", "spearman", "cka", "n_perturbations", "component", "n",
                    "wilcoxon_p", "n_paired", "n_actives", "n_inactives", "t_statistic",
-                   "p_value", "cell_count_balanced_accuracy", "threshold")
+                   "p_value", "cell_count_balanced_accuracy", "threshold", "p", "p_adjusted",
+                   "ci_low", "ci_high", "difference", "paired_difference", "improvement",
+                   "value_mean", "value_std", "best_baseline_mean", "best_baseline_std",
+                   "ratio")
 
 
 def coerce_numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -48,6 +51,9 @@ def coerce_numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
     for c in NUMERIC_COLUMNS:
         if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in ("higher_is_better", "headline", "declared"):  # metrics.parquet flags
+        if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
+            df[c] = df[c].map(lambda v: str(v).strip().lower() in ("true", "1", "yes")).astype(bool)
     c = "predictable_by_cell_count"
     if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
         df[c] = df[c].map(lambda v: str(v).strip().lower() in ("true", "1", "yes")

@@ -30,13 +30,13 @@ from baselens._io import remove_stale_temps, write_json_atomic, write_parquet_at
 from baselens.data.annotations import read_relationship_pairs
 from baselens.data.load_data import LoadData, read_load_data
 from baselens.diagnose.run import ProfileSet, run_diagnostics
-from baselens.extract.registry import get_extractor, get_spec
+from baselens.extract.registry import get_extractor, method_kind
 from baselens.profile.aggregate import aggregate, feature_columns
 from baselens.profile.log import FilterLog
 from baselens.profile.normalize import normalize
 from baselens.run import execution
 from baselens.run.config import RunConfig, synthetic_config
-from baselens.run.tasks import LOWER_IS_BETTER, run_tasks
+from baselens.run.tasks import run_tasks
 
 logger = logging.getLogger("baselens")
 
@@ -515,16 +515,18 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     profile_sets = []  # every representation layer's well profiles, for the diagnostics
     well_counts = _well_cell_counts(feats_by_method)
     t_prof = t_eval = 0.0
+    task_record: dict = {}  # warnings counted and fold plans of every task (run.json)
     for m in cfg.methods:
         label = m.get("label", m["name"])
-        kind = get_spec(m["name"]).kind
+        kind = method_kind(m["name"], m.get("params"))  # follows the weights, not the label
         for layer, site_df in feats_by_method[label].items():
             t = time.perf_counter()
             profiles, feats = _profile(site_df, {**cfg.profile, **m.get("profile", {})}, log,
                                        f"{label}/{layer}", well_counts)
             t_prof += time.perf_counter() - t
             t = time.perf_counter()
-            scores, per = run_tasks(profiles, feats, inputs, cfg.tasks, log, f"{label}/{layer}")
+            scores, per = run_tasks(profiles, feats, inputs, cfg.tasks, log, f"{label}/{layer}",
+                                    record=task_record)
             scores = _warn_probes(scores, {**cfg.profile, **m.get("profile", {})})
             t_eval += time.perf_counter() - t
             ident = {"method": label, "method_kind": kind, "layer": layer}
@@ -564,6 +566,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
         "n_plates": int(ld.table["Metadata_Plate"].nunique()),
         "channels": ld.channels,
         "filters": log.to_records(),
+        "task_warnings": task_record.get("warnings", []),
+        "fold_plans": _fold_plans(task_record.get("fold_plans", [])),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     report = write_report_and_run_info(out, cfg.title, run_info, _report_context(run_info),
@@ -578,12 +582,41 @@ def write_report_and_run_info(out: Path, title: str, run_info: dict, context: di
     from baselens.report.html import write_report
 
     t = time.perf_counter()
-    report = write_report(out, title=title, context=context, lower_is_better=LOWER_IS_BETTER)
+    report = write_report(out, title=title, context=context)
     timings["report"] = time.perf_counter() - t
     run_info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json_atomic(run_info, out / "run.json")
     say(f"report: {report}")
     return report
+
+
+def _fold_plans(plans: list[dict]) -> dict[str, str]:
+    """``task → how its folds were formed`` (one line; methods that differ are named)."""
+    by_task: dict[str, dict[str, list[str]]] = {}
+    for r in plans:
+        by_task.setdefault(r["task"], {}).setdefault(r["fold_plan"], []).append(r["method"])
+    out = {}
+    for task, variants in by_task.items():
+        if len(variants) == 1:
+            out[task] = next(iter(variants))
+        else:
+            out[task] = " | ".join(f"{plan} ({', '.join(ms[:3])}{', …' if len(ms) > 3 else ''})"
+                                   for plan, ms in variants.items())
+    return out
+
+
+def _warnings_line(rows: list[dict]) -> str:
+    """Warnings raised inside tasks, summed per (task, batch level, category) over methods."""
+    if not rows:
+        return "none"
+    agg: dict[tuple, list] = {}
+    for r in rows:
+        k = (r["task"], r["batch_level"], r["category"])
+        a = agg.setdefault(k, [0, set(), r["message"]])
+        a[0] += int(r["count"])
+        a[1].add(r["method"])
+    return "\n".join(f"{t} at {lv}: {n} × {cat} in {len(ms)} method/layer(s), e.g. {msg[:160]}"
+                     for (t, lv, cat), (n, ms, msg) in sorted(agg.items()))
 
 
 def _report_context(info: dict) -> dict:
@@ -606,6 +639,9 @@ def _report_context(info: dict) -> dict:
                                                             "reference": "negcon"}),
         "filters": "; ".join(removed) if removed else "nothing removed",
         "skipped": "\n".join(skips) if skips else "nothing skipped",
+        "folds": "\n".join(f"{t}: {p}" for t, p in info.get("fold_plans", {}).items())
+                 or "as each task's default (no fold plan reported)",
+        "warnings in tasks": _warnings_line(info.get("task_warnings", [])),
         "timings (s)": ", ".join(f"{k} {v}" for k, v in info["timings_s"].items()),
         "baselens": info["baselens_version"],
     }

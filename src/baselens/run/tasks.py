@@ -1,9 +1,12 @@
 """Which evaluation tasks a run scores, with what inputs, and how their rows are stamped.
 
-Each task is a function of :mod:`baselens.evaluate` returning ``(scores, per_item)``.
-This module maps the ``[tasks.<name>]`` tables of a config onto those functions:
+Each task is a function of :mod:`baselens.evaluate` returning ``(scores, per_item)``,
+declared once in :data:`baselens.evaluate.registry.TASKS` with its default arguments,
+whether it runs by default, its metrics and its headline metric. This module maps the ``[tasks.<name>]`` tables of a config onto those functions:
 every key of a task table except ``enabled`` is passed to the function as a keyword
 argument, checked against its signature, so a typo fails before any work starts.
+
+The Cell Painting tasks (the registry's ``needs`` and ``defaults``):
 
 ==================== ===================================== ==================================
 task                 needs                                 default (demo) arguments
@@ -31,72 +34,41 @@ and the skip is recorded in ``run.json`` — never silently.
 from __future__ import annotations
 
 import inspect
+import logging
+import re
 import warnings
+from collections import Counter
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from baselens.evaluate.registry import TASKS
 from baselens.profile.log import FilterLog
 from baselens.run.config import ConfigError
 
+logger = logging.getLogger("baselens")
+
 
 def _tasks() -> dict[str, Callable]:
-    from baselens.evaluate.batch_mixing import batch_mixing
-    from baselens.evaluate.bioactivity import bioactivity
-    from baselens.evaluate.control_retrieval import control_retrieval
-    from baselens.evaluate.knn_probe import knn_probe
-    from baselens.evaluate.moa_retrieval import moa_retrieval
-    from baselens.evaluate.morphohelm import morphohelm
-    from baselens.evaluate.regression_probe import regression_probe
-    from baselens.evaluate.relationship_recall import relationship_recall
-    from baselens.evaluate.replicate_retrieval import replicate_retrieval
-
-    return {
-        "replicate_retrieval": replicate_retrieval,
-        "moa_retrieval": moa_retrieval,
-        "relationship_recall": relationship_recall,
-        "knn_probe": knn_probe,
-        "bioactivity": bioactivity,
-        "regression_probe": regression_probe,
-        "batch_mixing": batch_mixing,
-        "morphohelm": morphohelm,
-        "control_retrieval": control_retrieval,
-    }
+    """Name → scoring function of every Cell Painting task of the registry."""
+    return {name: spec.function for name, spec in TASKS.items()
+            if spec.pipeline == "cell_painting"}
 
 
-#: Arguments used when the config does not set them.
-DEFAULTS: dict[str, dict] = {
-    "replicate_retrieval": {"batch_level": "all"},
-    "moa_retrieval": {"batch_level": "all"},
-    "relationship_recall": {"batch_level": "all"},
-    "knn_probe": {},
-    "bioactivity": {"levels": ("NR",), "models": ("logistic",)},  # xgboost and grouped levels: config
-    "regression_probe": {},
-    "batch_mixing": {},
-    "morphohelm": {"batch_level": "all"},
-    "control_retrieval": {"batch_level": "all"},
-}
+def _lower_is_better() -> tuple[str, ...]:
+    """Base names of the registry's lower-is-better metrics (for callers that still pass a
+    ``lower_is_better`` list; the registry is the source)."""
+    return tuple(sorted({m.name for spec in TASKS.values() for m in spec.metrics
+                         if not m.higher_is_better and m.kind == "score"}))
 
-#: Tasks a run scores unless told otherwise.
-ENABLED_BY_DEFAULT = {"replicate_retrieval", "moa_retrieval", "relationship_recall", "knn_probe",
-                      "bioactivity", "regression_probe", "batch_mixing"}
 
-#: The headline metric of each task (listed first in the results, used by summaries).
-MAIN_METRIC = {
-    "replicate_retrieval": "mean_average_precision",
-    "moa_retrieval": "mean_average_precision",
-    "relationship_recall": "recall_0.05_0.95",
-    "knn_probe": "macro_f1",
-    "bioactivity": "auc_roc:logistic",
-    "regression_probe": "pearson",
-    "batch_mixing": "ilisi_scaled",
-    "morphohelm": "replicate_map",
-    "control_retrieval": "mean_average_precision",
-}
+#: Derived from :data:`baselens.evaluate.registry.TASKS` (not a second list): kept for
+#: ``run/compare.py`` until it reads the verdicts of ``beyond_baseline.parquet``.
+LOWER_IS_BETTER = _lower_is_better()
 
-#: Metrics where lower is better (how much batch a representation still encodes).
-LOWER_IS_BETTER = ("batch_classification_accuracy", "silhouette_batch")
+#: Batch-level names a warning message may mention (to count it at that level).
+_LEVEL_RE = re.compile(r"\b(SP|NR|NSP|NSB|NSS|NSL|NSSL)\b")
 
 #: Inputs the pipeline provides; they are not config keys.
 _PROVIDED = {"profiles", "features", "pairs", "labels", "targets"}
@@ -126,27 +98,61 @@ def validate_tasks(tasks_cfg: dict) -> None:
 
 
 def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_cfg: dict,
-              log: FilterLog, label: str) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+              log: FilterLog, label: str, record: dict | None = None
+              ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """Score every enabled task on one representation's profiles.
 
-    Returns lists of score frames (``task, batch_level, metric, fold, value, n, warning``)
+    Which tasks run, with which default arguments, comes from
+    :data:`baselens.evaluate.registry.TASKS` (``enabled_by_default``, ``defaults``).
+
+    Nothing a task does is silenced:
+
+    * every warning raised inside a task (sklearn's ``ConvergenceWarning`` and
+      ``UndefinedMetricWarning`` included) is counted per (task, batch level, category);
+      the counts go to ``record["warnings"]`` (``run.json``) — only the "batch level …
+      skipped" notices are not counted there, as they are logged as skips from
+      ``scores.attrs``;
+    * ``scores.attrs["dropped"]`` entries (``what, n_removed, n_kept, reason``) become
+      :class:`FilterLog` entries;
+    * ``scores.attrs["fold_plan"]`` (how folds were formed) goes to
+      ``record["fold_plans"]``.
+
+    Parameters
+    ----------
+    profiles, features
+        One representation layer's normalized well profiles and feature columns.
+    inputs
+        Task inputs (``pairs``, ``bioactivity``, ``targets``).
+    tasks_cfg
+        The config's ``[tasks.<name>]`` tables.
+    log
+        Where skips and drops are recorded.
+    label
+        ``method/layer``, prefixed to every record.
+    record
+        Optional dict collecting ``warnings`` and ``fold_plans`` lists (for ``run.json``).
+
+    Returns
+    -------
+    Lists of score frames (``task, batch_level, metric, fold, value, n, warning``)
     and per-item frames (``task, batch_level, perturbation, metric, value, fold``).
     """
     fns = _tasks()
     scores, per = [], []
     for name, fn in fns.items():
+        spec = TASKS[name]
         table = dict(tasks_cfg.get(name, {}))
-        if not table.pop("enabled", name in ENABLED_BY_DEFAULT):
+        if not table.pop("enabled", spec.enabled_by_default):
             continue
         where = table.pop("where", None)
-        kwargs = {**DEFAULTS.get(name, {}), **table}
+        kwargs = {**spec.defaults, **table}
         rows = profiles if where is None else select_rows(profiles, where, log, f"{label}: {name}")
         args, why = _inputs_for(name, rows, inputs, kwargs)
         if args is None:
             log.add(f"{label}: {name}", "tasks", 1, 0, f"task skipped: {why}", quiet=True)
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # skipped levels are read from attrs
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             s, p = fn(rows, features, *args, **kwargs)
         for key in ("skipped_batch_levels", "skipped_levels"):
             for level, reason in dict(s.attrs.get(key, {})).items():
@@ -155,9 +161,47 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
         if s.attrs.get("n_single_replicate_wells"):
             log.add(f"{label}: {name}", "wells", int(s.attrs["n_single_replicate_wells"]), 0,
                     "perturbation has a single replicate well: no positive to retrieve")
+        for d in s.attrs.get("dropped", []) or []:
+            log.add(f"{label}: {name}", str(d.get("what", "rows")), int(d.get("n_removed", 0)),
+                    int(d.get("n_kept", 0)), str(d.get("reason", "dropped by the task")))
+        counted = count_warnings(caught)
+        for w in counted:
+            logger.warning("%s: %s: %d × %s at %s: %s", label, name, w["count"], w["category"],
+                           w["batch_level"], w["message"])
+        if record is not None:
+            record.setdefault("warnings", []).extend(
+                {"method": label, "task": name, **w} for w in counted)
+            if s.attrs.get("fold_plan"):
+                record.setdefault("fold_plans", []).append(
+                    {"method": label, "task": name, "fold_plan": _plan_text(s.attrs["fold_plan"])})
         scores.append(_stamp_scores(s, name))
         per.append(_stamp_per(p, name))
     return scores, per
+
+
+def _plan_text(plan) -> str:
+    if isinstance(plan, dict):
+        return "; ".join(f"{k}: {v}" for k, v in plan.items())
+    return str(plan)
+
+
+def count_warnings(caught: list) -> list[dict]:
+    """Count caught warnings per (batch level, category, message).
+
+    The "batch level … skipped" notices are left out (the skips are logged from
+    ``scores.attrs``). A warning is counted at the batch level its message names, else at
+    ``"all"``. Returns dicts ``batch_level, category, message, count`` (message cut at 300
+    characters), most frequent first.
+    """
+    c: Counter = Counter()
+    for w in caught:
+        msg = str(w.message)
+        if " skipped: " in msg and "batch level" in msg:
+            continue
+        lv = _LEVEL_RE.search(msg)
+        c[(lv.group(1) if lv else "all", w.category.__name__, msg[:300])] += 1
+    return [{"batch_level": lv, "category": cat, "message": msg, "count": int(n)}
+            for (lv, cat, msg), n in c.most_common()]
 
 
 def _check_where(where, where_name: str) -> None:
@@ -248,7 +292,7 @@ def _stamp_scores(s: pd.DataFrame, task: str) -> pd.DataFrame:
     s["fold"] = pd.to_numeric(s["fold"], errors="coerce").fillna(0).astype("int64")
     s["n"] = pd.to_numeric(s["n"], errors="coerce").fillna(0).astype("int64")
     s["task"] = task
-    main = MAIN_METRIC.get(task)
+    main = TASKS[task].headline if task in TASKS else None
     order = np.where(s["metric"] == main, 0, np.where(s["metric"].str.contains(":"), 2, 1))
     s = s.iloc[np.argsort(order, kind="stable")]
     return s[["task", "batch_level", "metric", "fold", "value", "n", "warning"]]

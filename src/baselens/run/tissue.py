@@ -570,15 +570,18 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
     """beyond_baseline (+ paired Wilcoxon over genes), agreement, dimensionality; the Cell
     Painting–only tables written empty so the report says they do not apply."""
     from baselens.diagnose.agreement import agreement
-    from baselens.diagnose.beyond_baseline import add_paired_tests, beyond_best_baseline
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.dimensionality import dimensionality
     from baselens.diagnose.run import DIAGNOSTICS, _empty, _parquet_safe
-    from baselens.run.tasks import LOWER_IS_BETTER
+    from baselens.evaluate.registry import metrics_table
 
     d = out / "diagnostics"
     tables: dict[str, pd.DataFrame] = {}
-    tables["beyond_baseline"] = add_paired_tests(
-        beyond_best_baseline(scores, lower_is_better=LOWER_IS_BETTER), scores, per)
+    # the task column is the dataset's task (IDC, PRAD, …): every one is the registry's
+    # gene_expression task, whose declarations (metrics, pairing over genes) apply
+    alias = {str(t): "gene_expression" for t in pd.unique(scores["task"].astype(str))}
+    tables["metrics"] = metrics_table(scores, alias)
+    tables["beyond_baseline"] = beyond_best_baseline(scores, per, task_alias=alias)
     dcfg = cfg.diagnostics
     if dcfg.get("enabled", True):
         sets = _profile_sets(ds, reps, int(dcfg.get("max_spots", 400)),
