@@ -11,6 +11,8 @@ task                 needs                                 default (demo) argume
 replicate_retrieval  negative controls                     every batch level
 moa_retrieval        ``Metadata_moa`` (``|``-separated)    every batch level
 relationship_recall  annotation pairs (entity1, entity2)   every batch level
+relationship_        annotation pairs (off by default)     every batch level, exact
+enrichment                                                 hypergeometric p
 knn_probe            —                                     label ``Metadata_moa`` if present
 bioactivity          per-compound assay labels             logistic regression, NR
 regression_probe     per-well continuous targets           every probe level
@@ -49,6 +51,7 @@ def _tasks() -> dict[str, Callable]:
     from baselens.evaluate.moa_retrieval import moa_retrieval
     from baselens.evaluate.morphohelm import morphohelm
     from baselens.evaluate.regression_probe import regression_probe
+    from baselens.evaluate.relationship_enrichment import relationship_enrichment
     from baselens.evaluate.relationship_recall import relationship_recall
     from baselens.evaluate.replicate_retrieval import replicate_retrieval
 
@@ -56,6 +59,7 @@ def _tasks() -> dict[str, Callable]:
         "replicate_retrieval": replicate_retrieval,
         "moa_retrieval": moa_retrieval,
         "relationship_recall": relationship_recall,
+        "relationship_enrichment": relationship_enrichment,
         "knn_probe": knn_probe,
         "bioactivity": bioactivity,
         "regression_probe": regression_probe,
@@ -70,6 +74,7 @@ DEFAULTS: dict[str, dict] = {
     "replicate_retrieval": {"batch_level": "all"},
     "moa_retrieval": {"batch_level": "all"},
     "relationship_recall": {"batch_level": "all"},
+    "relationship_enrichment": {"batch_level": "all"},
     "knn_probe": {},
     "bioactivity": {"levels": ("NR",), "models": ("logistic",)},  # xgboost and grouped levels: config
     "regression_probe": {},
@@ -87,6 +92,7 @@ MAIN_METRIC = {
     "replicate_retrieval": "mean_average_precision",
     "moa_retrieval": "mean_average_precision",
     "relationship_recall": "recall_0.05_0.95",
+    "relationship_enrichment": "fraction_significant",
     "knn_probe": "macro_f1",
     "bioactivity": "auc_roc:logistic",
     "regression_probe": "pearson",
@@ -193,7 +199,7 @@ def select_rows(profiles: pd.DataFrame, where: dict, log: FilterLog | None = Non
 
 
 def _inputs_for(name: str, profiles: pd.DataFrame, inputs: dict, kwargs: dict):
-    if name == "relationship_recall":
+    if name in ("relationship_recall", "relationship_enrichment"):
         pairs = inputs.get("pairs")
         if pairs is None or not len(pairs):
             return None, "no relationship annotations (data.annotations)"
