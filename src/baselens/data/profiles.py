@@ -25,9 +25,9 @@ Baselines that need no pixels
       :data:`COUNT_COLUMNS`: ``Metadata_CellCount``, ``Metadata_Count_Cells``,
       ``Image_Count_Cells``, ``Count_Cells``, ``Cells_Number_Object_Number``,
       ``Nuclei_Number_Object_Number``), it is copied to ``Metadata_CellCount`` (what the
-      residualization diagnostics, the assay-confound table and the seed-003 |r| > 0.95
-      feature filter read) and the run config gains a ``cell_count`` method
-      (``profile_table`` extractor, ``derive = "cell_count"``) computing the image route's
+      residualization diagnostics, the assay-confound table and the |r| > 0.95 feature
+      filter of Seal et al. 2026, Nat. Commun., read) and the run config gains a
+      ``cell_count`` method (``profile_table`` extractor, ``derive = "cell_count"``) computing the image route's
       17 count features in-process (:func:`baselens.extract.cell_count.count_features`;
       a column with negative values — already normalized — only gives the polynomial
       ones, the roots and logs need a raw count). ``random`` is always added next to it.
