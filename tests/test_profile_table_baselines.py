@@ -211,3 +211,48 @@ def test_inspect_names_the_count_column_used(tmp_path):
     rep = inspect_path(tmp_path / "prof.csv")
     assert rep.info["count_column"] == "Cells_Number_Object_Number"
     assert "from Cells_Number_Object_Number, copied to Metadata_CellCount" in rep.text()
+
+
+def test_count_column_of_an_embeddings_file_feeds_cell_count_not_the_embedding(tmp_path):
+    """A CP table without counts + embeddings carrying Image_Count_Cells: the count is kept
+    out of the model's features and becomes the cell_count baseline and Metadata_CellCount."""
+    from baselens.data.inspect import inspect_path
+    from baselens.extract import get_extractor
+    from baselens.extract.registry import SiteBatch
+    from baselens.run.config import RunConfig
+
+    df = pycytominer_table()
+    cp = df.drop(columns=["Cells_Number_Object_Number"])
+    rng = np.random.default_rng(2)
+    emb = df[["Metadata_Plate", "Metadata_Well"]].copy()
+    for j in range(3):
+        emb[f"emb_{j}"] = rng.normal(size=len(emb))
+    emb["Image_Count_Cells"] = df["Cells_Number_Object_Number"]
+    emb.to_parquet(tmp_path / "model.parquet")
+    rep = inspect_path(tmp_path / "model.parquet")
+    assert rep.info["count_column"] == "Image_Count_Cells"
+    assert "not an embedding dimension" in rep.text()
+    cfg = write_profile_run(cp, tmp_path / "run", embeddings=tmp_path / "model.parquet")
+    rc = RunConfig.from_toml(cfg)
+    by = {m.get("label", m["name"]): m for m in rc.methods}
+    assert list(by) == ["model", "classic", "cell_count", "plate_layout", "random"]
+    assert by["model"]["params"]["features"] == ["emb_0", "emb_1", "emb_2"]
+    ld = pd.read_parquet(tmp_path / "run" / "load_data.parquet")
+    np.testing.assert_array_equal(ld["Metadata_CellCount"], df["Cells_Number_Object_Number"])
+    ex = get_extractor("profile_table", **by["cell_count"]["params"])
+    got = ex(SiteBatch(None, [], ld[["Metadata_Plate", "Metadata_Well"]]))["default"]
+    np.testing.assert_array_equal(got["Count_Cells"], df["Cells_Number_Object_Number"])
+
+
+def test_the_count_column_drives_the_cell_count_feature_filter():
+    """Metadata_CellCount from the table is what the |r| > 0.95 filter (Seal et al. 2026)
+    reads: the object-number feature (r = 1 with it) is dropped, the others stay."""
+    from baselens.profile.feature_select import feature_select
+    from baselens.profile.log import FilterLog
+
+    pt = read_profiles(pycytominer_table())
+    log = FilterLog()
+    out = feature_select(pt.table, features=pt.features, operations=["cell_count"], log=log)
+    kept = [f for f in pt.features if f in out.columns]
+    assert "Cells_Number_Object_Number" not in kept
+    assert len(kept) == len(pt.features) - 1

@@ -561,6 +561,17 @@ def _inspect_embeddings(path: Path, rep: InspectReport, *, metadata=None) -> Non
                 rep.actions.append("perturbation keys: every well of a perturbation gets the same "
                                    "vector, so replicate retrieval is trivially perfect — use them "
                                    "for relationship recall only")
+    from baselens.data.profiles import count_cost, find_count_column
+
+    ccol = find_count_column(t.features) if path.suffix.lower() != ".npy" else None
+    rep.info["count_column"] = ccol
+    if ccol is not None:
+        rep.add("cell count", f"{ccol} is a count, not an embedding dimension: "
+                              "`baselens load-data PROFILES --embeddings THIS` keeps it out of "
+                              "the embedding and, when the profile table has no count, "
+                              f"builds cell_count from it ({count_cost(ccol)})")
+    else:
+        rep.add("cell count", count_cost(None))
     rep.info.update({"rows": len(t.table), "dim": t.dim, "keys": t.keys})
     rep.add("embeddings", f"{len(t.table)} rows × {t.dim} dimensions, keys {t.keys}; features "
                           f"{t.features[:3]}{'…' if t.dim > 3 else ''}")

@@ -398,8 +398,22 @@ def write_profile_run(profiles: ProfileTable | str | os.PathLike, out_dir: str |
                       or c not in COUNT_COLUMNS]].copy()
     if "Metadata_Site" not in sites.columns:
         sites["Metadata_Site"] = 1
-    write_parquet_atomic(sites, out / "load_data.parquet")
     ccol = pt.report.get("count_column") if "count_column" in pt.report else find_count_column(pt.table.columns)
+    emb, emb_count, emb_feats = None, None, None
+    if embeddings is not None:
+        emb = Path(embeddings).expanduser().resolve()
+        if not emb.exists():
+            raise FileNotFoundError(f"embeddings file not found: {emb} (--embeddings)")
+        et = read_profiles(emb, require_perturbation=False)
+        counts_in_emb = [c for c in et.features if c in COUNT_COLUMNS]
+        if counts_in_emb or any(c in et.table.columns for c in ("Image_Count_Cells", "Count_Cells")):
+            emb_feats = [c for c in et.features if c not in COUNT_COLUMNS]  # counts are no embedding
+        if ccol is None and et.report.get("count_column"):
+            # the profile table has no count, the embeddings file does: it feeds cell_count
+            emb_count = et.report["count_column"]
+            k = [c for c in ("Metadata_Plate", "Metadata_Well") if c in et.table.columns]
+            sites = sites.merge(et.table[k + ["Metadata_CellCount"]], on=k, how="left")
+    write_parquet_atomic(sites, out / "load_data.parquet")
     extra = ["Metadata_CellCount"] if ("Metadata_CellCount" in pt.table.columns
                                        and "Metadata_CellCount" not in pt.features) else []
     prof_path = (out / "profiles.parquet").resolve()  # absolute: params are read from the cwd
@@ -410,14 +424,12 @@ def write_profile_run(profiles: ProfileTable | str | os.PathLike, out_dir: str |
     lines = [f"title = {_toml_str(title or f'{label}: profile table vs baselines')}", "",
              "[data]", 'load_data = "load_data.parquet"',
              "channels = []   # metadata only: representations that read no pixels", ""]
-    if embeddings is not None:
-        emb = Path(embeddings).expanduser().resolve()
-        if not emb.exists():
-            raise FileNotFoundError(f"embeddings file not found: {emb} (--embeddings)")
+    if emb is not None:
         elabel = embeddings_label or emb.name.split(".")[0]
+        feat = "" if emb_feats is None else f", features = {_toml_list(emb_feats)}"
         lines += ["# the model: embeddings of the same wells, joined by plate and well",
                   "[[methods]]", 'name = "precomputed"', f"label = {_toml_str(elabel)}",
-                  f'params = {{ path = {_toml_str(emb)}, keys = "well" }}', ""]
+                  f'params = {{ path = {_toml_str(emb)}, keys = "well"{feat} }}', ""]
     if own:
         feat = "" if not classic else f", features = {_toml_list(own)}"
         lines += ["[[methods]]", 'name = "precomputed"', f"label = {_toml_str(label)}",
@@ -429,7 +441,14 @@ def write_profile_run(profiles: ProfileTable | str | os.PathLike, out_dir: str |
         lines += [note, "[[methods]]", 'name = "profile_table"', 'label = "classic"',
                   f'params = {{ path = {_toml_str(prof_path)}, derive = "classic" }}', ""]
     bl = list(baselines)
-    if ccol is not None:
+    if emb_count is not None:
+        lines += [f"# cell count from the embeddings file's {emb_count}",
+                  "[[methods]]", 'name = "profile_table"', 'label = "cell_count"',
+                  f'params = {{ path = {_toml_str(emb)}, derive = "cell_count", '
+                  f'count_column = "Metadata_CellCount" }}', ""]
+        if "random" not in bl:
+            bl.append("random")
+    elif ccol is not None:
         lines += [f"# cell count from {ccol} (also Metadata_CellCount for the diagnostics)",
                   "[[methods]]", 'name = "profile_table"', 'label = "cell_count"',
                   f'params = {{ path = {_toml_str(prof_path)}, derive = "cell_count", '
