@@ -256,3 +256,35 @@ def test_the_count_column_drives_the_cell_count_feature_filter():
     kept = [f for f in pt.features if f in out.columns]
     assert "Cells_Number_Object_Number" not in kept
     assert len(kept) == len(pt.features) - 1
+
+
+def test_wells_without_a_count_are_dropped_with_a_count_not_silently(tmp_path):
+    from baselens.extract import get_extractor
+    from baselens.extract.registry import SiteBatch
+
+    df = pycytominer_table()
+    df.loc[[3, 7], "Cells_Number_Object_Number"] = np.nan
+    df.to_csv(tmp_path / "prof.csv", index=False)
+    with pytest.raises(ValueError, match=r"2 row\(s\) have no finite .*on_missing"):
+        get_extractor("profile_table", path=str(tmp_path / "prof.csv"))
+    assert read_profiles(df).report["count_missing"] == 2
+    cfg = write_profile_run(df, tmp_path / "run")
+    assert 'on_missing = "nan"' in cfg.read_text()
+    ex = get_extractor("profile_table", path=str(tmp_path / "prof.csv"), on_missing="nan")
+    got = ex(SiteBatch(None, [], df[["Metadata_Plate", "Metadata_Well"]]))["default"]
+    assert got.iloc[[3, 7]].isna().all(axis=None) and got.drop(index=[3, 7]).notna().all(axis=None)
+
+
+def test_cli_load_data_joins_embeddings_to_a_profile_table(tmp_path, capsys):
+    from baselens.run.cli import main
+
+    df = pycytominer_table()
+    df.to_csv(tmp_path / "cp.csv", index=False)
+    emb = df[["Metadata_Plate", "Metadata_Well"]].assign(e0=1.0, e1=np.arange(len(df), dtype=float))
+    emb.to_parquet(tmp_path / "fm.parquet")
+    assert main(["load-data", str(tmp_path / "cp.csv"), "--embeddings", str(tmp_path / "fm.parquet"),
+                 "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "cell count: from Cells_Number_Object_Number" in out
+    text = (tmp_path / "run" / "run.toml").read_text()
+    assert 'label = "fm"' in text and 'label = "classic"' in text and 'label = "cell_count"' in text

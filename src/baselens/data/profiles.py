@@ -453,7 +453,8 @@ def write_profile_run(profiles: ProfileTable | str | os.PathLike, out_dir: str |
                   "[[methods]]", 'name = "profile_table"', 'label = "cell_count"',
                   f'params = {{ path = {_toml_str(prof_path)}, derive = "cell_count", '
                   f'count_column = "Metadata_CellCount", '
-                  f'count_name = "{"Count_Nuclei" if ccol.startswith("Nuclei_") else "Count_Cells"}" }}', ""]
+                  f'count_name = "{"Count_Nuclei" if ccol.startswith("Nuclei_") else "Count_Cells"}"'
+                  + (', on_missing = "nan"' if pt.report.get("count_missing") else "") + " }", ""]
         if "random" not in bl:
             bl.append("random")  # the (cell_count, random) sanity pair
     for b in bl:

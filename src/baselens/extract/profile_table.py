@@ -25,7 +25,9 @@ polynomial family) are returned. ``derive = "classic"`` returns the CellProfiler
 Both are computed in-process from the table (no files are written) and join the screen by
 plate + well (+ site when the table has ``Metadata_Site``) exactly as ``precomputed`` does:
 every screen well must have a row (``on_missing = "nan"`` keeps missing ones as NaN,
-dropped and counted by the profile stage). Kind ``baseline``; no pixels are read.
+dropped and counted by the profile stage; with it, rows whose count is missing are treated
+as missing too — :func:`~baselens.data.profiles.write_profile_run` sets it when the table
+has such rows). Kind ``baseline``; no pixels are read.
 """
 
 from __future__ import annotations
@@ -120,8 +122,12 @@ class ProfileTableBaseline(Precomputed):
             bad = ~np.isfinite(v)
             if bad.any():
                 ex = raw.loc[bad, keys].astype(str).agg("/".join, axis=1).head(3).tolist()
-                raise ValueError(f"{path}: {int(bad.sum())} row(s) have no finite {col}, e.g. "
-                                 f"{ex}; fill or remove them (or drop the cell_count method)")
+                if on_missing == "error":
+                    raise ValueError(f"{path}: {int(bad.sum())} row(s) have no finite {col}, e.g. "
+                                     f"{ex}; fill or remove them, or set on_missing = \"nan\" "
+                                     "(those wells are then dropped and counted by the profile stage)")
+                # wells without a count get no row: NaN features, dropped and counted later
+                raw, v = raw[~bad].reset_index(drop=True), v[~bad]
             feats = table_count_features(v, count_scale=count_scale, name=count_name)
         else:
             cols = classic_columns(pt.features)
