@@ -164,6 +164,9 @@ def test_pycytominer_table_gives_cell_count_scores_and_an_assay_confound_table(t
     assert set(a["assay"]) == {"toxicity", "other"}
     flags = a.set_index("assay")["predictable_by_cell_count"]
     assert bool(flags["toxicity"]) and not bool(flags["other"])
+    # the count also drives the residualization diagnostic (Metadata_CellCount)
+    r = pd.read_parquet(tmp_path / "out" / "diagnostics" / "residualized.parquet")
+    assert {"none", "cell_count"} <= set(r.loc[r["method"] == "classic", "confound"])
     assert res is not None
 
 
