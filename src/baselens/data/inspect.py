@@ -457,6 +457,7 @@ def _inspect_profiles(path: Path, rep: InspectReport, *, perturbation=None, negc
             + (f", e.g. {fr['examples_nonfinite'][:3]}" if fr["nonfinite_any"] else ""))
     rep.add("features", f"constant: {fr['constant']} column(s) overall, "
                         f"{fr['constant_in_some_plate']} more within some plate")
+    _count_and_classic(rep, pt)
     if pt.report.get("perturbation_column"):
         rep.add("metadata columns", f"perturbation from {pt.report['perturbation_column']}; "
                                     f"negative controls: {pt.report.get('negcon_rule', 'Metadata_ControlType')}")
@@ -478,6 +479,35 @@ def _inspect_profiles(path: Path, rep: InspectReport, *, perturbation=None, negc
                        "(keys = \"well\"): `baselens load-data PROFILES --out DIR` writes the "
                        "metadata-only load_data, the features and DIR/run.toml")
     _score_actions(rep)
+
+
+def _count_and_classic(rep: InspectReport, pt) -> None:
+    """Which count column feeds cell_count / Metadata_CellCount (or what its absence costs),
+    and whether the table is a CellProfiler profile (the classic baseline)."""
+    from baselens.data.profiles import count_cost
+
+    col = pt.report.get("count_column")
+    rep.info["count_column"] = col
+    line = count_cost(col)
+    if col is not None and pt.report.get("count_normalized"):
+        line += ("; its values are normalized (negative ones present): the cell_count baseline "
+                 "gets the polynomial transforms only (roots and logs need raw counts)")
+    if col is not None and pt.report.get("count_missing"):
+        line += f"; {pt.report['count_missing']} row(s) have no count"
+    rep.add("cell count", line)
+    n_cp = int(pt.report.get("classic_features", 0))
+    rep.info["classic_features"] = n_cp
+    if n_cp == len(pt.features) and n_cp:
+        rep.add("classic", f"all {n_cp} features are CellProfiler features (Cells_/Nuclei_/"
+                           "Cytoplasm_): the table is the classic baseline and is scored as "
+                           "`classic` (not duplicated); `load-data --embeddings EMB` scores a "
+                           "model's embeddings of the same wells next to it")
+    elif n_cp:
+        rep.add("classic", f"{n_cp} of {len(pt.features)} features are CellProfiler features: "
+                           "they make the classic baseline, the others your representation")
+    else:
+        rep.add("classic", "no CellProfiler features (Cells_/Nuclei_/Cytoplasm_): no classic "
+                           "baseline from this table")
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -531,6 +561,17 @@ def _inspect_embeddings(path: Path, rep: InspectReport, *, metadata=None) -> Non
                 rep.actions.append("perturbation keys: every well of a perturbation gets the same "
                                    "vector, so replicate retrieval is trivially perfect — use them "
                                    "for relationship recall only")
+    from baselens.data.profiles import count_cost, find_count_column
+
+    ccol = find_count_column(t.features) if path.suffix.lower() != ".npy" else None
+    rep.info["count_column"] = ccol
+    if ccol is not None:
+        rep.add("cell count", f"{ccol} is a count, not an embedding dimension: "
+                              "`baselens load-data PROFILES --embeddings THIS` keeps it out of "
+                              "the embedding and, when the profile table has no count, "
+                              f"builds cell_count from it ({count_cost(ccol)})")
+    else:
+        rep.add("cell count", count_cost(None))
     rep.info.update({"rows": len(t.table), "dim": t.dim, "keys": t.keys})
     rep.add("embeddings", f"{len(t.table)} rows × {t.dim} dimensions, keys {t.keys}; features "
                           f"{t.features[:3]}{'…' if t.dim > 3 else ''}")
@@ -691,9 +732,13 @@ def build_run_inputs(
         from baselens.data.profiles import read_profiles, write_profile_run
 
         pt = read_profiles(src, perturbation=perturbation, negcon=negcon)
-        cfg = write_profile_run(pt, out, label=src.name.split(".")[0], title=title)
+        cfg = write_profile_run(pt, out, label=src.name.split(".")[0], title=title,
+                                embeddings=embeddings)
+        from baselens.data.profiles import count_cost
+
         summary = (f"{len(pt.table)} rows, {len(pt.features)} features; perturbation from "
-                   f"{pt.report['perturbation_column']}, {pt.report.get('negcon', 0)} negcon rows")
+                   f"{pt.report['perturbation_column']}, {pt.report.get('negcon', 0)} negcon rows"
+                   f"\ncell count: {count_cost(pt.report.get('count_column'))}")
     elif kind == "rxrx3_metadata":
         from baselens.data.rxrx3 import OPENPHENOM_PARAMS, RXRX3_CHANNELS, rxrx3_load_data
 

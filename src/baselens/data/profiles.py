@@ -20,6 +20,28 @@ features to the screen's wells (``keys = "well"``), and a *metadata-only* load_d
 any representation (the image baselines need images: add them when the table has
 ``FileName_Orig*`` columns).
 
+Baselines that need no pixels
+    * **cell_count** — when the table carries a count column (the first present of
+      :data:`COUNT_COLUMNS`: ``Metadata_CellCount``, ``Metadata_Count_Cells``,
+      ``Image_Count_Cells``, ``Count_Cells``, ``Cells_Number_Object_Number``,
+      ``Nuclei_Number_Object_Number``), it is copied to ``Metadata_CellCount`` (what the
+      residualization diagnostics, the assay-confound table and the |r| > 0.95 feature
+      filter of Seal et al. 2026, Nat. Commun., read) and the run config gains a
+      ``cell_count`` method (``profile_table`` extractor, ``derive = "cell_count"``) computing the image route's
+      17 count features in-process (:func:`baselens.extract.cell_count.count_features`;
+      a column with negative values — already normalized — only gives the polynomial
+      ones, the roots and logs need a raw count). ``random`` is always added next to it.
+      Image-level count columns (``Image_Count_Cells``, ``Count_Cells``) are kept out of
+      the representation's features; ``Cells_Number_Object_Number`` (a CellProfiler
+      feature, the well's mean object index ≈ (n + 1) / 2 after pycytominer's aggregation,
+      so monotone in the count) stays in them.
+    * **classic** — the CellProfiler features (``Cells_*``, ``Nuclei_*``, ``Cytoplasm_*``,
+      :data:`CLASSIC_PREFIXES`). When every feature of the table is one, the table *is* the
+      classic baseline and is scored once under the label ``classic`` (kind baseline), not
+      once more as a model. ``embeddings=`` (``baselens load-data PROFILES --embeddings
+      EMB.parquet``) scores a foundation model's embeddings of the same wells (keys plate +
+      well) as the model, next to ``classic`` and ``cell_count`` from this table, in one run.
+
 Perturbations and controls
     ``Metadata_Perturbation`` is taken from ``perturbation=`` or the first present of
     :data:`PERTURBATION_COLUMNS` (LINCS / pycytominer: ``Metadata_broad_sample``; JUMP:
@@ -43,8 +65,9 @@ import pandas as pd
 from baselens.data.embeddings import chosen_features
 from baselens.data.microscopy import normalize_well
 
-__all__ = ["PERTURBATION_COLUMNS", "NEGCON_VALUES", "ProfileTable", "read_profile_file",
-           "read_profiles", "feature_report", "write_profile_run"]
+__all__ = ["PERTURBATION_COLUMNS", "NEGCON_VALUES", "COUNT_COLUMNS", "CLASSIC_PREFIXES",
+           "ProfileTable", "read_profile_file", "read_profiles", "feature_report",
+           "find_count_column", "classic_columns", "count_cost", "write_profile_run"]
 
 PERTURBATION_COLUMNS: tuple[str, ...] = (
     "Metadata_Perturbation", "Metadata_JCP2022", "Metadata_broad_sample", "Metadata_pert_iname",
@@ -55,6 +78,20 @@ PERTURBATION_COLUMNS: tuple[str, ...] = (
 NEGCON_VALUES: frozenset[str] = frozenset({
     "DMSO", "dmso", "EMPTY_control", "non-targeting", "no-guide", "JCP2022_033924",
     "JCP2022_800001", "JCP2022_800002", "BFP", "HcRed", "LUCIFERASE", "LacZ", "negcon"})
+
+#: Count columns, in order of preference (an explicit well count first, then image-level
+#: CellProfiler counts, then the object-number features pycytominer aggregates).
+COUNT_COLUMNS: tuple[str, ...] = (
+    "Metadata_CellCount", "Metadata_Count_Cells", "Image_Count_Cells", "Count_Cells",
+    "Cells_Number_Object_Number", "Nuclei_Number_Object_Number")
+
+#: CellProfiler compartment prefixes: features that make the ``classic`` baseline.
+CLASSIC_PREFIXES: tuple[str, ...] = ("Cells_", "Nuclei_", "Cytoplasm_")
+
+#: What a table without a count column loses (``inspect`` prints it).
+NO_COUNT_COST = ("no cell_count baseline (how far count alone goes), no assay-confound table "
+                 "(diagnostics/assay_confounds.parquet), no cell-count residualization and no "
+                 "|r| > 0.95 cell-count feature filter")
 
 _PLATE = ("Metadata_Plate", "Image_Metadata_Plate", "Metadata_plate", "Metadata_Assay_Plate_Barcode",
           "plate", "Plate")
@@ -123,6 +160,26 @@ def _first(cols, names) -> str | None:
     return next((c for c in names if c in cols), None)
 
 
+def find_count_column(columns: Sequence[str]) -> str | None:
+    """The first of :data:`COUNT_COLUMNS` among ``columns`` (None when there is none)."""
+    return _first(list(columns), COUNT_COLUMNS)
+
+
+def classic_columns(features: Sequence[str]) -> list[str]:
+    """The CellProfiler features (``Cells_*``, ``Nuclei_*``, ``Cytoplasm_*``) of ``features``."""
+    return [f for f in features if str(f).startswith(CLASSIC_PREFIXES)]
+
+
+def count_cost(column: str | None) -> str:
+    """One line for ``inspect``: which count column is used, or what its absence costs."""
+    if column is None:
+        return (f"no count column (looked for {list(COUNT_COLUMNS)}): {NO_COUNT_COST}. Add a "
+                "per-well count (e.g. Metadata_Count_Cells from CellProfiler's Image table) "
+                "to get them")
+    return (f"from {column}, copied to Metadata_CellCount: a cell_count baseline (with random), "
+            "the assay-confound table, cell-count residualization and the |r| > 0.95 filter")
+
+
 def read_profiles(
     path: str | os.PathLike | pd.DataFrame,
     *,
@@ -177,7 +234,10 @@ def read_profiles(
     if features is not None:
         feats = chosen_features(df, features, src)
     else:
-        cand = [c for c in df.columns if not str(c).startswith(("Metadata_", "Image_Metadata_"))]
+        # image-level counts are metadata, not features (the CellProfiler object-number
+        # features are features of the profile and stay)
+        cand = [c for c in df.columns if not str(c).startswith(("Metadata_", "Image_Metadata_"))
+                and c not in ("Image_Count_Cells", "Count_Cells")]
         non_num = [c for c in cand if not pd.api.types.is_numeric_dtype(df[c])]
         if non_num:
             raise ValueError(f"{src}: {len(non_num)} non-numeric column(s) without a Metadata_ "
@@ -193,6 +253,16 @@ def read_profiles(
         raise ValueError(f"{src}: {int(dup.sum())} rows share a {tuple(k.removeprefix('Metadata_') for k in keys)}, "
                          f"e.g. {ex}; one row per well (or per site with Metadata_Site)")
     report: dict = {"rows": len(df)}
+    # cell count: the first count column becomes Metadata_CellCount (diagnostics, filter)
+    ccol = find_count_column(df.columns)
+    report["count_column"] = ccol
+    if ccol is not None:
+        counts = pd.to_numeric(df[ccol], errors="coerce")
+        if ccol != "Metadata_CellCount":
+            df["Metadata_CellCount"] = counts.astype(np.float64)
+        report["count_missing"] = int(counts.isna().sum())
+        report["count_normalized"] = bool((counts < 0).any())
+    report["classic_features"] = len(classic_columns(feats))
     # perturbation
     pcol = perturbation or _first(df.columns, PERTURBATION_COLUMNS)
     if perturbation is not None and perturbation not in df.columns:
@@ -248,6 +318,10 @@ def read_profiles(
     return ProfileTable(df[meta + feats].reset_index(drop=True), list(feats), src, report)
 
 
+def _toml_list(xs: Sequence[str]) -> str:
+    return "[" + ", ".join(_toml_str(x) for x in xs) + "]"
+
+
 def _negcon_mask(df: pd.DataFrame, negcon, src: str) -> np.ndarray | None:
     if isinstance(negcon, Mapping):
         mask = np.zeros(len(df), dtype=bool)
@@ -275,11 +349,43 @@ def _negcon_mask(df: pd.DataFrame, negcon, src: str) -> np.ndarray | None:
 
 def write_profile_run(profiles: ProfileTable | str | os.PathLike, out_dir: str | os.PathLike, *,
                       label: str = "profiles", baselines: Sequence[str] = ("plate_layout", "random"),
-                      title: str | None = None, **read_kwargs) -> Path:
+                      title: str | None = None, embeddings: str | os.PathLike | None = None,
+                      embeddings_label: str | None = None, **read_kwargs) -> Path:
     """Write ``load_data.parquet`` (metadata only), ``profiles.parquet`` and ``run.toml``
-    into ``out_dir`` so that ``baselens run out_dir/run.toml`` scores the profiles as the
-    representation ``label`` next to ``baselines`` (which must read no pixels). Returns
-    the config path."""
+    into ``out_dir`` so that ``baselens run out_dir/run.toml`` scores the profiles next to
+    ``baselines`` (which must read no pixels). Returns the config path.
+
+    Parameters
+    ----------
+    profiles : ProfileTable or path
+        The profile table (read with :func:`read_profiles` and ``read_kwargs``).
+    out_dir : path
+        Folder for the three files.
+    label : str
+        Label of the table's own features when they are not (only) CellProfiler features.
+    baselines : list of str
+        Extractors that read no pixels (``random`` is added when the table has counts, so
+        the (cell_count, random) pair is always there).
+    title : str, optional
+        Report title.
+    embeddings : path, optional
+        A foundation model's embeddings of the same wells (a wide Parquet/CSV with plate
+        and well columns): scored as the model (``precomputed``, keys ``"well"``) next to the
+        table's ``cell_count`` and ``classic`` baselines.
+    embeddings_label : str, optional
+        Its label (default the file name without suffix).
+
+    Returns
+    -------
+    Path
+        ``out_dir/run.toml``.
+
+    Methods written: the table's own features (``precomputed``, label ``label``) unless they
+    are all CellProfiler features, in which case the table is the ``classic`` baseline
+    (``profile_table`` with ``derive = "classic"``, not duplicated); ``cell_count``
+    (``profile_table`` with ``derive = "cell_count"``) when a count column is present; the
+    embeddings when given; then ``baselines``.
+    """
     from baselens._io import write_parquet_atomic, write_text_atomic
 
     pt = profiles if isinstance(profiles, ProfileTable) else read_profiles(profiles, **read_kwargs)
@@ -287,20 +393,71 @@ def write_profile_run(profiles: ProfileTable | str | os.PathLike, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     keys = pt.keys
     meta_cols = [c for c in pt.table.columns if c not in pt.features]
-    sites = pt.table[meta_cols].copy()
+    # image-level count columns live on as Metadata_CellCount (read_profiles copies them)
+    sites = pt.table[[c for c in meta_cols if str(c).startswith("Metadata_")
+                      or c not in COUNT_COLUMNS]].copy()
     if "Metadata_Site" not in sites.columns:
         sites["Metadata_Site"] = 1
+    ccol = pt.report.get("count_column") if "count_column" in pt.report else find_count_column(pt.table.columns)
+    emb, emb_count, emb_feats = None, None, None
+    if embeddings is not None:
+        emb = Path(embeddings).expanduser().resolve()
+        if not emb.exists():
+            raise FileNotFoundError(f"embeddings file not found: {emb} (--embeddings)")
+        et = read_profiles(emb, require_perturbation=False)
+        counts_in_emb = [c for c in et.features if c in COUNT_COLUMNS]
+        if counts_in_emb or any(c in et.table.columns for c in ("Image_Count_Cells", "Count_Cells")):
+            emb_feats = [c for c in et.features if c not in COUNT_COLUMNS]  # counts are no embedding
+        if ccol is None and et.report.get("count_column"):
+            # the profile table has no count, the embeddings file does: it feeds cell_count
+            emb_count = et.report["count_column"]
+            k = [c for c in ("Metadata_Plate", "Metadata_Well") if c in et.table.columns]
+            sites = sites.merge(et.table[k + ["Metadata_CellCount"]], on=k, how="left")
     write_parquet_atomic(sites, out / "load_data.parquet")
-    write_parquet_atomic(pt.table[keys + pt.features], out / "profiles.parquet")
+    extra = ["Metadata_CellCount"] if ("Metadata_CellCount" in pt.table.columns
+                                       and "Metadata_CellCount" not in pt.features) else []
+    prof_path = (out / "profiles.parquet").resolve()  # absolute: params are read from the cwd
+    write_parquet_atomic(pt.table[keys + extra + pt.features], prof_path)
     key = "site" if "Metadata_Site" in keys else "well"
+    classic = classic_columns(pt.features)
+    own = [f for f in pt.features if f not in set(classic)]
     lines = [f"title = {_toml_str(title or f'{label}: profile table vs baselines')}", "",
              "[data]", 'load_data = "load_data.parquet"',
              "channels = []   # metadata only: representations that read no pixels", ""]
-    lines += ["[[methods]]", 'name = "precomputed"', f"label = {_toml_str(label)}",
-              # absolute: extractor params are read relative to the working directory
-              f'params = {{ path = {_toml_str((out / "profiles.parquet").resolve())}, keys = "{key}" }}',
-              ""]
-    for b in baselines:
+    if emb is not None:
+        elabel = embeddings_label or emb.name.split(".")[0]
+        feat = "" if emb_feats is None else f", features = {_toml_list(emb_feats)}"
+        lines += ["# the model: embeddings of the same wells, joined by plate and well",
+                  "[[methods]]", 'name = "precomputed"', f"label = {_toml_str(elabel)}",
+                  f'params = {{ path = {_toml_str(emb)}, keys = "well"{feat} }}', ""]
+    if own:
+        feat = "" if not classic else f", features = {_toml_list(own)}"
+        lines += ["[[methods]]", 'name = "precomputed"', f"label = {_toml_str(label)}",
+                  f'params = {{ path = {_toml_str(prof_path)}, keys = "{key}"{feat} }}', ""]
+    if classic:
+        note = ("# the table's CellProfiler features: the classic baseline" if own or embeddings
+                else "# this table is a CellProfiler profile: it is the classic baseline "
+                     "(scored once, not also as a model)")
+        lines += [note, "[[methods]]", 'name = "profile_table"', 'label = "classic"',
+                  f'params = {{ path = {_toml_str(prof_path)}, derive = "classic" }}', ""]
+    bl = list(baselines)
+    if emb_count is not None:
+        lines += [f"# cell count from the embeddings file's {emb_count}",
+                  "[[methods]]", 'name = "profile_table"', 'label = "cell_count"',
+                  f'params = {{ path = {_toml_str(emb)}, derive = "cell_count", '
+                  f'count_column = "Metadata_CellCount" }}', ""]
+        if "random" not in bl:
+            bl.append("random")
+    elif ccol is not None:
+        lines += [f"# cell count from {ccol} (also Metadata_CellCount for the diagnostics)",
+                  "[[methods]]", 'name = "profile_table"', 'label = "cell_count"',
+                  f'params = {{ path = {_toml_str(prof_path)}, derive = "cell_count", '
+                  f'count_column = "Metadata_CellCount", '
+                  f'count_name = "{"Count_Nuclei" if ccol.startswith("Nuclei_") else "Count_Cells"}"'
+                  + (', on_missing = "nan"' if pt.report.get("count_missing") else "") + " }", ""]
+        if "random" not in bl:
+            bl.append("random")  # the (cell_count, random) sanity pair
+    for b in bl:
         lines += ["[[methods]]", f"name = {_toml_str(b)}", ""]
     cfg = out / "run.toml"
     write_text_atomic("\n".join(lines), cfg)

@@ -201,6 +201,22 @@ _TASK_LIST = [
                          "top tail"),),
         defaults={"batch_level": "all"}, needs="annotation pairs (entity1, entity2)"),
     TaskSpec(
+        "relationship_enrichment",
+        "baselens.evaluate.relationship_enrichment:relationship_enrichment",
+        metrics=(_m("fraction_significant", description="share of genes whose annotated "
+                    "partners are enriched among their top 1 % most similar genes "
+                    "(MorphoHELM's pathway enrichment)"),
+                 _m("geometric_mean_or", description="geometric mean over genes of the "
+                    "enrichment odds ratio")),
+        headline="fraction_significant",
+        item_metrics=(_m("enrichment_odds_ratio", description="a gene's enrichment odds "
+                         "ratio (geometric mean over its query profiles)"),
+                      _m("enrichment_significant", description="1 when the gene's partners "
+                         "are significantly enriched, else 0")),
+        pairing={"fraction_significant": ("enrichment_significant",)},
+        defaults={"batch_level": "all"}, enabled_by_default=False,
+        needs="annotation pairs (entity1, entity2) (off by default)"),
+    TaskSpec(
         "knn_probe", "baselens.evaluate.knn_probe:knn_probe",
         metrics=(_m("macro_f1", description="macro-averaged F1 of held-out wells"),
                  _m("accuracy", description="accuracy of held-out wells"),
@@ -259,7 +275,11 @@ _TASK_LIST = [
                  _m("enrichment_fraction_significant", description="share of compounds with "
                     "significant MoA enrichment"),
                  _m("enrichment_geometric_mean_or", description="geometric mean enrichment "
-                    "odds ratio")),
+                    "odds ratio"),
+                 _m("enrichment_fraction_significant_shuffled", kind="chance",
+                    description="the same with MoA labels shuffled (MorphoHELM's baseline)"),
+                 _m("enrichment_geometric_mean_or_shuffled", kind="chance",
+                    description="the same with MoA labels shuffled")),
         headline="replicate_map",
         item_metrics=(_m("replicate_ap"), _m("negcon_ap"), _m("enrichment_odds_ratio"),
                       _m("enrichment_p_value", False), _m("enrichment_significant")),

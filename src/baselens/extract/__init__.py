@@ -20,6 +20,8 @@ from baselens.extract import cell_count, ground_truth, pixel, random_features, s
 # networks (torch/timm imported lazily, at first use), OpenPhenom, bring-your-own embeddings
 from baselens.extract import networks, openphenom, precomputed  # noqa: E402,F401
 from baselens.extract import cell_graph, classic, plate_layout, segmentation  # noqa: E402,F401
+# no-pixel cell_count / classic baselines from a profile table
+from baselens.extract import profile_table  # noqa: E402,F401
 
 __all__ = [
     "DEFAULT_LAYER",

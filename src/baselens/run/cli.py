@@ -390,7 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--on-missing", choices=["error", "drop"], default="error",
                     help="a site missing a channel: stop (default) or leave it out (counted)")
     ld.add_argument("--embeddings", default=None,
-                    help="RxRx3: OpenPhenom_rxrx3_core_embeddings.parquet to score")
+                    help="embeddings to score: a profile-table source takes a model's "
+                         "embeddings of the same wells (plate + well columns), scored next to "
+                         "the table's classic and cell_count baselines; RxRx3: "
+                         "OpenPhenom_rxrx3_core_embeddings.parquet")
     ld.add_argument("--image-root", default=None, help="RxRx3: folder of the unpacked images")
     ld.add_argument("--title", default=None, help="report title")
     ld.set_defaults(func=cmd_load_data)

@@ -14,6 +14,8 @@ task                 needs                                 default (demo) argume
 replicate_retrieval  negative controls                     every batch level
 moa_retrieval        ``Metadata_moa`` (``|``-separated)    every batch level
 relationship_recall  annotation pairs (entity1, entity2)   every batch level
+relationship_        annotation pairs (off by default)     every batch level, exact
+enrichment                                                 hypergeometric p
 knn_probe            —                                     label ``Metadata_moa`` if present
 bioactivity          per-compound assay labels             logistic regression, NR
 regression_probe     per-well continuous targets           every probe level
@@ -237,7 +239,7 @@ def select_rows(profiles: pd.DataFrame, where: dict, log: FilterLog | None = Non
 
 
 def _inputs_for(name: str, profiles: pd.DataFrame, inputs: dict, kwargs: dict):
-    if name == "relationship_recall":
+    if name in ("relationship_recall", "relationship_enrichment"):
         pairs = inputs.get("pairs")
         if pairs is None or not len(pairs):
             return None, "no relationship annotations (data.annotations)"
