@@ -1,6 +1,6 @@
 """Score a table of profiles (or embeddings) next to the baselines from Python.
 
-Run as a plain script (no ``if __name__ == "__main__"`` needed: in-memory tables are
+Run as a plain script (it needs no main-module guard: in-memory tables are
 scored in this process, no cluster is started)::
 
     .venv/bin/python examples/python_api.py                      # a small simulated plate
