@@ -56,7 +56,7 @@ _BATCH_COLUMNS = {"plate": "Metadata_Plate", "well": "Metadata_Well", "site": "M
 
 #: Files of a run folder that :meth:`Results.save` copies (``features/`` is a cache).
 _RUN_FILES = ("scores.parquet", "per_perturbation.parquet", "beyond_baseline.parquet",
-              "report.html", "run.json", "run.log")
+              "screen.parquet", "report.html", "run.json", "run.log")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -669,7 +669,7 @@ class Results:
 
     # ----------------------------------------------------------------- output
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Copy the run's files (scores.parquet, per_perturbation.parquet,
+        """Copy the run's files (scores.parquet, per_perturbation.parquet, screen.parquet,
         beyond_baseline.parquet, diagnostics/, report.html, run.json, run.log) into
         ``out_dir``; returns the copied report's path."""
         dst = Path(out_dir)

@@ -133,7 +133,8 @@ def cmd_status(args) -> int:
 def cmd_compare(args) -> int:
     from baselens.run.compare import compare_runs
 
-    report = compare_runs(args.runs, args.out, title=args.title)
+    report = compare_runs(args.runs, args.out, title=args.title,
+                          allow_different_screens=args.allow_different_screens)
     print(f"report: {report.resolve()}")
     return 0
 
@@ -252,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with scores.parquet)")
     cmp_.add_argument("--out", required=True, help="folder for the merged tables and report")
     cmp_.add_argument("--title", default=None, help="report title")
+    cmp_.add_argument("--allow-different-screens", action="store_true",
+                      help="merge runs that scored different perturbations or wells; each "
+                           "run's models are then compared with their own run's baselines")
     cmp_.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("list", help="list registered representations")

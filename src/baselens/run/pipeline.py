@@ -174,6 +174,15 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
     return ld, inputs, context
 
 
+def _write_screen(ld: LoadData, out: Path) -> None:
+    """``screen.parquet``: the wells this run scores (plate, well, perturbation, control
+    type), one row per well; ``baselens compare`` checks that runs share it."""
+    cols = [c for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Perturbation",
+                        "Metadata_ControlType") if c in ld.table.columns]
+    wells = ld.table[cols].drop_duplicates(["Metadata_Plate", "Metadata_Well"])
+    write_parquet_atomic(wells.astype(str).reset_index(drop=True), out / "screen.parquet")
+
+
 def _bar(total: int, say: "_Progress"):
     """A tqdm progress bar on an interactive stderr (None otherwise: stage lines instead)."""
     if not say.enabled or not sys.stderr.isatty():
@@ -479,6 +488,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     t = time.perf_counter()
     ld, inputs, context = _prepare_data(cfg, out, say)
     timings["data"] = time.perf_counter() - t
+    _write_screen(ld, out)
     say(f"data: {len(ld)} sites, {ld.table['Metadata_Plate'].nunique()} plates, "
         f"channels {ld.channels}")
 
