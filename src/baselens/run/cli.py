@@ -144,7 +144,17 @@ def cmd_list(args) -> int:
 
     for spec in list_extractors():
         print(f"{spec.name:<16} {spec.kind:<10} {spec.description}")
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in PAPERS.items()))
     return 0
+
+
+#: The papers ``baselens list`` and the docstrings cite, in full.
+PAPERS = {
+    "arXiv 2603.13377": '"Deep Learning for BioImaging: What Are We Learning?" (ICML 2026)',
+    "Seal et al. 2026": '"Counting cells can accurately predict small-molecule bioactivity '
+                        'benchmarks", Nat. Commun.',
+    "MorphoHELM": "Hayir, Crawford & Lu 2026 (microsoft/MorphoHELM)",
+}
 
 
 def cmd_synth(args) -> int:
@@ -226,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-effect", type=float, default=None,
                    help="batch-effect strength of the synthetic screen (0 = none)")
     d.add_argument("--tissue", action="store_true",
-                   help="synthetic H&E tissue with gene expression instead (seed 004 HEST protocol)")
+                   help="synthetic H&E tissue with gene expression instead (the HEST protocol of "
+                        "\"Deep Learning for BioImaging\", arXiv 2603.13377)")
     d.add_argument("--quiet", action="store_true")
     _add_execution_options(d)
     d.set_defaults(func=cmd_demo)

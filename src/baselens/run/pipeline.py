@@ -425,7 +425,7 @@ def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunk
 def _well_cell_counts(feats_by_method: dict) -> pd.DataFrame | None:
     """Mean nuclei count per well from a ``cell_count`` run, as ``Metadata_CellCount``.
 
-    Profile steps such as MorphoHELM's cell-count QC and seed 003's |r| > 0.95 filter
+    Profile steps such as MorphoHELM's cell-count QC and Seal et al.'s |r| > 0.95 filter
     read it; ``None`` when no cell_count method ran.
     """
     for layers in feats_by_method.values():
