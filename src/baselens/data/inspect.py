@@ -37,7 +37,7 @@ import pandas as pd
 from baselens.data.load_data import ImageReadError, LoadData, read_load_data
 
 __all__ = ["InspectReport", "detect_kind", "inspect_path", "build_run_inputs",
-           "run_data_problems"]
+           "run_data_problems", "preflight"]
 
 KINDS = ("load_data", "image_folder", "profiles", "embeddings", "rxrx3_metadata")
 
@@ -170,6 +170,73 @@ def _knn_skip(wells: pd.DataFrame, min_per_label: int = 2) -> str | None:
             f"≥ {min_per_label} wells; found {n}")
 
 
+#: Negative-control wells the batch-mixing task needs (it measures batch signal on them;
+#: :func:`baselens.evaluate.batch_mixing.batch_mixing` raises below this).
+MIN_NEGCON_BATCH_MIXING = 4
+
+#: How to score a screen without (enough) negative controls, per interface.
+REFERENCE_ALL_FIX = ("to normalize each plate to all its wells instead: `baselens run CONFIG "
+                     "--reference all` (config: [profile] reference = \"all\"; Python: "
+                     "Benchmark(..., reference=\"all\"))")
+
+
+def preflight(sites: pd.DataFrame, *, tasks: Sequence[str] = ("batch_mixing", "knn_probe"),
+              reference: str = "negcon") -> tuple[list[Exception], dict[str, str]]:
+    """The feasibility checks a run makes before it extracts anything (``inspect`` makes
+    the same): ``(errors, skips)``.
+
+    Parameters
+    ----------
+    sites : DataFrame
+        The screen's sites or wells (``Metadata_*`` columns of the load_data table).
+    tasks : sequence of str
+        The tasks the run would score.
+    reference : {"negcon", "all"}
+        What per-plate normalization is fitted on (``[profile] reference``); ``None`` when
+        the profile uses explicit ``steps`` (not checked here).
+
+    Returns
+    -------
+    errors : list of Exception
+        What would stop the run (missing perturbation / control columns; a plate without
+        the negative controls its normalization needs), each naming the fix.
+    skips : dict
+        ``{task: reason}`` for tasks that lack their input (batch mixing with fewer than
+        :data:`MIN_NEGCON_BATCH_MIXING` negative-control wells; the kNN probe without 2
+        labels of 2 wells): the run skips them and records the reason in run.json.
+    """
+    errors = run_data_problems(sites)
+    if errors:
+        return errors, {}
+    keys = [c for c in ("Metadata_Plate", "Metadata_Well") if c in sites.columns]
+    wells = sites.drop_duplicates(keys) if len(keys) == 2 else sites
+    if reference == "negcon":
+        prob = _normalize_problem(wells)
+        if prob is not None:
+            errors.append(ValueError(f"{prob}; {REFERENCE_ALL_FIX}"))
+    skips: dict[str, str] = {}
+    ct = wells["Metadata_ControlType"].fillna("").astype(str)
+    n_neg = int((ct == "negcon").sum())
+    if "batch_mixing" in tasks and n_neg < MIN_NEGCON_BATCH_MIXING:
+        skips["batch_mixing"] = (f"batch mixing needs ≥ {MIN_NEGCON_BATCH_MIXING} "
+                                 f"negative-control wells (it measures batch signal on them); "
+                                 f"the screen has {n_neg}")
+    if "knn_probe" in tasks:
+        why = _knn_skip(wells)
+        if why is not None:
+            skips["knn_probe"] = why.replace("the kNN probe will be skipped: it needs",
+                                             "the kNN probe needs")
+    return errors, skips
+
+
+def _preflight_section(rep: InspectReport, wells: pd.DataFrame) -> None:
+    """inspect's view of :func:`preflight` (the default tasks and profile)."""
+    _, skips = preflight(wells, tasks=("batch_mixing",))
+    for task, why in skips.items():
+        rep.add("tasks", f"FLAG: a run skips {task}: {why}")
+        rep.info.setdefault("skipped_tasks", {})[task] = why
+
+
 def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "site") -> pd.DataFrame:
     """Plates, wells, metadata, controls, replicates, batch levels; returns the wells."""
     meta_cols = [c for c in sites.columns if str(c).startswith("Metadata_")]
@@ -212,11 +279,12 @@ def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "si
             rep.add("controls", f"FLAG: unknown Metadata_ControlType values {other[:5]} "
                                 "(treated as perturbations)")
         prob = _normalize_problem(wells)
-        if prob is not None:
-            rep.problems.append(prob)
+        if prob is not None:  # in the words the run stops with (preflight)
+            rep.problems.append(ValueError(f"{prob}; {REFERENCE_ALL_FIX}"))
         skip = _knn_skip(wells)
         if skip is not None:
             rep.add("tasks", f"FLAG: {skip}")
+        _preflight_section(rep, wells)
     if "Metadata_Perturbation" in wells.columns:
         trt = wells if "Metadata_ControlType" not in wells.columns else \
             wells[wells["Metadata_ControlType"].fillna("").astype(str) != "negcon"]

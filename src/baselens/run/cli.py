@@ -116,6 +116,8 @@ def cmd_run(args) -> int:
     variables = {"data_dir": getattr(args, "data_dir", None),
                  "annotations_dir": getattr(args, "annotations_dir", None)}
     cfg = _apply_execution(RunConfig.from_toml(args.config, variables=variables), args)
+    if getattr(args, "reference", None):  # --reference all: screens without negative controls
+        cfg.profile = {**cfg.profile, "reference": args.reference}
     t = time.perf_counter()
     res = run_pipeline(cfg, args.out, progress=not args.quiet)
     print(f"finished in {time.perf_counter() - t:.1f} s")
@@ -252,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--annotations-dir", default=None, metavar="DIR",
                    help="relationship tables (CORUM.txt, ...): replaces ${annotations_dir} "
                         "(default: <data dir>/annotations)")
+    r.add_argument("--reference", choices=["negcon", "all"], default=None,
+                   help="wells each plate is normalized to: its negative controls (default) or "
+                        "all its wells (screens without negative controls); as [profile] "
+                        "reference")
     r.add_argument("--quiet", action="store_true")
     _add_execution_options(r)
     r.set_defaults(func=cmd_run)

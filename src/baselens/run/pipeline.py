@@ -174,6 +174,30 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
     return ld, inputs, context
 
 
+def _preflight(cfg: RunConfig, ld: LoadData, log: FilterLog, say: "_Progress") -> dict:
+    """The checks ``baselens inspect`` makes, before any worker starts: stop on what would
+    stop the run later (with the same message), skip the tasks that lack their input (the
+    reason goes to run.json and the report). Returns the ``[tasks]`` table to score."""
+    from baselens.data.inspect import preflight
+    from baselens.run.tasks import ENABLED_BY_DEFAULT
+
+    enabled = [t for t in {*ENABLED_BY_DEFAULT, *cfg.tasks}
+               if cfg.tasks.get(t, {}).get("enabled", t in ENABLED_BY_DEFAULT)
+               # a configured label or row filter: the task decides (run.tasks) itself
+               and not (t == "knn_probe" and {"label", "where"} & set(cfg.tasks.get(t, {})))]
+    steps = "steps" in cfg.profile or any("profile" in m for m in cfg.methods)
+    errors, skips = preflight(ld.metadata, tasks=enabled,
+                              reference=None if steps else cfg.profile.get("reference", "negcon"))
+    if errors:
+        raise errors[0]
+    tasks_cfg = dict(cfg.tasks)
+    for task, why in sorted(skips.items()):
+        tasks_cfg[task] = {**tasks_cfg.get(task, {}), "enabled": False}
+        log.add(f"preflight: {task}", "tasks", 1, 0, f"task skipped: {why}", quiet=True)
+        say(f"preflight: {task} skipped: {why}")
+    return tasks_cfg
+
+
 def _write_screen(ld: LoadData, out: Path) -> None:
     """``screen.parquet``: the wells this run scores (plate, well, perturbation, control
     type), one row per well; ``baselens compare`` checks that runs share it."""
@@ -491,6 +515,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     _write_screen(ld, out)
     say(f"data: {len(ld)} sites, {ld.table['Metadata_Plate'].nunique()} plates, "
         f"channels {ld.channels}")
+    tasks_cfg = _preflight(cfg, ld, log, say)
 
     t = time.perf_counter()
     feats_by_method = _extract(cfg, ld, context, out, say)
@@ -509,7 +534,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
                                        f"{label}/{layer}", well_counts)
             t_prof += time.perf_counter() - t
             t = time.perf_counter()
-            scores, per = run_tasks(profiles, feats, inputs, cfg.tasks, log, f"{label}/{layer}")
+            scores, per = run_tasks(profiles, feats, inputs, tasks_cfg, log, f"{label}/{layer}")
             t_eval += time.perf_counter() - t
             ident = {"method": label, "method_kind": kind, "layer": layer}
             seed = int(m.get("params", {}).get("seed", 0))

@@ -1,0 +1,65 @@
+"""``run`` checks before it spends, with the messages ``inspect`` predicts."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from baselens.api import Benchmark
+from baselens.data.inspect import MIN_NEGCON_BATCH_MIXING, inspect_path, preflight
+from test_api import _plates
+
+
+def _wells(neg_per_plate, n_plates=2):
+    rows = []
+    for p in range(n_plates):
+        for i in range(6):
+            rows.append({"Metadata_Plate": f"P{p}", "Metadata_Well": f"A{i + 1:02d}",
+                         "Metadata_Perturbation": "DMSO" if i < neg_per_plate else f"c{i % 2}",
+                         "Metadata_ControlType": "negcon" if i < neg_per_plate else ""})
+    return pd.DataFrame(rows)
+
+
+def test_preflight_known_answers():
+    errors, skips = preflight(_wells(2))  # 4 negcon wells: everything feasible
+    assert errors == [] and "batch_mixing" not in skips
+    errors, skips = preflight(_wells(1), reference="all")  # 2 negcon wells
+    assert errors == []
+    assert skips["batch_mixing"].endswith(f"≥ {MIN_NEGCON_BATCH_MIXING} negative-control "
+                                          "wells (it measures batch signal on them); the "
+                                          "screen has 2")
+    errors, _ = preflight(_wells(1))  # per-plate normalization needs 2 per plate
+    assert len(errors) == 1 and "plate 'P0' has 1 negative-control" in str(errors[0])
+    assert "--reference all" in str(errors[0])
+    errors, skips = preflight(_wells(2).drop(columns="Metadata_Perturbation"))
+    assert "needs a Metadata_Perturbation column" in str(errors[0]) and skips == {}
+    # tasks not run are not checked
+    assert preflight(_wells(1), reference="all", tasks=())[1] == {}
+
+
+def test_run_fails_before_extraction_with_inspects_message(tmp_path):
+    table = _plates(n_dmso=1, seed=1)  # one DMSO well per plate
+    with pytest.raises(ValueError, match="--reference all") as run_err:
+        Benchmark(table, perturbation="Metadata_broad_sample", negcon="DMSO").run(
+            tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "features").exists()  # nothing extracted
+    path = tmp_path / "profiles.csv"
+    table.to_csv(path, index=False)
+    rep = inspect_path(path, perturbation="Metadata_broad_sample", negcon=["DMSO"])
+    assert str(rep.problems[0]) == str(run_err.value)
+    assert "batch_mixing" in rep.info["skipped_tasks"]
+
+
+def test_task_without_its_input_is_skipped_with_the_reason_in_run_json(tmp_path):
+    table = _plates(n_dmso=1, seed=1)
+    res = Benchmark(table, perturbation="Metadata_broad_sample", negcon="DMSO",
+                    reference="all").run(tmp_path / "run", progress=False)
+    assert "batch_mixing" not in set(res.scores["task"])
+    assert "replicate_retrieval" in set(res.scores["task"])
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["config"]["profile"]["reference"] == "all"
+    skipped = [f for f in info["filters"] if f["stage"] == "preflight: batch_mixing"]
+    assert len(skipped) == 1 and "the screen has 2" in skipped[0]["reason"]
+    assert "batch mixing needs" in (tmp_path / "run" / "report.html").read_text()
