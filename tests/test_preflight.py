@@ -63,3 +63,37 @@ def test_task_without_its_input_is_skipped_with_the_reason_in_run_json(tmp_path)
     skipped = [f for f in info["filters"] if f["stage"] == "preflight: batch_mixing"]
     assert len(skipped) == 1 and "the screen has 2" in skipped[0]["reason"]
     assert "batch mixing needs" in (tmp_path / "run" / "report.html").read_text()
+
+
+def _run_printed(line: str, cwd, monkeypatch) -> list[int]:
+    """Run the ``next:`` line of ``load-data`` (``A  then  B``) through the CLI."""
+    import shlex
+
+    from baselens.run.cli import main
+
+    monkeypatch.chdir(cwd)
+    codes = []
+    for cmd in line.removeprefix("next: ").split("  then  "):
+        argv = shlex.split(cmd)
+        assert argv[0] == "baselens"
+        codes.append(main(argv[1:] + (["--quiet"] if argv[1] == "run" else [])))
+    return codes
+
+
+def test_load_data_next_command_works_as_printed_for_a_profile_table(tmp_path, capsys,
+                                                                      monkeypatch):
+    from baselens.run.cli import main
+
+    table = _plates(n_plates=1, seed=2)
+    src = tmp_path / "profiles.csv.gz"
+    table.to_csv(src, index=False)
+    assert main(["load-data", str(src), "--out", str(tmp_path / "mydata"),
+                 "--negcon", "DMSO"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("next: "))
+    assert "--negcon DMSO" in line
+    assert _run_printed(line, tmp_path, monkeypatch) == [0, 0]
+    printed = capsys.readouterr().out
+    assert "no problem found" in printed
+    assert "report: " in printed  # --quiet still prints the report path
+    assert (tmp_path / "runs" / "mydata" / "report.html").is_file()

@@ -218,9 +218,38 @@ def cmd_load_data(args) -> int:
         image_root=args.image_root, title=args.title)
     print(summary)
     print(f"config: {cfg.resolve()}")
-    print(f"next: baselens inspect {cfg.parent / ('load_data.csv' if (cfg.parent / 'load_data.csv').exists() else 'load_data.parquet')}"
-          f"  then  baselens run {cfg} --out runs/{cfg.parent.name}")
+    print(f"next: {_next_inspect(args, cfg)}  then  baselens run {_quote(cfg)} "
+          f"--out {_quote(Path('runs') / cfg.parent.name)}")
     return 0
+
+
+def _quote(p) -> str:
+    import shlex
+
+    return shlex.quote(str(p))
+
+
+def _next_inspect(args, cfg: Path) -> str:
+    """The ``baselens inspect`` command that works on what ``load-data`` wrote: the
+    load_data table of images, or, for a profile table (its load_data is metadata only),
+    the profile table itself with the same perturbation / control flags."""
+    for name in ("load_data.csv", "load_data.parquet"):
+        ld = cfg.parent / name
+        if not ld.exists():
+            continue
+        from baselens.data.inspect import detect_kind
+
+        try:
+            if detect_kind(ld) == "load_data":
+                return f"baselens inspect {_quote(ld)}"
+        except ValueError:
+            pass
+    cmd = f"baselens inspect {_quote(args.source)}"
+    if args.perturbation:
+        cmd += f" --perturbation {_quote(args.perturbation)}"
+    if args.negcon:
+        cmd += " --negcon " + " ".join(_quote(v) for v in args.negcon)
+    return cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
