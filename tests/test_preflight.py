@@ -97,3 +97,29 @@ def test_load_data_next_command_works_as_printed_for_a_profile_table(tmp_path, c
     assert "no problem found" in printed
     assert "report: " in printed  # --quiet still prints the report path
     assert (tmp_path / "runs" / "mydata" / "report.html").is_file()
+
+
+def test_a_failed_run_prints_one_line_and_status_explains_it(tmp_path, capsys, monkeypatch):
+    import baselens.run.pipeline as pipeline
+    from baselens.run.cli import main
+
+    def boom(cfg, out, progress=True):
+        from pathlib import Path
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        raise TypeError("extractor 'x' failed on chunk P1-0000: bad dtype")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", boom)
+    monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "error")  # main sets it; restored after
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[data]\nload_data = "ld.parquet"\n[[methods]]\nname = "random"\n')
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("bad dtype") == 1 and "Traceback" not in err
+    assert f"traceback in {out / 'run.log'}" in err
+    log = (out / "run.log").read_text()
+    assert "Traceback" in log and log.strip().splitlines()[-1].endswith(
+        "error: TypeError: extractor 'x' failed on chunk P1-0000: bad dtype")
+    assert main(["status", str(out)]) == 0
+    assert "last log line" in capsys.readouterr().out.split("bad dtype")[0]

@@ -417,16 +417,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_failure(out, exc: BaseException) -> Path | None:
+    """Append the traceback and a one-line ``error:`` to ``OUT/run.log`` (``baselens
+    status`` shows that last line); returns the log's path, or None without a run folder."""
+    import os
+    import traceback
+
+    if out is None or not Path(out).is_dir():
+        return None
+    log = Path(out) / "run.log"
+    stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}]"
+    try:
+        with open(log, "a") as f:
+            f.write("".join(f"{stamp} {ln}\n" for ln in "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)).splitlines()))
+            f.write(f"{stamp} error: {_error_text(exc)}\n")
+    except OSError:  # pragma: no cover - a read-only folder
+        return None
+    return log
+
+
+def _error_text(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    known = (ValueError, FileNotFoundError, KeyError, RuntimeError)
+    return str(msg) if isinstance(exc, known) else f"{type(exc).__name__}: {msg}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="[baselens] %(levelname)s %(message)s")
+    runs = args.command in ("run", "demo")
+    if runs and not args.verbose:
+        # dask's INFO lines and its workers' copy of a task's traceback stay off the
+        # terminal (workers inherit the environment); the error is printed once below
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"baselens: error: {msg}", file=sys.stderr)
+        log = _log_failure(getattr(args, "out", None), exc) if runs else None
+        print(f"baselens: error: {_error_text(exc)}"
+              + (f" (details in {log})" if log else ""), file=sys.stderr)
         return 2
+    except Exception as exc:  # a worker's error in a run: once, without the raw traceback
+        if not runs:
+            raise
+        log = _log_failure(getattr(args, "out", None), exc)
+        print(f"baselens: error: {_error_text(exc)}"
+              + (f" (traceback in {log})" if log else ""), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
