@@ -123,3 +123,31 @@ def test_a_failed_run_prints_one_line_and_status_explains_it(tmp_path, capsys, m
         "error: TypeError: extractor 'x' failed on chunk P1-0000: bad dtype")
     assert main(["status", str(out)]) == 0
     assert "last log line" in capsys.readouterr().out.split("bad dtype")[0]
+
+
+def test_changed_embeddings_file_is_not_read_from_the_cache(tmp_path):
+    from baselens.data.profiles import write_profile_run
+    from baselens.run.config import RunConfig
+    from baselens.run.pipeline import run_pipeline
+
+    a = _plates(n_plates=1, seed=4)
+    cfg_path = write_profile_run(a, tmp_path / "in", perturbation="Metadata_broad_sample",
+                                 negcon="DMSO")
+    cfg = RunConfig.from_toml(cfg_path)
+    cfg.tasks = {"replicate_retrieval": {"enabled": True}, "knn_probe": {"enabled": False},
+                 "batch_mixing": {"enabled": False}}
+    cfg.execution = {"executor": "serial"}
+    first = run_pipeline(cfg, tmp_path / "run", progress=False).scores
+    # the same file name, new content: features that carry no perturbation signal
+    prof = pd.read_parquet(tmp_path / "in" / "profiles.parquet")
+    feats = [c for c in prof.columns if not c.startswith("Metadata_")]
+    prof[feats] = prof[feats].sample(frac=1.0, random_state=0).to_numpy()
+    prof.to_parquet(tmp_path / "in" / "profiles.parquet")
+    second = run_pipeline(cfg, tmp_path / "run", progress=False).scores
+
+    def nr(s):
+        return s.query("method == 'profiles' and task == 'replicate_retrieval' and "
+                       "metric == 'mean_average_precision' and batch_level == 'NR'")["value"].mean()
+
+    assert nr(first) > 0.8 and nr(second) < 0.5
+    assert "profiles reused from cache" not in (tmp_path / "run" / "run.log").read_text()

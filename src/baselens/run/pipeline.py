@@ -218,17 +218,63 @@ def _bar(total: int, say: "_Progress"):
     return tqdm(total=total, unit="site", desc="[baselens] extract", file=sys.stderr)
 
 
+_FILE_IDS: dict[tuple, str] = {}
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """``size:mtime_ns:sha256`` of a file (``"missing"`` when absent); the hash is of the
+    whole content, computed once per (path, size, mtime) in this process."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return "missing"
+    if p.is_dir():
+        return f"dir:{st.st_mtime_ns}"
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_IDS:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _FILE_IDS[key] = f"{st.st_size}:{st.st_mtime_ns}:{h.hexdigest()[:16]}"
+    return _FILE_IDS[key]
+
+
+def _param_files(m: dict) -> dict:
+    """Identity of the files a method's parameters name (its extractor's ``PATH_PARAMS``,
+    e.g. precomputed's embeddings): a changed embeddings file is a new cache key."""
+    names = getattr(get_spec(m["name"]).factory, "PATH_PARAMS", ())
+    params = m.get("params") or {}
+    out = {}
+    for k in names:
+        v = params.get(k)
+        if isinstance(v, (str, os.PathLike)):
+            out[k] = file_identity(v)
+        elif isinstance(v, dict):
+            out[k] = {lk: file_identity(lv) for lk, lv in v.items()
+                      if isinstance(lv, (str, os.PathLike))}
+    return out
+
+
 def _method_base(m: dict) -> str:
-    """Extractor name, its parameters and the code version (no data)."""
+    """Extractor name, its parameters, the files they name and the code version."""
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}),
                        "version": baselens.__version__}, sort_keys=True, default=str)
+    files = _param_files(m)
+    if files:  # (keys of methods without path parameters are unchanged)
+        blob += json.dumps(files, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def method_key(m: dict, data_id: str) -> str:
-    """Cache key of a method's features: extractor name, parameters, data identity, version."""
+    """Cache key of a method's features: extractor name, parameters, the files they name
+    (size, mtime, content hash), data identity, version."""
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
                        "version": baselens.__version__}, sort_keys=True, default=str)
+    files = _param_files(m)
+    if files:
+        blob += json.dumps(files, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
