@@ -261,3 +261,21 @@ def test_real_lincs_plate(realdata, tmp_path):
     assert info["n_sites"] == len(table) == 384
     lb = res.leaderboard("NR")
     assert ("profiles", "default") in lb.index and ("plate_layout", "default") in lb.index
+
+
+def test_unusable_columns_are_named_with_the_fix_or_dropped_with_a_count(tmp_path):
+    table = _plates(n_plates=1, seed=2)
+    table["f_nan"] = np.nan
+    table["f_const"] = 1.0
+    kw = dict(perturbation="Metadata_broad_sample", negcon="DMSO",
+              tasks=["replicate_retrieval"], methods=["random"])
+    with pytest.raises(ValueError, match=r"1 with NaN/inf values \('f_nan'; 48 row\(s\) "
+                                         r"affected\); 1 constant \('f_const'\).*"
+                                         r"drop_nonfinite_columns=True"):
+        Benchmark(table, **kw).run(tmp_path / "a", progress=False)
+    bench = Benchmark(table, drop_nonfinite_columns=True, **kw)
+    with pytest.warns(UserWarning, match="dropped 2 of 22 feature columns"):
+        res = bench.run(tmp_path / "b", progress=False)
+    assert bench.dropped_columns == {"nonfinite": ["f_nan"], "constant": ["f_const"]}
+    assert (tmp_path / "b" / "inputs" / "dropped_columns.json").is_file()
+    assert _nr(res.scores, "profiles") > 0.8

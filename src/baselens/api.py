@@ -230,6 +230,9 @@ class Benchmark:
         ``[execution]`` for image extraction (in-memory tables always run in-process).
     title : str, optional
         Report title.
+    drop_nonfinite_columns : bool
+        Drop feature columns with a NaN/inf value or a single value (counted in
+        ``inputs/dropped_columns.json`` and a warning) instead of stopping with their names.
     """
 
     def __init__(self, table: Any, perturbation: str | None = None,
@@ -241,7 +244,8 @@ class Benchmark:
                  annotations: Any = None, load_data: str | os.PathLike | pd.DataFrame | None = None,
                  label: str = "profiles", obsm_key: str | None = None,
                  reference: str = "negcon", profile: Mapping[str, Any] | None = None,
-                 execution: Mapping[str, Any] | None = None, title: str | None = None):
+                 execution: Mapping[str, Any] | None = None, title: str | None = None,
+                 drop_nonfinite_columns: bool = False):
         if _is_anndata(table):
             table, feats = anndata_to_frame(table, obsm_key)
             features = feats if features is None else features
@@ -261,6 +265,8 @@ class Benchmark:
         self.profile = dict(profile or {})
         self.execution = dict(execution or {})
         self.title = title
+        self.drop_nonfinite_columns = bool(drop_nonfinite_columns)
+        self.dropped_columns: dict[str, list[str]] = {}
         self._task_table = _task_table(tasks)  # errors (unknown task) before any work
         self._methods = _method_entries(methods) if methods is not None else None
 
@@ -271,8 +277,45 @@ class Benchmark:
         df = self.table
         if self.reference == "all" and self.negcon is None and "Metadata_ControlType" not in df.columns:
             df = df.assign(Metadata_ControlType="")
-        return read_profiles(df, perturbation=self.perturbation, negcon=self.negcon,
-                             features=self.features)
+        pt = read_profiles(df, perturbation=self.perturbation, negcon=self.negcon,
+                           features=self.features)
+        return self._unusable_columns(pt)
+
+    def _unusable_columns(self, pt):
+        """Feature columns no representation can use: any NaN/inf value, or one value in
+        every row. Stop naming them (and the fix), or drop them with a count."""
+        x = pt.table[pt.features].to_numpy(dtype=np.float64)
+        finite = np.isfinite(x)
+        nonfinite = [f for f, ok in zip(pt.features, finite.all(axis=0)) if not ok]
+        xf = np.where(finite, x, np.nan)
+        with warnings.catch_warnings():  # all-NaN columns: spread NaN, listed as non-finite
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread = (np.nanmax(xf, axis=0) - np.nanmin(xf, axis=0) if len(x)
+                      else np.zeros(len(pt.features)))
+        constant = [f for f, sp in zip(pt.features, spread)
+                    if f not in nonfinite and not (sp > 0)]
+        if not nonfinite and not constant:
+            return pt
+
+        def names(cols):
+            return ", ".join(map(repr, cols[:5])) + (f" … ({len(cols)})" if len(cols) > 5 else "")
+        what = "; ".join(part for part in (
+            f"{len(nonfinite)} with NaN/inf values ({names(nonfinite)}; "
+            f"{int((~finite.all(axis=1)).sum())} row(s) affected)" if nonfinite else "",
+            f"{len(constant)} constant ({names(constant)})" if constant else "") if part)
+        if not self.drop_nonfinite_columns:
+            raise ValueError(f"{pt.source}: feature columns no representation can use: {what}. "
+                             "Drop them with Benchmark(..., drop_nonfinite_columns=True) "
+                             "(CLI: --drop-nonfinite-columns), or fix them in the table")
+        keep = [f for f in pt.features if f not in set(nonfinite) | set(constant)]
+        if not keep:
+            raise ValueError(f"{pt.source}: every feature column is non-finite or constant")
+        self.dropped_columns = {"nonfinite": nonfinite, "constant": constant}
+        warnings.warn(f"dropped {len(nonfinite) + len(constant)} of {len(pt.features)} "
+                      f"feature columns: {what}", stacklevel=3)
+        pt.table = pt.table.drop(columns=nonfinite + constant)
+        pt.features = keep
+        return pt
 
     def config(self, work_dir: str | os.PathLike):
         """Write the run's inputs into ``work_dir`` and return its :class:`RunConfig`
@@ -284,6 +327,14 @@ class Benchmark:
         pt = self._profile_table()
         cfg_path = write_profile_run(pt, work, label=self.label,
                                      title=self.title or f"{self.label} vs baselines")
+        if self.dropped_columns:
+            import json
+
+            from baselens._io import write_text_atomic
+
+            write_text_atomic(json.dumps({**self.dropped_columns, "n_features_kept":
+                                          len(pt.features)}, indent=2),
+                              work / "dropped_columns.json")
         cfg = RunConfig.from_toml(cfg_path)
         d = cfg.to_dict()
         mine = [m for m in d["methods"] if m.get("label", m["name"]) == self.label]
