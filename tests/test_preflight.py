@@ -151,3 +151,63 @@ def test_changed_embeddings_file_is_not_read_from_the_cache(tmp_path):
 
     assert nr(first) > 0.8 and nr(second) < 0.5
     assert "profiles reused from cache" not in (tmp_path / "run" / "run.log").read_text()
+
+
+# ----------------------------------------------------------------- inspect other inputs
+def test_inspect_describes_a_single_tiff(tmp_path):
+    import numpy as np
+    import tifffile
+
+    path = tmp_path / "P1_B03_s2_w1.tif"
+    tifffile.imwrite(path, np.zeros((3, 40, 50), np.uint16), photometric="minisblack")
+    rep = inspect_path(path)
+    assert rep.kind == "image" and rep.problems == []
+    assert rep.info["shape"] == [3, 40, 50] and rep.info["dtype"] == "uint16"
+    assert "'imagexpress' pattern" in rep.text()
+    assert f"baselens load-data {tmp_path}" in rep.text()
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not an image")
+    rep = inspect_path(broken)
+    assert "cannot decode the image header" in str(rep.problems[0])
+
+
+def test_inspect_describes_platemaps_pairs_and_metadata(tmp_path):
+    pm = tmp_path / "platemap.tsv"
+    pd.DataFrame({"well_position": ["A01", "A02", "A03", "A04"],
+                  "broad_sample": ["BRD-1", None, "BRD-2", "BRD-1"],
+                  "solvent": "DMSO"}).to_csv(pm, sep="\t", index=False)
+    rep = inspect_path(pm, negcon=["DMSO"])
+    assert rep.kind == "platemap"
+    assert "--fill-empty" in str(rep.problems[0])  # an empty treatment: the CLI fix
+    rep = inspect_path(pm, negcon=["DMSO"], platemap_options={"fill_empty": "DMSO"})
+    assert rep.problems == [] and rep.info["wells"] == 4 and rep.info["negcon_wells"] == 1
+    assert "perturbation taken from 'broad_sample'" in rep.text()
+
+    pairs = tmp_path / "CORUM.txt"
+    pairs.write_text("entity1,entity2\nA,B\nB,A\nC,D\n")
+    rep = inspect_path(pairs)
+    assert rep.kind == "annotations" and rep.info == {"pairs": 3, "entities": 4}
+
+    meta = tmp_path / "plate.csv.gz"
+    pd.DataFrame({"Metadata_Source": ["s1", "s2"], "Metadata_Plate": ["P1", "P2"]}).to_csv(
+        meta, index=False)
+    rep = inspect_path(meta)
+    assert rep.kind == "metadata" and rep.info["rows"] == 2 and rep.problems == []
+
+
+def test_inspect_real_inputs_that_used_to_crash(realdata):
+    cases = {"annotations/CORUM.txt": "annotations",
+             "metadata/jump/plate.csv.gz": "metadata",
+             "metadata/jump/JUMP-Target-1_compound_platemap.tsv": "platemap"}
+    for rel, kind in cases.items():
+        path = realdata / rel
+        if not path.exists():
+            pytest.skip(f"{path} missing")
+        rep = inspect_path(path, negcon=["DMSO"], platemap_options={"fill_empty": "DMSO"})
+        assert rep.kind == kind, rel
+        assert rep.problems == [], (rel, rep.problems)
+    illum = realdata / "load_data" / "test_BR00126114_load_data_with_illum.parquet"
+    rep = inspect_path(illum, check_files=False)
+    assert rep.kind == "load_data"
+    assert "Metadata_Perturbation" in str(rep.problems[0])
+    assert "5 channel(s)" in rep.text()
