@@ -279,3 +279,31 @@ def test_unusable_columns_are_named_with_the_fix_or_dropped_with_a_count(tmp_pat
     assert bench.dropped_columns == {"nonfinite": ["f_nan"], "constant": ["f_const"]}
     assert (tmp_path / "b" / "inputs" / "dropped_columns.json").is_file()
     assert _nr(res.scores, "profiles") > 0.8
+
+
+def test_load_data_adds_the_image_baselines(tmp_path):
+    """A table of well embeddings plus the screen's images: the image baselines are
+    extracted (on the configured executor) next to the table."""
+    from baselens.data.synthetic import generate_screen
+    from baselens.run.config import synthetic_config
+
+    ld_path = generate_screen(synthetic_config({"preset": "quick"}), tmp_path / "screen")
+    ld = pd.read_parquet(ld_path)
+    wells = ld.drop_duplicates(["Metadata_Plate", "Metadata_Well"])[
+        ["Metadata_Plate", "Metadata_Well", "Metadata_Perturbation"]].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    codes = pd.factorize(wells["Metadata_Perturbation"])[0]
+    emb = rng.normal(size=(codes.max() + 1, 8))[codes] + 0.3 * rng.normal(size=(len(wells), 8))
+    table = pd.concat([wells, pd.DataFrame(emb, columns=[f"e{i}" for i in range(8)])], axis=1)
+    # the load_data's own perturbation columns are dropped: they come from the table
+    ld.drop(columns=["Metadata_Perturbation", "Metadata_ControlType"]).to_parquet(
+        tmp_path / "screen" / "images.parquet")
+    res = Benchmark(table, load_data=tmp_path / "screen" / "images.parquet",
+                    methods=["pixel_mean", "random"],
+                    tasks=["replicate_retrieval"], execution={"executor": "serial"}).run(
+        tmp_path / "run", progress=False)
+    assert set(res.scores["method"]) == {"profiles", "pixel_mean", "random"}
+    assert res.scores.query("method == 'pixel_mean'")["method_kind"].iloc[0] == "baseline"
+    info = pd.read_json(tmp_path / "run" / "run.json", typ="series")
+    assert info["n_sites"] == len(ld) and info["channels"] == ["DNA", "ER", "RNA", "AGP", "Mito"]
+    assert _nr(res.scores, "profiles") > _nr(res.scores, "random")
