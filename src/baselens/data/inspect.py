@@ -144,7 +144,11 @@ def run_data_problems(table: pd.DataFrame) -> list[Exception]:
         if col not in table.columns:
             out.append(ValueError(
                 f"the load_data table needs a {col} column to score perturbations "
-                "(join your platemap first; 'negcon' in Metadata_ControlType marks negative controls)"))
+                "(join your platemap first; 'negcon' in Metadata_ControlType marks negative "
+                "controls): for an image folder, `baselens load-data IMAGES --platemap "
+                "platemap.csv --negcon DMSO`; for a JUMP / Cell Painting Gallery load_data, "
+                "the JUMP metadata join (`baselens download jump-cp` writes it joined; "
+                "Python: baselens.data.jump.annotate_jump)"))
     return out
 
 

@@ -164,12 +164,11 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
     if "perturbation_metadata" in data:
         path = cfg.resolve(data["perturbation_metadata"])
         _join_perturbation_metadata(ld, _read_table(path), str(path))
-    for col in ("Metadata_Perturbation", "Metadata_ControlType"):
-        if col not in ld.table.columns:
-            raise ValueError(
-                f"the load_data table needs a {col} column to score perturbations "
-                "(join your platemap first; 'negcon' in Metadata_ControlType marks negative controls)"
-            )
+    from baselens.data.inspect import run_data_problems
+
+    problems = run_data_problems(ld.table)  # the words `baselens inspect` uses
+    if problems:
+        raise problems[0]
     ld.table["Metadata_ControlType"] = ld.table["Metadata_ControlType"].fillna("").astype(str)
     return ld, inputs, context
 
