@@ -211,3 +211,51 @@ def test_inspect_real_inputs_that_used_to_crash(realdata):
     assert rep.kind == "load_data"
     assert "Metadata_Perturbation" in str(rep.problems[0])
     assert "5 channel(s)" in rep.text()
+
+
+def _tiny_screen(tmp_path, n_wells=8):
+    import numpy as np
+    import tifffile
+
+    rows = []
+    for i in range(n_wells):
+        well = f"A{i + 1:02d}"
+        row = {"Metadata_Plate": "P1", "Metadata_Well": well, "Metadata_Site": 1,
+               "Metadata_Perturbation": "DMSO" if i < 4 else f"c{i % 2}",
+               "Metadata_ControlType": "negcon" if i < 4 else ""}
+        for ch in ("DNA", "RNA"):
+            name = f"P1_{well}_s1_{ch}.tiff"
+            tifffile.imwrite(tmp_path / name, np.full((32, 32), i + 1, np.uint16))
+            row[f"FileName_Orig{ch}"], row[f"PathName_Orig{ch}"] = name, str(tmp_path)
+        rows.append(row)
+    ld = pd.DataFrame(rows)
+    ld.to_csv(tmp_path / "load_data.csv", index=False)
+    return ld
+
+
+def test_every_image_header_is_decoded_before_the_run(tmp_path):
+    import numpy as np
+    import tifffile
+
+    from baselens.data.load_data import ImageReadError, read_load_data
+    from baselens.data.inspect import image_header_problems
+
+    ld = _tiny_screen(tmp_path)
+    assert image_header_problems(read_load_data(tmp_path / "load_data.csv")) == []
+    (tmp_path / "P1_A06_s1_RNA.tiff").write_bytes(b"II*\x00garbage")  # truncated TIFF
+    tifffile.imwrite(tmp_path / "P1_A07_s1_DNA.tiff", np.zeros((16, 32), np.uint16))
+    bad = image_header_problems(read_load_data(tmp_path / "load_data.csv"))
+    assert len(bad) == 2
+    assert "Well=A06" in str(bad[0]) and "'RNA': cannot decode" in str(bad[0])
+    assert "P1_A07_s1_DNA.tiff is 16x32 uint16, but P1_A01_s1_DNA.tiff is 32x32 uint16" in str(bad[1])
+    rep = inspect_path(tmp_path / "load_data.csv")
+    assert str(rep.problems[0]) == str(bad[0])
+    # run stops with the same message before extracting anything
+    table = ld[["Metadata_Plate", "Metadata_Well", "Metadata_Perturbation"]].assign(
+        f0=range(len(ld)), f1=1.0 * np.arange(len(ld)) ** 2, f2=np.sin(np.arange(len(ld))))
+    with pytest.raises(ImageReadError) as err:
+        Benchmark(table, load_data=tmp_path / "load_data.csv", methods=["pixel_mean"],
+                  tasks=["replicate_retrieval"], execution={"executor": "serial"}
+                  ).run(tmp_path / "run", progress=False)
+    assert str(err.value) == str(bad[0])
+    assert not (tmp_path / "run" / "features").exists()

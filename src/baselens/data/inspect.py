@@ -37,7 +37,7 @@ import pandas as pd
 from baselens.data.load_data import ImageReadError, LoadData, read_load_data
 
 __all__ = ["InspectReport", "detect_kind", "inspect_path", "build_run_inputs",
-           "run_data_problems", "preflight"]
+           "run_data_problems", "preflight", "image_header_problems"]
 
 KINDS = ("load_data", "image_folder", "profiles", "embeddings", "rxrx3_metadata",
          "image", "platemap", "annotations", "metadata")
@@ -406,6 +406,43 @@ def _image_header(p: Path) -> str:
         return f"unreadable ({exc})"
 
 
+def image_header_problems(ld: LoadData, *, threads: int = 8,
+                          max_examples: int = 5) -> list[ImageReadError]:
+    """Decode the header of every local image file of ``ld`` (all channels; TIFF via
+    tifffile, others via imageio): a file that cannot be decoded, or whose shape differs
+    from its channel's first file, is an :class:`ImageReadError` naming the site, channel
+    and file. Missing and remote files are left to the existence checks. Used by
+    ``inspect`` and by ``run`` before any worker starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = []
+    for ch in ld.channels:
+        paths, _ = _site_paths(ld, ch, "Orig")
+        jobs += [(i, ch, p) for i, p in enumerate(paths) if p is not None and p.exists()]
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        headers = list(pool.map(lambda job: _image_header(job[2]), jobs))
+    bad, first_shape = [], {}
+    for (i, ch, p), h in zip(jobs, headers):
+        if h.startswith("unreadable"):
+            bad.append((i, ImageReadError(f"{ld.site_label(i)}, channel {ch!r}: cannot decode "
+                                      f"{p}: {h[len('unreadable '):].strip('()')}")))
+            continue
+        first = first_shape.setdefault(ch, (h, p))
+        if h.split()[0] != first[0].split()[0]:
+            bad.append((i, ImageReadError(
+                f"{ld.site_label(i)}, channel {ch!r}: {p.name} is {h}, but {first[1].name} "
+                f"is {first[0]}; every site of a channel needs the same image size")))
+    bad = [e for _, e in sorted(bad, key=lambda t: t[0])]  # in site order
+    if len(bad) > max_examples:
+        head = bad[:max_examples]
+        head[0] = ImageReadError(f"{len(bad)} image file(s) fail their header check; first: "
+                                 f"{head[0]}")
+        return head
+    return bad
+
+
 def _inspect_sites(rep: InspectReport, ld: LoadData, *, check_files: bool = True) -> None:
     t = ld.table
     from baselens.data.load_data import discover_channels
@@ -448,6 +485,7 @@ def _inspect_sites(rep: InspectReport, ld: LoadData, *, check_files: bool = True
                     + (f" ({len(remote)} remote)" if remote else ""))
     if header:
         rep.add("files", f"first {header[0]} image {header[1].name}: {header[2]}")
+    _header_section(rep, ld)
     rep.info["sites_missing_files"] = len(missing)
     if missing:
         ex = [f"{ld.site_label(i)} lacks {chs}" for i, chs in list(missing.items())[:5]]
@@ -463,6 +501,17 @@ def _inspect_sites(rep: InspectReport, ld: LoadData, *, check_files: bool = True
         else:  # the first site is local but others are not
             rep.problems.append(ImageReadError(f"{len(remote_all)} file(s) are remote, e.g. "
                                                f"{remote_all[0]}; map the prefix with path_map"))
+
+
+def _header_section(rep: InspectReport, ld: LoadData) -> None:
+    """inspect's view of :func:`image_header_problems` (what ``run`` checks first)."""
+    bad = image_header_problems(ld)
+    rep.info["image_header_problems"] = len(bad)
+    if bad:
+        rep.add("files", f"FLAG: image headers: {bad[0]}")
+        rep.problems.append(bad[0])
+    else:
+        rep.add("files", "every local image file's header decodes")
 
 
 def _channel_actions(rep: InspectReport, channels: Sequence[str]) -> None:

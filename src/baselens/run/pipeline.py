@@ -189,6 +189,14 @@ def _preflight(cfg: RunConfig, ld: LoadData, log: FilterLog, say: "_Progress") -
                               reference=None if steps else cfg.profile.get("reference", "negcon"))
     if errors:
         raise errors[0]
+    if ld.channels:
+        from baselens.data.inspect import image_header_problems
+
+        t = time.perf_counter()
+        bad = image_header_problems(ld)
+        if bad:
+            raise bad[0]
+        say.log(f"preflight: image headers decoded ({time.perf_counter() - t:.1f} s)")
     tasks_cfg = dict(cfg.tasks)
     for task, why in sorted(skips.items()):
         tasks_cfg[task] = {**tasks_cfg.get(task, {}), "enabled": False}
