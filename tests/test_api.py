@@ -307,3 +307,29 @@ def test_load_data_adds_the_image_baselines(tmp_path):
     info = pd.read_json(tmp_path / "run" / "run.json", typ="series")
     assert info["n_sites"] == len(ld) and info["channels"] == ["DNA", "ER", "RNA", "AGP", "Mito"]
     assert _nr(res.scores, "profiles") > _nr(res.scores, "random")
+
+
+def test_verdicts_table_reads_the_verdict_column_of_the_headline_metric(tmp_path):
+    """Contract 2: the API shows ``verdict`` as given, per level, never a sign of its own."""
+    scores = pd.DataFrame([dict(method=m, method_kind=k, layer="default",
+                                task="replicate_retrieval", batch_level=lv,
+                                metric="mean_average_precision", fold=0, seed=0, value=v, n=5,
+                                warning="")
+                           for m, k, v in (("fm", "model", 0.6), ("cc", "baseline", 0.5))
+                           for lv in ("NSP", "NR")])
+    beyond = pd.DataFrame([
+        dict(task="replicate_retrieval", batch_level="NR", metric="mean_average_precision",
+             method="fm", layer="default", best_baseline="cc", difference=0.1,
+             verdict="not distinguishable"),  # positive difference, yet no verdict "beats"
+        dict(task="replicate_retrieval", batch_level="NSP", metric="mean_average_precision",
+             method="fm", layer="default", best_baseline="cc", difference=0.1,
+             verdict="beats"),
+        dict(task="replicate_retrieval", batch_level="NR", metric="fraction_retrieved",
+             method="fm", layer="default", best_baseline="cc", difference=-0.1,
+             verdict="worse")])
+    res = Results(tmp_path, scores, pd.DataFrame(), tmp_path / "report.html", _beyond=beyond)
+    v = res.verdicts()
+    assert list(v.columns) == ["NR", "NSP"]
+    assert v.loc[("fm", "default", "replicate_retrieval")].tolist() == ["not distinguishable",
+                                                                        "beats"]
+    assert "not distinguishable" in res._repr_html_()

@@ -358,10 +358,11 @@ class Benchmark:
             d["execution"] = {**d.get("execution", {}), **self.execution}
         if self.annotations is not None:
             d["data"]["annotations"] = self._annotation_paths(work)
+        profile = dict(self.profile)
         if self.reference != "negcon":
-            self.profile.setdefault("reference", self.reference)
-        if self.profile:
-            d["profile"] = {**d.get("profile", {}), **self.profile}
+            profile.setdefault("reference", self.reference)
+        if profile:
+            d["profile"] = {**d.get("profile", {}), **profile}
         if self._task_table:
             d["tasks"] = {**d.get("tasks", {}), **self._task_table}
         try:
@@ -745,7 +746,15 @@ class Results:
         head = (f"<p><b>baselens</b> — {len(lb)} representations, levels formed: "
                 f"{', '.join(self.levels)}; leaderboard at <b>{level}</b> "
                 f"(report: <code>{self.report}</code>)</p>")
-        return head + lb.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–")
+        html = head + lb.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                verdicts = self.verdicts()
+        except (ValueError, KeyError):
+            return html  # no verdicts in this version: the leaderboard alone
+        return (html + "<p>Beyond the best baseline (headline metric, per batch level):</p>"
+                + verdicts.to_html(na_rep="–"))
 
     def __repr__(self) -> str:
         methods = list(pd.unique(self.scores["method"]))
