@@ -259,3 +259,27 @@ def test_every_image_header_is_decoded_before_the_run(tmp_path):
                   ).run(tmp_path / "run", progress=False)
     assert str(err.value) == str(bad[0])
     assert not (tmp_path / "run" / "features").exists()
+
+
+def test_load_data_names_unusable_columns_and_drops_them_on_request(tmp_path, capsys,
+                                                                    monkeypatch):
+    from baselens.run.cli import main
+
+    table = _plates(n_plates=1, seed=2)
+    table["f_nan"] = float("nan")
+    table.loc[3, "f1"] = float("inf")
+    table["f_const"] = 2.0
+    src = tmp_path / "profiles.csv.gz"
+    table.to_csv(src, index=False)
+    argv = ["load-data", str(src), "--out", str(tmp_path / "mydata"), "--negcon", "DMSO"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "2 with NaN/inf values ('f1', 'f_nan'; 48 row(s) affected)" in err
+    assert "1 constant ('f_const')" in err and "--drop-nonfinite-columns" in err
+    assert main(argv + ["--drop-nonfinite-columns"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped 3 of 22 feature columns" in out
+    kept = pd.read_parquet(tmp_path / "mydata" / "profiles.parquet").columns
+    assert not {"f1", "f_nan", "f_const"} & set(kept) and "f0" in kept
+    line = next(ln for ln in out.splitlines() if ln.startswith("next: "))
+    assert _run_printed(line, tmp_path, monkeypatch) == [0, 0]

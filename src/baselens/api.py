@@ -41,7 +41,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Benchmark", "Results", "IMAGE_BASELINES", "LEVEL_ORDER"]
+__all__ = ["Benchmark", "Results", "IMAGE_BASELINES", "LEVEL_ORDER", "unusable_columns"]
 
 #: Batch levels from the least to the most stringent (plots and the default view).
 LEVEL_ORDER: tuple[str, ...] = ("SP", "NR", "NSL", "NSP", "NSB", "NSS", "NSSL")
@@ -180,6 +180,35 @@ def _method_entries(methods) -> list[dict]:
     return out
 
 
+def unusable_columns(table: pd.DataFrame, features: Sequence[str]) -> tuple[list[str], list[str], str]:
+    """Feature columns no representation can use: any NaN/inf value, or a single value in
+    every row.
+
+    Returns
+    -------
+    (non-finite columns, constant columns, a sentence naming them and the rows affected)
+    """
+    features = list(features)
+    x = table[features].to_numpy(dtype=np.float64)
+    finite = np.isfinite(x)
+    nonfinite = [f for f, ok in zip(features, finite.all(axis=0)) if not ok]
+    xf = np.where(finite, x, np.nan)
+    with warnings.catch_warnings():  # all-NaN columns: spread NaN, listed as non-finite
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = (np.nanmax(xf, axis=0) - np.nanmin(xf, axis=0) if len(x)
+                  else np.zeros(len(features)))
+    constant = [f for f, sp in zip(features, spread) if f not in nonfinite and not (sp > 0)]
+
+    def names(cols):
+        return ", ".join(map(repr, cols[:5])) + (f" … ({len(cols)})" if len(cols) > 5 else "")
+
+    what = "; ".join(part for part in (
+        f"{len(nonfinite)} with NaN/inf values ({names(nonfinite)}; "
+        f"{int((~finite.all(axis=1)).sum())} row(s) affected)" if nonfinite else "",
+        f"{len(constant)} constant ({names(constant)})" if constant else "") if part)
+    return nonfinite, constant, what
+
+
 # --------------------------------------------------------------------------- Benchmark
 class Benchmark:
     """Score a table of profiles or embeddings next to the baselines.
@@ -282,38 +311,23 @@ class Benchmark:
         return self._unusable_columns(pt)
 
     def _unusable_columns(self, pt):
-        """Feature columns no representation can use: any NaN/inf value, or one value in
-        every row. Stop naming them (and the fix), or drop them with a count."""
-        x = pt.table[pt.features].to_numpy(dtype=np.float64)
-        finite = np.isfinite(x)
-        nonfinite = [f for f, ok in zip(pt.features, finite.all(axis=0)) if not ok]
-        xf = np.where(finite, x, np.nan)
-        with warnings.catch_warnings():  # all-NaN columns: spread NaN, listed as non-finite
-            warnings.simplefilter("ignore", RuntimeWarning)
-            spread = (np.nanmax(xf, axis=0) - np.nanmin(xf, axis=0) if len(x)
-                      else np.zeros(len(pt.features)))
-        constant = [f for f, sp in zip(pt.features, spread)
-                    if f not in nonfinite and not (sp > 0)]
+        """Stop naming the unusable feature columns (and the fix), or drop them."""
+        nonfinite, constant, what = unusable_columns(pt.table, pt.features)
         if not nonfinite and not constant:
             return pt
-
-        def names(cols):
-            return ", ".join(map(repr, cols[:5])) + (f" … ({len(cols)})" if len(cols) > 5 else "")
-        what = "; ".join(part for part in (
-            f"{len(nonfinite)} with NaN/inf values ({names(nonfinite)}; "
-            f"{int((~finite.all(axis=1)).sum())} row(s) affected)" if nonfinite else "",
-            f"{len(constant)} constant ({names(constant)})" if constant else "") if part)
         if not self.drop_nonfinite_columns:
             raise ValueError(f"{pt.source}: feature columns no representation can use: {what}. "
                              "Drop them with Benchmark(..., drop_nonfinite_columns=True) "
-                             "(CLI: --drop-nonfinite-columns), or fix them in the table")
-        keep = [f for f in pt.features if f not in set(nonfinite) | set(constant)]
+                             "(CLI: baselens load-data ... --drop-nonfinite-columns), or fix "
+                             "them in the table")
+        drop = set(nonfinite) | set(constant)
+        keep = [f for f in pt.features if f not in drop]
         if not keep:
             raise ValueError(f"{pt.source}: every feature column is non-finite or constant")
         self.dropped_columns = {"nonfinite": nonfinite, "constant": constant}
-        warnings.warn(f"dropped {len(nonfinite) + len(constant)} of {len(pt.features)} "
-                      f"feature columns: {what}", stacklevel=3)
-        pt.table = pt.table.drop(columns=nonfinite + constant)
+        warnings.warn(f"dropped {len(drop)} of {len(pt.features)} feature columns: {what}",
+                      stacklevel=3)
+        pt.table = pt.table.drop(columns=sorted(drop))
         pt.features = keep
         return pt
 

@@ -206,11 +206,43 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _usable_profile_source(args) -> str:
+    """A profile table's unusable feature columns (NaN/inf, constant) stop ``load-data``
+    with their names and ``--drop-nonfinite-columns``; with the flag, a copy without them
+    goes to ``OUT/<name>.parquet`` (counted in ``OUT/dropped_columns.json``)."""
+    import json
+
+    from baselens.api import unusable_columns
+    from baselens.data.inspect import detect_kind
+    from baselens.data.profiles import read_profile_file, read_profiles
+
+    src = Path(args.source).expanduser()
+    if src.is_dir() or detect_kind(src) != "profiles":
+        return args.source
+    pt = read_profiles(src, perturbation=args.perturbation, negcon=args.negcon)
+    nonfinite, constant, what = unusable_columns(pt.table, pt.features)
+    if not nonfinite and not constant:
+        return args.source
+    if not args.drop_nonfinite_columns:
+        raise ValueError(f"{src}: feature columns no representation can use: {what}; drop "
+                         "them with --drop-nonfinite-columns, or fix them in the table")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / f"{src.name.split('.')[0]}.parquet"
+    read_profile_file(src).drop(columns=nonfinite + constant).to_parquet(copy, index=False)
+    (out / "dropped_columns.json").write_text(json.dumps(
+        {"source": str(src), "nonfinite": nonfinite, "constant": constant}, indent=2))
+    print(f"dropped {len(nonfinite) + len(constant)} of {len(pt.features)} feature columns: "
+          f"{what} (listed in {out / 'dropped_columns.json'})")
+    return str(copy)
+
+
 def cmd_load_data(args) -> int:
     from baselens.data.inspect import build_run_inputs
 
+    source = args.inspect_source = _usable_profile_source(args)
     cfg, summary = build_run_inputs(
-        args.source, args.out, pattern=args.pattern, plate=args.plate, platemap=args.platemap,
+        source, args.out, pattern=args.pattern, plate=args.plate, platemap=args.platemap,
         platemap_options={k: v for k, v in {"negcon": args.negcon, "fill_empty": args.fill_empty,
                                             "perturbation": args.perturbation}.items() if v},
         channel_map=args.channel_map, plane=args.plane, on_missing=args.on_missing,
@@ -244,7 +276,7 @@ def _next_inspect(args, cfg: Path) -> str:
                 return f"baselens inspect {_quote(ld)}"
         except ValueError:
             pass
-    cmd = f"baselens inspect {_quote(args.source)}"
+    cmd = f"baselens inspect {_quote(getattr(args, 'inspect_source', args.source))}"
     if args.perturbation:
         cmd += f" --perturbation {_quote(args.perturbation)}"
     if args.negcon:
@@ -413,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="RxRx3: OpenPhenom_rxrx3_core_embeddings.parquet to score")
     ld.add_argument("--image-root", default=None, help="RxRx3: folder of the unpacked images")
     ld.add_argument("--title", default=None, help="report title")
+    ld.add_argument("--drop-nonfinite-columns", action="store_true",
+                    help="profile tables: leave out feature columns with NaN/inf values or a "
+                         "single value (listed in OUT/dropped_columns.json)")
     ld.set_defaults(func=cmd_load_data)
     return p
 
