@@ -251,7 +251,10 @@ def file_identity(path: str | os.PathLike) -> str:
 def _param_files(m: dict) -> dict:
     """Identity of the files a method's parameters name (its extractor's ``PATH_PARAMS``,
     e.g. precomputed's embeddings): a changed embeddings file is a new cache key."""
-    names = getattr(get_spec(m["name"]).factory, "PATH_PARAMS", ())
+    try:
+        names = getattr(get_spec(m["name"]).factory, "PATH_PARAMS", ())
+    except KeyError:  # not an image extractor (e.g. a tissue representation): no files
+        return {}
     params = m.get("params") or {}
     out = {}
     for k in names:
