@@ -15,6 +15,12 @@ import pytest
 import baselens
 from baselens.api import Benchmark, Results, anndata_to_frame
 
+
+def test_benchmark_is_exported_from_the_package():
+    assert baselens.Benchmark is Benchmark and baselens.Results is Results
+    assert "Benchmark" in dir(baselens)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 VERDICTS = {"beats", "not distinguishable", "worse", "no baseline"}
 
