@@ -145,3 +145,92 @@ def test_same_folder_names_stay_apart(tmp_path):
     s = merge_runs([a, b])["scores"]
     assert set(s["run"]) == {"x/run", "y/run"}
     assert set(s["method"]) == {"x/run:cell_count", "y/run:cell_count"}
+
+
+# ----------------------------------------------------------------- same screen or not
+def _run_with_screen(d, methods, perts, wells=None, tasks=("replicate_retrieval",)):
+    d.mkdir(parents=True)
+    s = _scores(methods)
+    extra = [s.assign(task=t) for t in tasks if t != "replicate_retrieval"]
+    pd.concat([s, *extra], ignore_index=True).to_parquet(d / "scores.parquet")
+    wells = wells or [f"A{i + 1:02d}" for i in range(len(perts))]
+    pd.DataFrame({"Metadata_Plate": "P1", "Metadata_Well": wells,
+                  "Metadata_Perturbation": perts, "Metadata_ControlType": ""}
+                 ).to_parquet(d / "screen.parquet")
+    return d
+
+
+def test_compare_refuses_runs_of_different_screens(tmp_path, capsys):
+    a = _run_with_screen(tmp_path / "lincs", BASE_RUN, ["DMSO", "c1", "c2", "c3"])
+    b = _run_with_screen(tmp_path / "jump", USER_RUN, ["DMSO", "c1", "k9", "k8"])
+    with pytest.raises(ValueError, match=r"different perturbations \(4 vs 4; 2 only in lincs, "
+                                         r"e\.g\. c2, c3; 2 only in jump, e\.g\. k8, k9\)"):
+        merge_runs([a, b])
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-different-screens" in err and "not the same screen" in err
+    assert not (tmp_path / "m" / "report.html").exists()
+
+
+def test_well_level_tasks_need_the_same_wells(tmp_path):
+    perts = ["DMSO", "c1", "c2"]
+    a = _run_with_screen(tmp_path / "a", BASE_RUN, perts, tasks=("replicate_retrieval", "knn_probe"))
+    b = _run_with_screen(tmp_path / "b", USER_RUN, perts, wells=["B01", "B02", "B03"],
+                         tasks=("replicate_retrieval", "knn_probe"))
+    with pytest.raises(ValueError, match=r"different wells .* well-level task\(s\) knn_probe"):
+        merge_runs([a, b])
+    # the same perturbations on other wells are fine when no well-level task is shared
+    c = _run_with_screen(tmp_path / "c", USER_RUN, perts, wells=["B01", "B02", "B03"])
+    assert set(merge_runs([a, c])["scores"]["run"]) == {"a", "c"}
+
+
+def test_same_screen_is_merged_and_names_the_baselines_run(tmp_path):
+    perts = ["DMSO", "c1", "c2"]
+    a = _run_with_screen(tmp_path / "baselines", BASE_RUN, perts)
+    b = _run_with_screen(tmp_path / "foundation", USER_RUN, perts)
+    bb = merge_runs([a, b])["beyond_baseline"]
+    r = bb[(bb["method"] == "my_fm") & (bb["layer"] == "block12") & (bb["batch_level"] == "NR")]
+    assert r.iloc[0]["best_baseline"] == "baselines:cell_count"
+    assert r.iloc[0]["baseline_run"] == "baselines"
+
+
+def test_override_compares_each_run_with_its_own_baselines(tmp_path):
+    a = _run_with_screen(tmp_path / "lincs", BASE_RUN, ["DMSO", "c1"])
+    b = _run_with_screen(tmp_path / "jump", USER_RUN, ["DMSO", "k1"])
+    t = merge_runs([a, b], allow_different_screens=True)
+    # every method carries its run
+    assert all(":" in m for m in t["scores"]["method"])
+    bb = t["beyond_baseline"]
+    fm = bb[(bb["method"] == "jump:my_fm") & (bb["layer"] == "block12")
+            & (bb["batch_level"] == "NR")].iloc[0]
+    # lincs' cell_count (0.40) is the better baseline overall, but not of this screen
+    assert fm["best_baseline"] == "jump:cell_count" and fm["baseline_run"] == "jump"
+    assert fm["improvement"] == pytest.approx(0.55 - 0.38, abs=2e-3)
+    gt = bb[(bb["method"] == "lincs:ground_truth") & (bb["batch_level"] == "NR")].iloc[0]
+    assert gt["baseline_run"] == "lincs"
+    out = tmp_path / "m"
+    assert main(["compare", str(a), str(b), "--out", str(out), "--allow-different-screens"]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "different screens" in html and "jump:my_fm" in html
+
+
+def test_source_verdicts_are_kept_only_against_the_same_baseline(tmp_path):
+    perts = ["DMSO", "c1", "c2"]
+    a = _run_with_screen(tmp_path / "a", [("pixel_stats", "baseline", "default", 0.2)], perts)
+    b = _run_with_screen(tmp_path / "b", USER_RUN, perts)
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
+
+    (b / "diagnostics").mkdir()
+    beyond_best_baseline(_scores(USER_RUN)).assign(
+        verdict="beats", p_adjusted=0.01, ci_low=0.1, ci_high=0.2
+    ).to_parquet(b / "diagnostics" / "beyond_baseline.parquet")
+    bb = merge_runs([a, b])["beyond_baseline"]
+    r = bb[(bb["method"] == "my_fm") & (bb["layer"] == "block12")].iloc[0]
+    assert r["best_baseline"] == "cell_count" and r["verdict"] == "beats"
+    assert r["p_adjusted"] == pytest.approx(0.01)
+    # a baseline from the other run now wins: the source verdict no longer applies
+    a2 = _run_with_screen(tmp_path / "a2", [("pixel_stats", "baseline", "default", 0.5)], perts)
+    bb = merge_runs([a2, b])["beyond_baseline"]
+    r = bb[(bb["method"] == "my_fm") & (bb["layer"] == "block12")].iloc[0]
+    assert r["best_baseline"] == "pixel_stats"
+    assert r["verdict"] != "beats"

@@ -110,3 +110,28 @@ def test_builtin_protocols_are_found_by_name(tmp_path, monkeypatch):
         find_config("no_such_protocol")
     (tmp_path / "mine.toml").write_text("")
     assert find_config("mine.toml") == "mine.toml"  # a file given is used as is
+
+
+# ----------------------------------------------------------------- errors name the fix
+@pytest.mark.parametrize("method, message", [
+    ({"name": "pixel_stat"}, r"methods\[0\]\.name: unknown extractor 'pixel_stat' — did you "
+                             r"mean 'pixel_stats'\?"),
+    ({"name": "single_conv", "params": {"sed": 1}},
+     r"methods\[0\]\.params: 'single_conv' has no parameter 'sed' — did you mean 'seed'\?"),
+    ({"name": "resnet50", "params": {"weight": "random"}},
+     r"'resnet50' has no parameter 'weight' — did you mean 'weights'\?"),
+    ({"name": "resnet50", "params": {"weights": "imagenet"}},
+     r"weights = 'imagenet' does not name a checkpoint; accepted values: \"random\".*"
+     r"\"pretrained\".*\"timm:<tag>\""),
+])
+def test_method_typos_are_config_errors_with_the_fix(method, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict({"data": {"load_data": "x.parquet"}, "methods": [method]})
+
+
+def test_valid_method_params_pass():
+    cfg = RunConfig.from_dict({"data": {"load_data": "x.parquet"}, "methods": [
+        {"name": "single_conv", "params": {"seed": 2}},
+        {"name": "resnet50", "params": {"weights": "random", "input_size": 112}},
+        {"name": "vit_small_patch16_224_random", "params": {"seed": 1}}]})
+    assert [m["name"] for m in cfg.methods][0] == "single_conv"

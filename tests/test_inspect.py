@@ -77,7 +77,11 @@ def test_pediatric_site_as_load_data(realdata, tmp_path):
 
     with pytest.raises(ValueError) as norm:
         normalize(t.assign(f=1.0), features=["f"])
-    assert str(rep.problems[0]) == str(norm.value)
+    # inspect says what the run's pre-flight stops with: normalize's error plus the fix
+    from baselens.data.inspect import preflight
+
+    assert str(rep.problems[0]) == str(preflight(t)[0][0])
+    assert str(rep.problems[0]).startswith(str(norm.value)) and "--reference all" in str(rep.problems[0])
     mapped = inspect_path(tmp_path / "ld.csv", channel_map="pediatric_atlas")
     assert mapped.info["channels"][0] == "DNA" and not any("no channel named" in a for a in mapped.actions)
 

@@ -10,10 +10,24 @@ from pathlib import Path
 import pandas as pd
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Read once (setting the umask to read it is not thread-safe): files get the mode a
+#: plain ``open()`` would give them (0644 under the usual umask 022), not mkstemp's 0600.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _tmp_near(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 

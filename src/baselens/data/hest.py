@@ -1,6 +1,6 @@
-"""HEST-1k / HEST-Benchmark reader and the coarsened HEST-1k-1NN variant (seed 004 C.3, E.2).
+"""HEST-1k / HEST-Benchmark reader and the coarsened HEST-1k-1NN variant (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) C.3, E.2).
 
-Seed 004 scores tissue representations on spatial transcriptomics: H&E patches of
+arXiv 2603.13377 scores tissue representations on spatial transcriptomics: H&E patches of
 112 µm (224 px at 0.5 µm/px, "20x") centred on ST spots, paired with the expression of
 the 50 most variable genes of each task, plus CellViT nuclei segmentations whose
 centroids feed the structure-only baselines.
@@ -31,7 +31,7 @@ one; ``bench_data/`` is looked into too).
 
 Targets follow the HEST-Benchmark (``hest.bench.st_dataset.load_adata(normalize=True)``):
 ``log1p`` of the raw counts of the selected genes. Nuclei centroids are binned into each
-patch's footprint in the full-res slide (seed 004 E.2) and given in patch pixels
+patch's footprint in the full-res slide (arXiv 2603.13377 E.2) and given in patch pixels
 (row, col). A spot's patient comes from ``metadata/<id>.json`` (``dataset_title`` +
 ``patient``, the grouping HEST uses to build its splits), else from the test split that
 holds the sample, else the sample itself.
@@ -481,7 +481,7 @@ def nuclei_centroids(path: str | Path) -> np.ndarray:
 def _bin_nuclei(cent_xy: np.ndarray, left: np.ndarray, top: np.ndarray, foot: np.ndarray,
                 patch_px: np.ndarray) -> list[np.ndarray]:
     """Nuclei (x, y full-res) inside each footprint [left, left+foot) × [top, top+foot),
-    as (row, col) patch px (seed 004 E.2: cells binned by estimated patch)."""
+    as (row, col) patch px (arXiv 2603.13377 E.2: cells binned by estimated patch)."""
     out = []
     if len(cent_xy) == 0:
         return [np.zeros((0, 2)) for _ in left]
@@ -755,7 +755,7 @@ def grid_neighbours(xy: np.ndarray, grid: str = "auto") -> tuple[list[np.ndarray
     With ``d`` the median nearest-neighbour distance between spot centres: on a square
     grid the 8 neighbours lie within ``1.5 d`` (diagonals at ``√2 d``), up to 9 spots; on
     a hexagonal grid the 6 neighbours lie at ``d``, taken within ``1.2 d``, up to 7 spots
-    (seed 004 C.3). ``"auto"``: hexagonal when >= 5 neighbours lie within
+    (arXiv 2603.13377 C.3). ``"auto"``: hexagonal when >= 5 neighbours lie within
     ``1.2 d`` for the 10 % best-surrounded spots (square grids have at most 4; small
     hexagonal sections have many edge spots).
     """
@@ -782,7 +782,7 @@ def grid_neighbours(xy: np.ndarray, grid: str = "auto") -> tuple[list[np.ndarray
 
 def coarsen_1nn(ds: TissueDataset, grid: str = "auto", *, out_size: int | None = None,
                 drop_empty: bool = True) -> TissueDataset:
-    """HEST-1k-1NN (seed 004 C.3, E.2): bin every spot with its grid neighbours.
+    """HEST-1k-1NN (arXiv 2603.13377 C.3, E.2): bin every spot with its grid neighbours.
 
     For each spot of each sample (never across samples, hence never across patients):
 

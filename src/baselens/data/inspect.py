@@ -37,9 +37,13 @@ import pandas as pd
 from baselens.data.load_data import ImageReadError, LoadData, read_load_data
 
 __all__ = ["InspectReport", "detect_kind", "inspect_path", "build_run_inputs",
-           "run_data_problems"]
+           "run_data_problems", "preflight", "image_header_problems"]
 
-KINDS = ("load_data", "image_folder", "profiles", "embeddings", "rxrx3_metadata")
+KINDS = ("load_data", "image_folder", "profiles", "embeddings", "rxrx3_metadata",
+         "image", "platemap", "annotations", "metadata")
+
+#: Single image files inspect describes (one site or one channel of one site).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".nd2", ".czi")
 
 #: Columns holding a dose, looked for in this order.
 DOSE_COLUMNS = ("Metadata_Concentration", "Metadata_mmoles_per_liter", "Metadata_dose",
@@ -84,6 +88,9 @@ class InspectReport:
 # --------------------------------------------------------------------------- detection
 def _columns(path: Path) -> list[str]:
     n = path.name.lower()
+    if n.endswith(".txt"):  # relationship tables (CORUM.txt …) are comma-separated
+        first = path.open(errors="replace").readline()
+        return list(pd.read_csv(path, nrows=0, sep="\t" if "\t" in first else ",").columns)
     if n.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
 
@@ -108,7 +115,12 @@ def detect_kind(path: str | os.PathLike) -> str:
         return "image_folder"
     if p.suffix.lower() in (".npy", ".h5ad"):
         return "embeddings"
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
     cols = _columns(p)
+    other = _other_table_kind(p, cols)
+    if other is not None:
+        return other
     from baselens.data.rxrx3 import is_rxrx3_metadata
 
     if any(re.match(r"^(Image_)?FileName_Orig", c) for c in cols):
@@ -132,7 +144,11 @@ def run_data_problems(table: pd.DataFrame) -> list[Exception]:
         if col not in table.columns:
             out.append(ValueError(
                 f"the load_data table needs a {col} column to score perturbations "
-                "(join your platemap first; 'negcon' in Metadata_ControlType marks negative controls)"))
+                "(join your platemap first; 'negcon' in Metadata_ControlType marks negative "
+                "controls): for an image folder, `baselens load-data IMAGES --platemap "
+                "platemap.csv --negcon DMSO`; for a JUMP / Cell Painting Gallery load_data, "
+                "the JUMP metadata join (`baselens download jump-cp` writes it joined; "
+                "Python: baselens.data.jump.annotate_jump)"))
     return out
 
 
@@ -168,6 +184,73 @@ def _knn_skip(wells: pd.DataFrame, min_per_label: int = 2) -> str | None:
         return None
     return (f"the kNN probe will be skipped: it needs ≥ 2 labels in {label!r} with "
             f"≥ {min_per_label} wells; found {n}")
+
+
+#: Negative-control wells the batch-mixing task needs (it measures batch signal on them;
+#: :func:`baselens.evaluate.batch_mixing.batch_mixing` raises below this).
+MIN_NEGCON_BATCH_MIXING = 4
+
+#: How to score a screen without (enough) negative controls, per interface.
+REFERENCE_ALL_FIX = ("to normalize each plate to all its wells instead: `baselens run CONFIG "
+                     "--reference all` (config: [profile] reference = \"all\"; Python: "
+                     "Benchmark(..., reference=\"all\"))")
+
+
+def preflight(sites: pd.DataFrame, *, tasks: Sequence[str] = ("batch_mixing", "knn_probe"),
+              reference: str = "negcon") -> tuple[list[Exception], dict[str, str]]:
+    """The feasibility checks a run makes before it extracts anything (``inspect`` makes
+    the same): ``(errors, skips)``.
+
+    Parameters
+    ----------
+    sites : DataFrame
+        The screen's sites or wells (``Metadata_*`` columns of the load_data table).
+    tasks : sequence of str
+        The tasks the run would score.
+    reference : {"negcon", "all"}
+        What per-plate normalization is fitted on (``[profile] reference``); ``None`` when
+        the profile uses explicit ``steps`` (not checked here).
+
+    Returns
+    -------
+    errors : list of Exception
+        What would stop the run (missing perturbation / control columns; a plate without
+        the negative controls its normalization needs), each naming the fix.
+    skips : dict
+        ``{task: reason}`` for tasks that lack their input (batch mixing with fewer than
+        :data:`MIN_NEGCON_BATCH_MIXING` negative-control wells; the kNN probe without 2
+        labels of 2 wells): the run skips them and records the reason in run.json.
+    """
+    errors = run_data_problems(sites)
+    if errors:
+        return errors, {}
+    keys = [c for c in ("Metadata_Plate", "Metadata_Well") if c in sites.columns]
+    wells = sites.drop_duplicates(keys) if len(keys) == 2 else sites
+    if reference == "negcon":
+        prob = _normalize_problem(wells)
+        if prob is not None:
+            errors.append(ValueError(f"{prob}; {REFERENCE_ALL_FIX}"))
+    skips: dict[str, str] = {}
+    ct = wells["Metadata_ControlType"].fillna("").astype(str)
+    n_neg = int((ct == "negcon").sum())
+    if "batch_mixing" in tasks and n_neg < MIN_NEGCON_BATCH_MIXING:
+        skips["batch_mixing"] = (f"batch mixing needs ≥ {MIN_NEGCON_BATCH_MIXING} "
+                                 f"negative-control wells (it measures batch signal on them); "
+                                 f"the screen has {n_neg}")
+    if "knn_probe" in tasks:
+        why = _knn_skip(wells)
+        if why is not None:
+            skips["knn_probe"] = why.replace("the kNN probe will be skipped: it needs",
+                                             "the kNN probe needs")
+    return errors, skips
+
+
+def _preflight_section(rep: InspectReport, wells: pd.DataFrame) -> None:
+    """inspect's view of :func:`preflight` (the default tasks and profile)."""
+    _, skips = preflight(wells, tasks=("batch_mixing",))
+    for task, why in skips.items():
+        rep.add("tasks", f"FLAG: a run skips {task}: {why}")
+        rep.info.setdefault("skipped_tasks", {})[task] = why
 
 
 def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "site") -> pd.DataFrame:
@@ -212,11 +295,12 @@ def _screen_sections(rep: InspectReport, sites: pd.DataFrame, *, unit: str = "si
             rep.add("controls", f"FLAG: unknown Metadata_ControlType values {other[:5]} "
                                 "(treated as perturbations)")
         prob = _normalize_problem(wells)
-        if prob is not None:
-            rep.problems.append(prob)
+        if prob is not None:  # in the words the run stops with (preflight)
+            rep.problems.append(ValueError(f"{prob}; {REFERENCE_ALL_FIX}"))
         skip = _knn_skip(wells)
         if skip is not None:
             rep.add("tasks", f"FLAG: {skip}")
+        _preflight_section(rep, wells)
     if "Metadata_Perturbation" in wells.columns:
         trt = wells if "Metadata_ControlType" not in wells.columns else \
             wells[wells["Metadata_ControlType"].fillna("").astype(str) != "negcon"]
@@ -322,6 +406,43 @@ def _image_header(p: Path) -> str:
         return f"unreadable ({exc})"
 
 
+def image_header_problems(ld: LoadData, *, threads: int = 8,
+                          max_examples: int = 5) -> list[ImageReadError]:
+    """Decode the header of every local image file of ``ld`` (all channels; TIFF via
+    tifffile, others via imageio): a file that cannot be decoded, or whose shape differs
+    from its channel's first file, is an :class:`ImageReadError` naming the site, channel
+    and file. Missing and remote files are left to the existence checks. Used by
+    ``inspect`` and by ``run`` before any worker starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = []
+    for ch in ld.channels:
+        paths, _ = _site_paths(ld, ch, "Orig")
+        jobs += [(i, ch, p) for i, p in enumerate(paths) if p is not None and p.exists()]
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        headers = list(pool.map(lambda job: _image_header(job[2]), jobs))
+    bad, first_shape = [], {}
+    for (i, ch, p), h in zip(jobs, headers):
+        if h.startswith("unreadable"):
+            bad.append((i, ImageReadError(f"{ld.site_label(i)}, channel {ch!r}: cannot decode "
+                                      f"{p}: {h[len('unreadable '):].strip('()')}")))
+            continue
+        first = first_shape.setdefault(ch, (h, p))
+        if h.split()[0] != first[0].split()[0]:
+            bad.append((i, ImageReadError(
+                f"{ld.site_label(i)}, channel {ch!r}: {p.name} is {h}, but {first[1].name} "
+                f"is {first[0]}; every site of a channel needs the same image size")))
+    bad = [e for _, e in sorted(bad, key=lambda t: t[0])]  # in site order
+    if len(bad) > max_examples:
+        head = bad[:max_examples]
+        head[0] = ImageReadError(f"{len(bad)} image file(s) fail their header check; first: "
+                                 f"{head[0]}")
+        return head
+    return bad
+
+
 def _inspect_sites(rep: InspectReport, ld: LoadData, *, check_files: bool = True) -> None:
     t = ld.table
     from baselens.data.load_data import discover_channels
@@ -364,6 +485,7 @@ def _inspect_sites(rep: InspectReport, ld: LoadData, *, check_files: bool = True
                     + (f" ({len(remote)} remote)" if remote else ""))
     if header:
         rep.add("files", f"first {header[0]} image {header[1].name}: {header[2]}")
+    _header_section(rep, ld)
     rep.info["sites_missing_files"] = len(missing)
     if missing:
         ex = [f"{ld.site_label(i)} lacks {chs}" for i, chs in list(missing.items())[:5]]
@@ -379,6 +501,17 @@ def _inspect_sites(rep: InspectReport, ld: LoadData, *, check_files: bool = True
         else:  # the first site is local but others are not
             rep.problems.append(ImageReadError(f"{len(remote_all)} file(s) are remote, e.g. "
                                                f"{remote_all[0]}; map the prefix with path_map"))
+
+
+def _header_section(rep: InspectReport, ld: LoadData) -> None:
+    """inspect's view of :func:`image_header_problems` (what ``run`` checks first)."""
+    bad = image_header_problems(ld)
+    rep.info["image_header_problems"] = len(bad)
+    if bad:
+        rep.add("files", f"FLAG: image headers: {bad[0]}")
+        rep.problems.append(bad[0])
+    else:
+        rep.add("files", "every local image file's header decodes")
 
 
 def _channel_actions(rep: InspectReport, channels: Sequence[str]) -> None:
@@ -660,9 +793,171 @@ def inspect_path(
         _inspect_profiles(p, rep, perturbation=perturbation, negcon=negcon)
     elif kind == "embeddings":
         _inspect_embeddings(p, rep, metadata=metadata)
+    elif kind in ("image", "platemap", "annotations", "metadata"):
+        _inspect_other(kind, p, rep, perturbation=perturbation, negcon=negcon,
+                       fill_empty=(platemap_options or {}).get("fill_empty"))
     else:
         _inspect_rxrx3(p, rep)
     return rep
+
+
+# --------------------------------------------------------------------------- other inputs
+_WELL_NAMES = ("metadata_well", "well", "well_position", "metadata_well_position", "wellname",
+               "well_name", "image_metadata_well")
+_PLATE_NAMES = ("metadata_plate", "plate", "image_metadata_plate", "barcode", "plate_barcode")
+
+
+def _other_table_kind(path: Path, cols: Sequence[str]) -> str | None:
+    """``annotations`` (entity1/entity2 pairs), ``platemap`` (wells and their treatment, no
+    features, no images) or ``metadata`` (a table without wells, e.g. JUMP's plate.csv.gz);
+    ``None`` for the tables :func:`detect_kind` already knows."""
+    low = {str(c).lower(): c for c in cols}
+    if {"entity1", "entity2"} <= set(low):
+        return "annotations"
+    if any(re.match(r"^(Image_)?(FileName|PathName)_", str(c)) for c in cols):
+        return None
+    from baselens.data.rxrx3 import is_rxrx3_metadata
+
+    if is_rxrx3_metadata(cols):
+        return None
+    has_well = any(c in low for c in _WELL_NAMES)
+    if not has_well:
+        return "metadata"
+    # a plate map has a handful of descriptive columns and no numeric feature block
+    sample = _head(path, 200)
+    feats = [c for c in sample.columns if not str(c).startswith(("Metadata_", "Image_Metadata_"))
+             and str(c).lower() not in _WELL_NAMES + _PLATE_NAMES
+             and pd.api.types.is_float_dtype(sample[c])]
+    keys = _WELL_NAMES + _PLATE_NAMES
+    named = [c for c in sample.columns if str(c).lower() not in keys
+             and not pd.api.types.is_numeric_dtype(sample[c])]
+    if named and len(feats) < 3 and not any(str(c).startswith("Metadata_") for c in cols
+                                            if str(c).lower() not in keys):
+        return "platemap"  # treatments named in text columns, no feature block
+    return None
+
+
+def _head(path: Path, n: int) -> pd.DataFrame:
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return pd.read_parquet(path).head(n)
+    sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".txt")) else ","
+    return pd.read_csv(path, sep=sep, nrows=n, low_memory=False)
+
+
+def _inspect_other(kind: str, path: Path, rep: InspectReport, *, perturbation=None,
+                   negcon=None, fill_empty=None) -> None:
+    """Describe a single image, a plate map, a relationship table or a metadata table, and
+    say which command uses it. Nothing here raises on a well-formed file."""
+    if kind == "image":
+        _inspect_image_file(path, rep)
+    elif kind == "annotations":
+        from baselens.data.annotations import read_relationship_pairs
+
+        pairs = read_relationship_pairs(path)
+        ents = pd.unique(pd.concat([pairs["entity1"], pairs["entity2"]]).astype(str))
+        rep.info.update({"pairs": len(pairs), "entities": len(ents)})
+        rep.add("relationships", f"{len(pairs)} pairs over {len(ents)} entities, sources: "
+                                 f"{', '.join(sorted(pairs['source'].astype(str).unique())[:5])}")
+        rep.add("relationships", "e.g. " + "; ".join(
+            f"{a}–{b}" for a, b in pairs[["entity1", "entity2"]].head(3).to_numpy()))
+        rep.actions.append("score known-relationship recall against these pairs: [data] "
+                           f"annotations = [\"{path}\"] in a run config (Python: "
+                           "Benchmark(..., annotations=[path])); entities are matched to "
+                           "Metadata_Perturbation")
+    elif kind == "platemap":
+        from baselens.data.microscopy import read_platemap
+
+        opts = {"perturbation": perturbation, "negcon": negcon, "fill_empty": fill_empty}
+        try:
+            try:
+                pm = read_platemap(path, **{k: v for k, v in opts.items() if v})
+            except ValueError:
+                guess = None if perturbation else _guess_perturbation(_head(path, 5).columns)
+                if guess is None:
+                    raise
+                pm = read_platemap(path, **{**{k: v for k, v in opts.items() if v},
+                                            "perturbation": guess})
+                perturbation = guess
+                rep.add("plate map", f"perturbation taken from {guess!r} (name another with "
+                                     "--perturbation)")
+        except ValueError as exc:
+            df = _head(path, 100000)
+            rep.info.update({"rows": len(df), "columns": list(df.columns)})
+            rep.add("plate map", f"{len(df)} rows; columns {list(df.columns)[:10]}")
+            rep.problems.append(ValueError(
+                f"{exc} (on the command line: --perturbation COLUMN --negcon VALUE "
+                "--fill-empty VALUE, e.g. baselens inspect/load-data ... --platemap "
+                f"{path} --fill-empty DMSO)"))
+            return
+        ct = pm.get("Metadata_ControlType", pd.Series("", index=pm.index)).astype(str)
+        rep.info.update({"wells": len(pm), "perturbations": int(pm["Metadata_Perturbation"].nunique())
+                         if "Metadata_Perturbation" in pm.columns else 0,
+                         "negcon_wells": int((ct == "negcon").sum())})
+        rep.add("plate map", f"{len(pm)} wells, {rep.info['perturbations']} perturbations, "
+                             f"{rep.info['negcon_wells']} negative-control wells"
+                             + (f", {pm['Metadata_Plate'].nunique()} plate(s)"
+                                if "Metadata_Plate" in pm.columns else " (applies to every plate)"))
+        rep.add("plate map", "columns: " + ", ".join(map(str, pm.columns)))
+        rep.actions.append(f"join it to an image folder: baselens load-data IMAGES --platemap "
+                           f"{path}" + (f" --perturbation {perturbation}" if perturbation else "")
+                           + (" --negcon " + " ".join(negcon) if negcon else "")
+                           + (f" --fill-empty {fill_empty}" if fill_empty else ""))
+    else:  # metadata without wells
+        df = _head(path, 10 ** 6)
+        rep.info.update({"rows": len(df), "columns": list(map(str, df.columns))})
+        rep.add("metadata table", f"{len(df)} rows; columns: "
+                                  + ", ".join(map(str, df.columns[:12]))
+                                  + (" …" if len(df.columns) > 12 else ""))
+        for c in df.columns[:12]:
+            rep.add("metadata table", f"{c}: {df[c].nunique()} distinct, e.g. "
+                                      + ", ".join(map(str, df[c].dropna().unique()[:3])))
+        rep.actions.append(
+            "a table without wells is joined, not scored: per-perturbation columns "
+            "(Metadata_Perturbation + Metadata_*) with [data] perturbation_metadata; JUMP's "
+            "plate/compound/source tables with baselens download jump-cp (or "
+            "baselens.data.jump.annotate_jump)")
+
+
+def _guess_perturbation(cols) -> str | None:
+    """A plate-map column that names treatments (``broad_sample``, ``pert_iname`` …)."""
+    for word in ("perturbation", "broad_sample", "pert_iname", "compound", "gene", "treatment",
+                 "jcp2022", "pert", "sample"):
+        hit = [c for c in cols if word in str(c).lower()]
+        if hit:
+            return str(hit[0])
+    return None
+
+
+def _inspect_image_file(path: Path, rep: InspectReport) -> None:
+    """One image file: its header (shape, dtype, channels) decoded, and how a folder of
+    such files becomes a load_data table."""
+    from baselens.data.microscopy import PATTERNS
+
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            series = tf.series[0]
+            shape, dtype, axes = tuple(series.shape), str(series.dtype), series.axes
+    except Exception:  # not a TIFF: decode it fully with imageio
+        try:
+            import imageio.v3 as iio
+
+            arr = iio.imread(path)
+            shape, dtype, axes = tuple(arr.shape), str(arr.dtype), ""
+        except Exception as exc:
+            rep.problems.append(ValueError(f"{path}: cannot decode the image header ({exc})"))
+            return
+    rep.info.update({"shape": list(shape), "dtype": dtype, "axes": axes})
+    rep.add("image", f"shape {shape}" + (f" ({axes})" if axes else "") + f", {dtype}, "
+                     f"{path.stat().st_size / 1e6:.1f} MB")
+    matched = [name for name, spec in PATTERNS.items() if re.search(spec["regex"], path.name)]
+    if matched:
+        rep.add("image", f"file name matches the {matched[0]!r} pattern")
+    rep.actions.append(f"a single file is one site (or one channel of it): score the folder "
+                       f"with baselens inspect {path.parent} / baselens load-data {path.parent} "
+                       "--platemap PLATEMAP --out DIR")
 
 
 # --------------------------------------------------------------------------- builder

@@ -11,8 +11,8 @@ has a ground truth and an upper bound (the realized latent phenotype of each sit
 Latent axes and what they do to the pixels
 ------------------------------------------
 The axes are designed so that some phenotype classes are visible to the cell-count and
-pixel-statistics baselines and others *only* to morphology/texture (seed 003: cell
-count predicts many bioactivity labels; seed 004, Appendix D.1: ``pixel_mean`` and
+pixel-statistics baselines and others *only* to morphology/texture (Seal et al. 2026 (Nat. Commun.): cell
+count predicts many bioactivity labels; “Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026), Appendix D.1: ``pixel_mean`` and
 ``pixel_stats`` baselines). Cells are rendered additively on a torus (no intensity is
 lost at the image border) and the integrated intensity of every cell compartment is
 normalized, so the channel totals depend only on the number of cells and on the
@@ -566,7 +566,7 @@ def make_relationships(perturbations: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_bioactivity(perturbations: pd.DataFrame, config: SyntheticConfig) -> pd.DataFrame:
-    """Binary bioactivity labels per (non-control) compound, as in seed 003.
+    """Binary bioactivity labels per (non-control) compound, as in Seal et al. 2026.
 
     Viability assays are active iff the compound's ``count`` effect is below an
     assay-specific threshold (cytotoxicity). Specific assays are driven by a direction

@@ -1,6 +1,6 @@
-"""Synthetic H&E tissue with spatial-transcriptomics targets of known origin (seed 004 E.3).
+"""Synthetic H&E tissue with spatial-transcriptomics targets of known origin (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) E.3).
 
-Seed 004 asks whether structure-only representations (nuclei positions, nothing of
+arXiv 2603.13377 asks whether structure-only representations (nuclei positions, nothing of
 their appearance) capture more than cell count, and validates its encoders on synthetic
 point sets from inhomogeneous Poisson processes and noisy adaptive grids (Appendix E.3).
 This generator turns that into a whole HEST-style dataset whose genes have a *known*
@@ -297,7 +297,7 @@ def _classes(cfg: SyntheticTissueConfig, dens: np.ndarray, reg: np.ndarray, clu:
 
 def synthetic_point_sets(cfg: SyntheticTissueConfig) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Nuclei point sets of every spot without rendering or writing anything: the
-    classification task of seed 004 E.3 used to pre-train the structure encoders.
+    classification task of arXiv 2603.13377 E.3 used to pre-train the structure encoders.
 
     Returns
     -------

@@ -1,9 +1,9 @@
 """Cell-count baseline: nuclei count per site and 16 hand-crafted transforms of it.
 
 Cell count (confluency) is the strongest single confounder of image-based profiling:
-it alone predicts much of compound bioactivity (seed 003) and, with 16 polynomial,
+it alone predicts much of compound bioactivity (Seal et al. 2026, Nat. Commun.) and, with 16 polynomial,
 trigonometric and logarithmic transforms fed to a linear head, it is a competitive
-baseline for spatial-transcriptomics regression (seed 004, Appendix E.1). A
+baseline for spatial-transcriptomics regression (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026), Appendix E.1). A
 representation that does not beat this baseline has not shown it learned more than
 "how many cells are there".
 
@@ -76,7 +76,7 @@ def count_nuclei(dna: np.ndarray, **params) -> int:
 
 
 def count_features(n: np.ndarray, count_scale: float = 100.0) -> pd.DataFrame:
-    """The 16 hand-crafted cell-count features (seed 004, Appendix E.1).
+    """The 16 hand-crafted cell-count features (arXiv 2603.13377, Appendix E.1).
 
     The paper gives only the families (polynomial, trigonometric and logarithmic
     functions of the cell count per patch); this is baselens' explicit choice. With
@@ -220,7 +220,7 @@ def confound_features(
 @register(
     "cell_count",
     kind="baseline",
-    description="nuclei count per site + 16 hand-crafted count transforms (seed 004 App. E.1, seed 003)",
+    description="nuclei count per site + 16 hand-crafted count transforms (arXiv 2603.13377 App. E.1, Seal et al. 2026)",
 )
 class CellCount:
     """Nuclei count per site and 16 hand-crafted transforms of it.

@@ -1,6 +1,6 @@
 """Structure-only baselines (``cell_graph``): what cell *positions* alone explain.
 
-Seed 004 (§3.1, Appendix E.2) keeps the nuclei centroids of a site and throws away
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) (§3.1, Appendix E.2) keeps the nuclei centroids of a site and throws away
 every pixel of appearance. If such a representation scores on a task, the task is
 (partly) solvable from cell arrangement and density alone. Layers:
 
@@ -20,7 +20,7 @@ every pixel of appearance. If such a representation scores on a task, the task i
 ``gcn``
     Untrained 4-layer GCN (Kipf & Welling) on the kNN graph; node features = a linear
     projection of centroid coordinates normalized to [-1, 1] (not E(2)-invariant, as
-    in seed 004); layer outputs concatenated, global max pool, then the first layer
+    in arXiv 2603.13377); layer outputs concatenated, global max pool, then the first layer
     of a 2-layer MLP (the last linear layer removed), ``hidden`` wide.
 ``egnn``
     Untrained 3-layer E(n)-equivariant GNN (Satorras et al. 2021); node features =
@@ -327,7 +327,7 @@ class CellGraph:
     variants : list of str
         Layers to return, from ``points``, ``image``, ``gcn``, ``egnn`` (default all).
     k : int
-        Neighbours in the kNN graph (default 5, seed 004).
+        Neighbours in the kNN graph (default 5, arXiv 2603.13377).
     encoder : str
         Registered image extractor fed the rendered graph (default ``single_conv``).
     encoder_params : dict

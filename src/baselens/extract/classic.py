@@ -1,6 +1,6 @@
 """Classic CellProfiler-style features (``classic``): segment, measure per object, aggregate.
 
-MorphoHELM (seed 000) found CellProfiler features the most robust representation across
+MorphoHELM found CellProfiler features the most robust representation across
 batch-effect levels; they are the baseline every learned representation must be
 compared with. Pipeline per site:
 

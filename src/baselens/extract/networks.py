@@ -1,6 +1,6 @@
-"""Network representations: untrained and pretrained CNNs / ViTs, four stages each (seed 004).
+"""Network representations: untrained and pretrained CNNs / ViTs, four stages each (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026)).
 
-Seed 004's central finding is that untrained networks match pretrained ones on some
+The arXiv 2603.13377 paper's central finding is that untrained networks match pretrained ones on some
 microscopy benchmarks and not on others. Here every network of its Appendix D.1 is one
 config line, pretrained or untrained, and each of its four stages is scored as its own
 ``layer``::
@@ -42,7 +42,7 @@ Dims are per channel group: ``channels = "per_channel"`` multiplies them by C; V
 (on PyTorch's ``meta`` device: no memory, no compute). ``DINOv2-g`` blocks follow seed
 004's rule for 40-block ViT-g (H-optimus: {10, 20, 30, 40}). AlexNet's stages are the
 ReLU outputs of its conv2–conv5 (conv1 is a 64-filter 11×11 edge bank, closer to
-``single_conv``). Seed 004 uses the official DINOv2 repository; timm's ``*_dinov2.lvd142m``
+``single_conv``). arXiv 2603.13377 uses the official DINOv2 repository; timm's ``*_dinov2.lvd142m``
 are the same weights converted.
 
 Pipeline of one site (every step a param, recorded in the run's config)
@@ -70,7 +70,7 @@ Pipeline of one site (every step a param, recorded in the run's config)
 
 3. **channels**:
 
-   * ``"expand"`` (seed 004 D.4): the network is built for RGB, its weights set
+   * ``"expand"`` (arXiv 2603.13377 D.4): the network is built for RGB, its weights set
      (random or pretrained), then its first layer widened to C channels. ViTs: the
      patch-embedding filters are *copied* cyclically (channel c gets RGB filter c mod 3),
      bias kept, no rescaling. CNNs: ``timm.models.adapt_input_conv`` (what
@@ -91,7 +91,7 @@ Pipeline of one site (every step a param, recorded in the run's config)
    other sites of its batch), in micro-batches of ``batch_size`` network inputs; device
    ``"auto"`` = CUDA when present; ``dtype = "bfloat16"`` runs under autocast.
 
-6. **pooling**: CNN stages: global average pool. ViT blocks: ``"cls"`` (seed 004, the
+6. **pooling**: CNN stages: global average pool. ViT blocks: ``"cls"`` (arXiv 2603.13377, the
    ``<cls>`` token of the block output), ``"mean"`` (mean of patch tokens, prefix tokens
    excluded) or ``"cls_mean"`` (both concatenated). Block outputs are taken before the
    final LayerNorm.
@@ -100,7 +100,7 @@ Untrained networks are baselines
 --------------------------------
 
 The kind follows the weights, not the name or label: any network with random weights
-(``weights = "random"``, the default) has ``method_kind = "baseline"`` — seed 004 treats
+(``weights = "random"``, the default) has ``method_kind = "baseline"`` — arXiv 2603.13377 treats
 untrained networks as baselines a pretrained model must beat to have learned anything —
 and only trained weights make a ``"model"`` (:func:`baselens.extract.registry.method_kind`).
 Every architecture is registered as ``<arch>`` (any ``weights``) and ``<arch>_random``
@@ -108,7 +108,7 @@ Every architecture is registered as ``<arch>`` (any ``weights``) and ``<arch>_ra
 
 Timm's untrained ResNets use ``zero_init_last`` (the last BatchNorm of every residual
 block starts at zero), so an untrained timm ResNet is mostly its stem and downsampling
-shortcuts; this is the network seed 004 evaluated (``timm.create_model(pretrained=False)``).
+shortcuts; this is the network arXiv 2603.13377 evaluated (``timm.create_model(pretrained=False)``).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Arch:
     patch_size: int = 0
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
-    paper: str = "seed 004 Table 3"
+    paper: str = "arXiv 2603.13377 Table 3"
 
 
 def _resnet(name: str, tag: str, dims: tuple) -> Arch:
@@ -166,7 +166,7 @@ def _resnet(name: str, tag: str, dims: tuple) -> Arch:
 
 
 def _vit(name: str, tag: str, blocks: Sequence[int], dim: int, patch: int,
-         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), paper="seed 004 Table 3") -> Arch:
+         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), paper="arXiv 2603.13377 Table 3") -> Arch:
     return Arch(name, "vit", "timm", tag, {f"block{b}": f"blocks.{b - 1}" for b in blocks},
                 (dim,) * len(blocks), patch, mean, std, paper)
 
@@ -174,7 +174,7 @@ def _vit(name: str, tag: str, blocks: Sequence[int], dim: int, patch: int,
 ARCHITECTURES: dict[str, Arch] = {a.name: a for a in [
     Arch("alexnet", "alexnet", "torchvision", "IMAGENET1K_V1",
          {"conv2": "features.4", "conv3": "features.7", "conv4": "features.9", "conv5": "features.11"},
-         (192, 384, 256, 256), paper="seed 004 D.1 (torchvision)"),
+         (192, 384, 256, 256), paper="arXiv 2603.13377 D.1 (torchvision)"),
     _resnet("resnet18", "tv_in1k", (64, 128, 256, 512)),
     _resnet("resnet34", "tv_in1k", (64, 128, 256, 512)),
     _resnet("resnet50", "tv2_in1k", (256, 512, 1024, 2048)),
@@ -184,13 +184,13 @@ ARCHITECTURES: dict[str, Arch] = {a.name: a for a in [
     _vit("vit_large_patch16_224", "augreg_in21k_ft_in1k", (6, 12, 18, 24), 1024, 16),
     _vit("vit_huge_patch14_224", "orig_in21k", (8, 16, 24, 32), 1280, 14),
     _vit("vit_small_patch14_dinov2", "lvd142m", (3, 6, 9, 12), 384, 14,
-         IMAGENET_MEAN, IMAGENET_STD, "seed 004 D.1 (DINOv2)"),
+         IMAGENET_MEAN, IMAGENET_STD, "arXiv 2603.13377 D.1 (DINOv2)"),
     _vit("vit_base_patch14_dinov2", "lvd142m", (3, 6, 9, 12), 768, 14,
-         IMAGENET_MEAN, IMAGENET_STD, "seed 004 D.1 (DINOv2)"),
+         IMAGENET_MEAN, IMAGENET_STD, "arXiv 2603.13377 D.1 (DINOv2)"),
     _vit("vit_large_patch14_dinov2", "lvd142m", (6, 12, 18, 24), 1024, 14,
-         IMAGENET_MEAN, IMAGENET_STD, "seed 004 D.1 (DINOv2)"),
+         IMAGENET_MEAN, IMAGENET_STD, "arXiv 2603.13377 D.1 (DINOv2)"),
     _vit("vit_giant_patch14_dinov2", "lvd142m", (10, 20, 30, 40), 1536, 14,
-         IMAGENET_MEAN, IMAGENET_STD, "seed 004 D.1 (DINOv2)"),
+         IMAGENET_MEAN, IMAGENET_STD, "arXiv 2603.13377 D.1 (DINOv2)"),
 ]}
 
 _INTENSITY = ("image_percentile", "plate_percentile", "fixed", "none")
@@ -321,7 +321,7 @@ def _first_layer_path(arch: Arch) -> str:
 
 
 def _expand_first_layer(model, arch: Arch, n_channels: int) -> None:
-    """Seed 004 D.4 channel expansion of an RGB network to ``n_channels`` inputs (in place)."""
+    """arXiv 2603.13377 D.4 channel expansion of an RGB network to ``n_channels`` inputs (in place)."""
     import torch
 
     path = _first_layer_path(arch)
@@ -749,7 +749,7 @@ def _make_factory(arch_name: str, random_only: bool):
 
 register("network", kind="model", kind_for=weights_kind("random"),
          description="any architecture of baselens.extract.networks.ARCHITECTURES: params arch, "
-                     "weights, channels, intensity, geometry, layers (seed 004 D.1); kind "
+                     "weights, channels, intensity, geometry, layers (arXiv 2603.13377 D.1); kind "
                      "baseline when weights are random")(Network)
 
 for _a in ARCHITECTURES.values():

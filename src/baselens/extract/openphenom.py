@@ -1,4 +1,4 @@
-"""OpenPhenom: Recursion's channel-agnostic MAE ViT-S/16 (seed 004 D.2).
+"""OpenPhenom: Recursion's channel-agnostic MAE ViT-S/16 (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) D.2).
 
 A small re-implementation of the *encoder* published at
 https://huggingface.co/recursionpharma/OpenPhenom (model card and ``huggingface_mae.py``,
@@ -154,7 +154,7 @@ def load_encoder_state(path: Path) -> dict:
 
 @register("openphenom", kind="model", kind_for=weights_kind(None),
           description="OpenPhenom channel-agnostic MAE ViT-S/16 (recursionpharma/OpenPhenom), "
-                      "mean of patch tokens, blocks 3/6/9/12 (seed 004 D.2)")
+                      "mean of patch tokens, blocks 3/6/9/12 (arXiv 2603.13377 D.2)")
 class OpenPhenom:
     """OpenPhenom embeddings (see the module docstring).
 

@@ -1,4 +1,4 @@
-"""Pixel-level baselines: global per-channel intensity statistics (seed 004 §3.1).
+"""Pixel-level baselines: global per-channel intensity statistics (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) §3.1).
 
 ``pixel_mean`` (channel-wise means) and ``pixel_stats`` (channel-wise mean, standard
 deviation and skewness) ignore spatial layout and morphology entirely. They are the
@@ -67,7 +67,7 @@ def channel_moments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return mean, std, skew
 
 
-@register("pixel_mean", kind="baseline", description="channel-wise mean intensity (seed 004 §3.1)")
+@register("pixel_mean", kind="baseline", description="channel-wise mean intensity (arXiv 2603.13377 §3.1)")
 class PixelMean:
     """Channel-wise mean intensity, one feature per channel: ``pixel_mean_<channel>``.
 
@@ -93,7 +93,7 @@ class PixelMean:
 @register(
     "pixel_stats",
     kind="baseline",
-    description="channel-wise mean, standard deviation and skewness (seed 004 §3.1)",
+    description="channel-wise mean, standard deviation and skewness (arXiv 2603.13377 §3.1)",
 )
 class PixelStats:
     """Channel-wise mean, standard deviation and skewness (see :func:`channel_moments`).

@@ -50,9 +50,8 @@ code (SubCellPortable's ``process.py``, CLOOME's ``encode_images``) and import t
     params = { path = "cloome.npy", metadata = "cloome_index.csv", keys = "site" }
 
 (per-cell embeddings: average them per site or well first, then ``keys = "site"`` /
-``"well"``.) Note that the feature cache keys on the params, not on the file contents:
-after regenerating a file under the same name, delete ``features/<label>.*`` in the run
-folder (or change ``label``).
+``"well"``.) The feature cache keys on the params and on each named file's size, mtime
+and content hash: a file regenerated under the same name is read again.
 """
 
 from __future__ import annotations

@@ -647,7 +647,7 @@ def object_neighbors(labels: np.ndarray, distance: int | None = None) -> dict[st
 def mito_skeleton_count(
     mito: np.ndarray, *, sigma: float = 1.0, threshold_correction: float = 1.0, min_contrast: float = 3.0, min_size: int = 3
 ) -> tuple[int, float]:
-    """MitoCount (ScaleFEx, seed 003): number of separate pieces of the skeletonized
+    """MitoCount (ScaleFEx, Seal et al. 2026 (Nat. Commun.)): number of separate pieces of the skeletonized
     mitochondria mask, and the skeleton's total length (px).
 
     Mask = smoothed Mito image > Otsu × ``threshold_correction`` (at least ``min_contrast``

@@ -1,8 +1,8 @@
-"""SingleConv: one layer of random local filters + ReLU + global pooling (seed 004 §3.2).
+"""SingleConv: one layer of random local filters + ReLU + global pooling (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) §3.2).
 
-The minimal inductive-bias baseline of seed 004: an untrained single-layer CNN. Its
+The minimal inductive-bias baseline of arXiv 2603.13377: an untrained single-layer CNN. Its
 features capture local intensity correlations (edges, blobs, texture at the kernel
-scale) across all channels, but nothing learned. Seed 004 finds it competitive with
+scale) across all channels, but nothing learned. arXiv 2603.13377 finds it competitive with
 pretrained models on gene-gene retrieval, so any model that does not beat it has not
 shown it learned biology.
 
@@ -156,10 +156,10 @@ def scale_images(images: np.ndarray, scale: Literal["fixed", "per_image"]) -> np
 @register(
     "single_conv",
     kind="baseline",
-    description="untrained single conv layer (random filters) + ReLU + global pooling (seed 004 §3.2)",
+    description="untrained single conv layer (random filters) + ReLU + global pooling (arXiv 2603.13377 §3.2)",
 )
 class SingleConv:
-    """One random convolution layer, ReLU, global pooling (seed 004 §3.2 "SingleConv").
+    """One random convolution layer, ReLU, global pooling (arXiv 2603.13377 §3.2 "SingleConv").
 
     features = pool(ReLU(conv(scale(x), W) + b)) with ``n_filters`` filters of size
     ``kernel_size`` × ``kernel_size`` over all C input channels (valid cross-correlation,

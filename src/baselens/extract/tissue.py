@@ -1,4 +1,4 @@
-"""Tissue representations of H&E spots: images, structure only, cell count (seed 004 §3.1, E).
+"""Tissue representations of H&E spots: images, structure only, cell count (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) §3.1, E).
 
 :func:`tissue_representations` turns a :class:`~baselens.data.hest.TissueDataset` into
 ``{label: {"kind", "layers": {layer: (n_spots, d) array}}}`` for the methods of a run.
@@ -12,7 +12,7 @@ name                        kind        what it sees
 / ``<arch>_random``         (baseline)  (``weights`` random or pretrained) on the H&E patch
                                         (``input = "image"``, default) or on the rendered
                                         5-NN graph (``input = "structure"``, kind baseline)
-``structure_image``         baseline    seed 004 §3.1 (i), E.2: nuclei centroids → 5-NN graph
+``structure_image``         baseline    arXiv 2603.13377 §3.1 (i), E.2: nuclei centroids → 5-NN graph
                                         drawn at 1 px/µm, resized to the encoder's input,
                                         fed to ``encoder`` (default ``resnet18``, random)
 ``tissue_gcn``              baseline    §3.1 (ii), D.3: GCN on the kNN graph, untrained
@@ -38,7 +38,7 @@ overridden in ``params``. The GCN/EGNN reuse :mod:`baselens.extract.cell_graph`
 class; the trained one starts from the same weights (as torch parameters), gains a
 linear classifier and is trained briefly on point sets of a separate synthetic tissue
 (:func:`baselens.data.tissue.synthetic_point_sets`, seed ``train_seed``) — never on the
-spots being scored — as seed 004 pre-trains its GNNs on E.3 synthetic data (F.4).
+spots being scored — as arXiv 2603.13377 pre-trains its GNNs on E.3 synthetic data (F.4).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ TISSUE_METHODS: tuple[str, ...] = ("structure_image", "tissue_gcn", "tissue_egnn
 # ------------------------------------------------------------------------------ structure image
 def structure_image(centroids: np.ndarray, pixel_size_um: float, size: int = 224, k: int = 5,
                     patch_um: float = 112.0, px_per_um: float = 1.0, node_radius: float = 0.0) -> np.ndarray:
-    """The 5-nearest-neighbour graph of a patch's nuclei as an image (seed 004 E.2).
+    """The 5-nearest-neighbour graph of a patch's nuclei as an image (arXiv 2603.13377 E.2).
 
     The symmetrized k-NN graph (:func:`~baselens.extract.cell_graph.knn_edges`) of the
     centroids is drawn with 1-px lines (value 1 on a 0 background) on a canvas of
@@ -95,7 +95,7 @@ def structure_image(centroids: np.ndarray, pixel_size_um: float, size: int = 224
     size : int
         Output side (the encoder's input, 224).
     k : int
-        Neighbours (5 in seed 004: density variations vs outlines of cell formations).
+        Neighbours (5 in arXiv 2603.13377: density variations vs outlines of cell formations).
     patch_um : float
         Physical side of the patch (112 µm for HEST; larger for HEST-1k-1NN crops).
     px_per_um, node_radius
@@ -142,7 +142,7 @@ def _draw_edges(p: np.ndarray, edges: np.ndarray, side: int) -> np.ndarray:
 # ------------------------------------------------------------------------------ cell count
 def tissue_count_features(n_cells: np.ndarray, dim: int | None = None, noise: float = 1e-3, seed: int = 0,
                           count_scale: float = 100.0, standardize: bool = False) -> np.ndarray:
-    """The 16 hand-crafted cell-count features of seed 004 E.1.
+    """The 16 hand-crafted cell-count features of arXiv 2603.13377 E.1.
 
     :func:`baselens.extract.cell_count.count_features` (polynomial, root, logarithmic,
     exponential and sine/cosine transforms of the count per patch), optionally
@@ -289,7 +289,7 @@ def gnn_embeddings(nuclei: Sequence[np.ndarray], sides: Sequence[float], kind: s
     """(n, hidden) embeddings of point sets by the GCN or EGNN of
     :mod:`baselens.extract.cell_graph` (weights from ``seed``, or trained ``weights``
     from :func:`train_gnn`); ``sides`` = each patch's side in px (GCN coordinates are
-    ``2 p / side − 1``, seed 004 E.2)."""
+    ``2 p / side − 1``, arXiv 2603.13377 E.2)."""
     import torch
 
     if kind not in ("gcn", "egnn"):

@@ -1,4 +1,4 @@
-"""Feature selection with pycytominer's semantics, plus the cell-count filter (seed 003).
+"""Feature selection with pycytominer's semantics, plus the cell-count filter (Seal et al. 2026, Nat. Commun.).
 
 Each ``*_features`` function returns the list of features to EXCLUDE (pycytominer's
 convention); :func:`feature_select` chains them, drops the columns and reports every
@@ -24,7 +24,7 @@ Operations (``X`` = rows used for fitting, ``j`` = a feature; pycytominer 1.7.1,
 * ``blocklist``: drop the 55 CellProfiler features of pycytominer's default blocklist
   (shipped as ``data/cellprofiler_blocklist.txt``; Way 2019,
   https://doi.org/10.6084/m9.figshare.10255811) or a user list.
-* ``cell_count``: drop ``j`` with ``|pearson(X_j, cell count)| > 0.95`` — seed 003
+* ``cell_count``: drop ``j`` with ``|pearson(X_j, cell count)| > 0.95`` — Seal et al. 2026
   (Seal et al., Nat. Commun. 17, 2436, 2026) rec. 2: features that are a proxy of cell
   count make a representation look informative for viability-driven tasks; removing them
   keeps the comparison with the cell-count baseline honest. Needs a cell-count column
@@ -148,7 +148,7 @@ def blocklist_features(features: Sequence[str], blocklist: Sequence[str] | None 
 def cell_count_features(df: pd.DataFrame, features: Sequence[str],
                         cell_count: str | Sequence[float] | np.ndarray = CELL_COUNT_COLUMN,
                         threshold: float = 0.95) -> list[str]:
-    """Features with ``|pearson(feature, cell count)| > threshold`` (seed 003 rec. 2).
+    """Features with ``|pearson(feature, cell count)| > threshold`` (Seal et al. 2026 rec. 2).
 
     ``cell_count`` is a column name of ``df`` or a vector aligned with its rows. Rows with
     a non-finite count or feature value are left out of that feature's correlation.
@@ -219,7 +219,7 @@ def feature_select(
         "frequency_threshold": f"2nd/1st value frequency < {freq_cut:g} or unique share < {unique_cut:g}",
         "correlation_threshold": f"{corr_method} r > {corr_threshold:g} with a feature of smaller total |r|",
         "blocklist": "on the CellProfiler blocklist" if blocklist is None else "on the user blocklist",
-        "cell_count": f"|r| > {cell_count_threshold:g} with cell count (seed 003 rec. 2)",
+        "cell_count": f"|r| > {cell_count_threshold:g} with cell count (Seal et al. 2026 rec. 2)",
     }
     excluded: list[str] = []
     for op in operations:

@@ -116,6 +116,8 @@ def cmd_run(args) -> int:
     variables = {"data_dir": getattr(args, "data_dir", None),
                  "annotations_dir": getattr(args, "annotations_dir", None)}
     cfg = _apply_execution(RunConfig.from_toml(args.config, variables=variables), args)
+    if getattr(args, "reference", None):  # --reference all: screens without negative controls
+        cfg.profile = {**cfg.profile, "reference": args.reference}
     t = time.perf_counter()
     res = run_pipeline(cfg, args.out, progress=not args.quiet)
     print(f"finished in {time.perf_counter() - t:.1f} s")
@@ -133,7 +135,8 @@ def cmd_status(args) -> int:
 def cmd_compare(args) -> int:
     from baselens.run.compare import compare_runs
 
-    report = compare_runs(args.runs, args.out, title=args.title)
+    report = compare_runs(args.runs, args.out, title=args.title,
+                          allow_different_screens=args.allow_different_screens)
     print(f"report: {report.resolve()}")
     return 0
 
@@ -150,7 +153,17 @@ def cmd_list(args) -> int:
         print(f"{spec.name:<16} {spec.kind:<10} {mark:<23} {spec.description}")
     if lacking:
         print(f"representations marked 'needs [...]' are not installed here: {install_hint(lacking)}")
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in PAPERS.items()))
     return 0
+
+
+#: The papers ``baselens list`` and the docstrings cite, in full.
+PAPERS = {
+    "arXiv 2603.13377": '"Deep Learning for BioImaging: What Are We Learning?" (ICML 2026)',
+    "Seal et al. 2026": '"Counting cells can accurately predict small-molecule bioactivity '
+                        'benchmarks", Nat. Commun.',
+    "MorphoHELM": "Hayir, Crawford & Lu 2026 (microsoft/MorphoHELM)",
+}
 
 
 def cmd_synth(args) -> int:
@@ -220,11 +233,43 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _usable_profile_source(args) -> str:
+    """A profile table's unusable feature columns (NaN/inf, constant) stop ``load-data``
+    with their names and ``--drop-nonfinite-columns``; with the flag, a copy without them
+    goes to ``OUT/<name>.parquet`` (counted in ``OUT/dropped_columns.json``)."""
+    import json
+
+    from baselens.api import unusable_columns
+    from baselens.data.inspect import detect_kind
+    from baselens.data.profiles import read_profile_file, read_profiles
+
+    src = Path(args.source).expanduser()
+    if src.is_dir() or detect_kind(src) != "profiles":
+        return args.source
+    pt = read_profiles(src, perturbation=args.perturbation, negcon=args.negcon)
+    nonfinite, constant, what = unusable_columns(pt.table, pt.features)
+    if not nonfinite and not constant:
+        return args.source
+    if not args.drop_nonfinite_columns:
+        raise ValueError(f"{src}: feature columns no representation can use: {what}; drop "
+                         "them with --drop-nonfinite-columns, or fix them in the table")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / f"{src.name.split('.')[0]}.parquet"
+    read_profile_file(src).drop(columns=nonfinite + constant).to_parquet(copy, index=False)
+    (out / "dropped_columns.json").write_text(json.dumps(
+        {"source": str(src), "nonfinite": nonfinite, "constant": constant}, indent=2))
+    print(f"dropped {len(nonfinite) + len(constant)} of {len(pt.features)} feature columns: "
+          f"{what} (listed in {out / 'dropped_columns.json'})")
+    return str(copy)
+
+
 def cmd_load_data(args) -> int:
     from baselens.data.inspect import build_run_inputs
 
+    source = args.inspect_source = _usable_profile_source(args)
     cfg, summary = build_run_inputs(
-        args.source, args.out, pattern=args.pattern, plate=args.plate, platemap=args.platemap,
+        source, args.out, pattern=args.pattern, plate=args.plate, platemap=args.platemap,
         platemap_options={k: v for k, v in {"negcon": args.negcon, "fill_empty": args.fill_empty,
                                             "perturbation": args.perturbation}.items() if v},
         channel_map=args.channel_map, plane=args.plane, on_missing=args.on_missing,
@@ -232,9 +277,38 @@ def cmd_load_data(args) -> int:
         image_root=args.image_root, title=args.title)
     print(summary)
     print(f"config: {cfg.resolve()}")
-    print(f"next: baselens inspect {cfg.parent / ('load_data.csv' if (cfg.parent / 'load_data.csv').exists() else 'load_data.parquet')}"
-          f"  then  baselens run {cfg} --out runs/{cfg.parent.name}")
+    print(f"next: {_next_inspect(args, cfg)}  then  baselens run {_quote(cfg)} "
+          f"--out {_quote(Path('runs') / cfg.parent.name)}")
     return 0
+
+
+def _quote(p) -> str:
+    import shlex
+
+    return shlex.quote(str(p))
+
+
+def _next_inspect(args, cfg: Path) -> str:
+    """The ``baselens inspect`` command that works on what ``load-data`` wrote: the
+    load_data table of images, or, for a profile table (its load_data is metadata only),
+    the profile table itself with the same perturbation / control flags."""
+    for name in ("load_data.csv", "load_data.parquet"):
+        ld = cfg.parent / name
+        if not ld.exists():
+            continue
+        from baselens.data.inspect import detect_kind
+
+        try:
+            if detect_kind(ld) == "load_data":
+                return f"baselens inspect {_quote(ld)}"
+        except ValueError:
+            pass
+    cmd = f"baselens inspect {_quote(getattr(args, 'inspect_source', args.source))}"
+    if args.perturbation:
+        cmd += f" --perturbation {_quote(args.perturbation)}"
+    if args.negcon:
+        cmd += " --negcon " + " ".join(_quote(v) for v in args.negcon)
+    return cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-effect", type=float, default=None,
                    help="batch-effect strength of the synthetic screen (0 = none)")
     d.add_argument("--tissue", action="store_true",
-                   help="synthetic H&E tissue with gene expression instead (seed 004 HEST protocol)")
+                   help="synthetic H&E tissue with gene expression instead (the HEST protocol of "
+                        "\"Deep Learning for BioImaging\", arXiv 2603.13377)")
     d.add_argument("--quiet", action="store_true")
     _add_execution_options(d)
     d.set_defaults(func=cmd_demo)
@@ -267,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--annotations-dir", default=None, metavar="DIR",
                    help="relationship tables (CORUM.txt, ...): replaces ${annotations_dir} "
                         "(default: <data dir>/annotations)")
+    r.add_argument("--reference", choices=["negcon", "all"], default=None,
+                   help="wells each plate is normalized to: its negative controls (default) or "
+                        "all its wells (screens without negative controls); as [profile] "
+                        "reference")
     r.add_argument("--quiet", action="store_true")
     _add_execution_options(r)
     r.set_defaults(func=cmd_run)
@@ -279,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with scores.parquet)")
     cmp_.add_argument("--out", required=True, help="folder for the merged tables and report")
     cmp_.add_argument("--title", default=None, help="report title")
+    cmp_.add_argument("--allow-different-screens", action="store_true",
+                      help="merge runs that scored different perturbations or wells; each "
+                           "run's models are then compared with their own run's baselines")
     cmp_.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("list", help="list registered representations (and whether their "
@@ -396,19 +478,56 @@ def build_parser() -> argparse.ArgumentParser:
                          "OpenPhenom_rxrx3_core_embeddings.parquet")
     ld.add_argument("--image-root", default=None, help="RxRx3: folder of the unpacked images")
     ld.add_argument("--title", default=None, help="report title")
+    ld.add_argument("--drop-nonfinite-columns", action="store_true",
+                    help="profile tables: leave out feature columns with NaN/inf values or a "
+                         "single value (listed in OUT/dropped_columns.json)")
     ld.set_defaults(func=cmd_load_data)
     return p
 
 
+def _log_failure(out, exc: BaseException) -> Path | None:
+    """Append the traceback and a one-line ``error:`` to ``OUT/run.log`` (``baselens
+    status`` shows that last line); returns the log's path, or None without a run folder."""
+    import os
+    import traceback
+
+    if out is None or not Path(out).is_dir():
+        return None
+    log = Path(out) / "run.log"
+    stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}]"
+    try:
+        with open(log, "a") as f:
+            f.write("".join(f"{stamp} {ln}\n" for ln in "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)).splitlines()))
+            f.write(f"{stamp} error: {_error_text(exc)}\n")
+    except OSError:  # pragma: no cover - a read-only folder
+        return None
+    return log
+
+
+def _error_text(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    known = (ValueError, FileNotFoundError, KeyError, RuntimeError)
+    return str(msg) if isinstance(exc, known) else f"{type(exc).__name__}: {msg}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="[baselens] %(levelname)s %(message)s")
+    runs = args.command in ("run", "demo")
+    if runs and not args.verbose:
+        # dask's INFO lines and its workers' copy of a task's traceback stay off the
+        # terminal (workers inherit the environment); the error is printed once below
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"baselens: error: {msg}", file=sys.stderr)
+        log = _log_failure(getattr(args, "out", None), exc) if runs else None
+        print(f"baselens: error: {_error_text(exc)}"
+              + (f" (details in {log})" if log else ""), file=sys.stderr)
         return 2
     except ImportError as exc:  # an optional extra (baselens[images], ...) is not installed
         from baselens._extras import import_error_hint
@@ -418,6 +537,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"baselens: error: {hint}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a worker's error in a run: once, without the raw traceback
+        if not runs:
+            raise
+        log = _log_failure(getattr(args, "out", None), exc)
+        print(f"baselens: error: {_error_text(exc)}"
+              + (f" (traceback in {log})" if log else ""), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

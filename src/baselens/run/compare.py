@@ -14,8 +14,13 @@ representations) next to a baseline run on the same data. :func:`compare_runs`
 * writes ``OUT/scores.parquet``, ``OUT/per_perturbation.parquet``,
   ``OUT/diagnostics/*.parquet`` and ``OUT/report.html``.
 
-Merging only makes sense for runs scored on the same perturbations (same screen, same
-tasks); nothing here checks the science, but the report lists the runs it merged.
+Merging only makes sense for runs of the same screen: :func:`screen_differences` checks
+that the runs scored the same perturbations (and the same wells, where both ran a
+well-level task such as the kNN probe) and :func:`merge_runs` stops with what differs
+unless ``allow_different_screens=True`` (``baselens compare --allow-different-screens``).
+Then every method is named ``<run>:<method>`` and each run's models are compared with the
+baselines of their own run only (``baseline_run`` in ``beyond_baseline``): a baseline of
+another screen is not a baseline for them.
 """
 
 from __future__ import annotations
@@ -28,7 +33,19 @@ import pandas as pd
 from baselens._io import write_parquet_atomic
 from baselens.diagnose.beyond_baseline import beyond_best_baseline
 
-__all__ = ["compare_runs", "merge_runs"]
+__all__ = ["compare_runs", "merge_runs", "screen_differences", "DifferentScreensError"]
+
+#: Tasks whose items are wells (their scores only compare over the same wells).
+WELL_LEVEL_TASKS = ("knn_probe", "regression_probe", "batch_mixing", "control_retrieval")
+#: The screen a run scored (written by the pipeline; older runs: see :func:`_screen_of`).
+SCREEN_FILE = "screen.parquet"
+#: Verdict columns of beyond_baseline (results contract) that a source run's paired test
+#: produced; kept where the best baseline is unchanged by the merge.
+_VERDICT = ("difference_ci_low", "ci_low", "ci_high", "p", "p_adjusted", "verdict")
+
+
+class DifferentScreensError(ValueError):
+    """The runs given to compare did not score the same screen."""
 
 DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
                "assay_confounds", "phenotype_classes")
@@ -55,9 +72,99 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def merge_runs(run_dirs, *, lower_is_better=None) -> dict[str, pd.DataFrame]:
+def _screen_of(run_dir: Path) -> dict | None:
+    """What screen a run scored, or ``None`` when the folder does not say:
+    ``{"perturbations": set | None, "wells": set | None, "scored": set | None, "tasks": set}``.
+
+    ``perturbations`` and ``wells`` come from ``screen.parquet`` (one row per well, written
+    by the pipeline), else from a consolidated ``features/*.parquet`` (its Metadata
+    columns); ``scored`` is the perturbations of ``per_perturbation.parquet``'s replicate
+    retrieval rows (older runs without either file)."""
+    tasks = set(pd.read_parquet(run_dir / "scores.parquet", columns=["task"])["task"].astype(str))
+    t = None
+    if (run_dir / SCREEN_FILE).exists():
+        t = pd.read_parquet(run_dir / SCREEN_FILE)
+    else:
+        for f in sorted((run_dir / "features").glob("*.parquet")):
+            try:
+                t = pd.read_parquet(f, columns=["Metadata_Plate", "Metadata_Well",
+                                                "Metadata_Perturbation"])
+                break
+            except (KeyError, ValueError, OSError):
+                continue
+    out = {"perturbations": None, "wells": None, "scored": None, "tasks": tasks}
+    if t is not None:
+        out["perturbations"] = set(t["Metadata_Perturbation"].astype(str))
+        out["wells"] = set(zip(t["Metadata_Plate"].astype(str), t["Metadata_Well"].astype(str)))
+    pp = _read(run_dir / "per_perturbation.parquet")
+    if pp is not None and len(pp):
+        rr = pp[pp["task"].astype(str) == "replicate_retrieval"]
+        if len(rr):
+            out["scored"] = set(rr["perturbation"].astype(str))
+    if out["perturbations"] is None and out["scored"] is None:
+        return None
+    return out
+
+
+def _examples(items: set, n: int = 3) -> str:
+    return ", ".join(map(str, sorted(items, key=str)[:n])) + (" …" if len(items) > n else "")
+
+
+def screen_differences(run_dirs, names: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """How the runs' screens differ from the first run's: ``(differences, unchecked)``.
+
+    ``differences`` lists one sentence per difference (perturbations scored; wells, where
+    both runs ran a well-level task of :data:`WELL_LEVEL_TASKS`); ``unchecked`` names the
+    runs whose folder does not say what they scored."""
+    dirs = [Path(d) for d in run_dirs]
+    names = names or _run_names(dirs)
+    screens = [_screen_of(d) for d in dirs]
+    unchecked = [n for n, sc in zip(names, screens) if sc is None]
+    if len(screens) - len(unchecked) >= 2:  # runs whose files say too little to compare
+        base = next(sc for sc in screens if sc is not None)
+        unchecked += [n for n, sc in zip(names, screens) if sc is not None and sc is not base
+                      and not ((sc["perturbations"] is not None
+                                and base["perturbations"] is not None)
+                               or (sc["scored"] is not None and base["scored"] is not None))]
+    known = [(n, sc) for n, sc in zip(names, screens) if sc is not None]
+    diffs: list[str] = []
+    if len(known) < 2:
+        return diffs, unchecked
+    (n0, s0), rest = known[0], known[1:]
+    for n, sc in rest:
+        key = ("perturbations" if s0["perturbations"] is not None
+               and sc["perturbations"] is not None else "scored")
+        a, b = s0[key], sc[key]
+        if a is not None and b is not None and a != b:
+            diffs.append(f"{n0} and {n} scored different perturbations ({len(a)} vs {len(b)}; "
+                         f"{len(a - b)} only in {n0}"
+                         + (f", e.g. {_examples(a - b)}" if a - b else "")
+                         + f"; {len(b - a)} only in {n}"
+                         + (f", e.g. {_examples(b - a)}" if b - a else "") + ")")
+        both = sorted(set(WELL_LEVEL_TASKS) & s0["tasks"] & sc["tasks"])
+        if both and s0["wells"] is not None and sc["wells"] is not None \
+                and s0["wells"] != sc["wells"]:
+            wa, wb = s0["wells"], sc["wells"]
+            diffs.append(f"{n0} and {n} scored different wells ({len(wa)} vs {len(wb)}; "
+                         f"{len(wa - wb)} only in {n0}, {len(wb - wa)} only in {n}"
+                         + (f", e.g. {_examples({'/'.join(w) for w in (wa ^ wb)})}"
+                            if wa ^ wb else "")
+                         + f") and both ran well-level task(s) {', '.join(both)}")
+    return diffs, unchecked
+
+
+def merge_runs(run_dirs, *, lower_is_better=None,
+               allow_different_screens: bool = False) -> dict[str, pd.DataFrame]:
     """The merged tables: ``scores``, ``per_perturbation`` (maybe empty) and every
-    diagnostics table present in at least one run (``beyond_baseline`` always)."""
+    diagnostics table present in at least one run (``beyond_baseline`` always).
+
+    Raises
+    ------
+    DifferentScreensError
+        The runs scored different perturbations (or wells, for well-level tasks), unless
+        ``allow_different_screens``: then every method is prefixed with its run and each
+        run's models are compared with their own run's baselines.
+    """
     if lower_is_better is None:
         from baselens.run.tasks import LOWER_IS_BETTER as lower_is_better
     dirs = [Path(d) for d in run_dirs]
@@ -67,13 +174,24 @@ def merge_runs(run_dirs, *, lower_is_better=None) -> dict[str, pd.DataFrame]:
         if not (d / "scores.parquet").exists():
             raise FileNotFoundError(f"no scores.parquet in {d} (is it a run folder?)")
     names = _run_names(dirs)
+    diffs, unchecked = screen_differences(dirs, names)
+    if diffs and not allow_different_screens:
+        raise DifferentScreensError(
+            "compare: these runs are not the same screen, so their scores (and a best "
+            "baseline taken from another run) are not comparable: " + "; ".join(diffs)
+            + ". Score both representations on the same screen, or merge them anyway with "
+            "`baselens compare ... --allow-different-screens` (Python: "
+            "allow_different_screens=True): each run's models are then compared with their "
+            "own run's baselines only.")
+    separate = bool(diffs)
     scores = {n: pd.read_parquet(d / "scores.parquet") for n, d in zip(names, dirs)}
     # a method name seen in more than one run is prefixed with its run everywhere
+    # (different screens: every method, so every panel says which run it comes from)
     owners: dict[str, set[str]] = {}
     for n, s in scores.items():
         for m in pd.unique(s["method"].astype(str)):
             owners.setdefault(m, set()).add(n)
-    clash = {m for m, runs in owners.items() if len(runs) > 1}
+    clash = set(owners) if separate else {m for m, runs in owners.items() if len(runs) > 1}
 
     def rename(df: pd.DataFrame, run: str, cols=("method",)) -> pd.DataFrame:
         df = df.copy()
@@ -102,26 +220,43 @@ def merge_runs(run_dirs, *, lower_is_better=None) -> dict[str, pd.DataFrame]:
             t = t.drop_duplicates([c for c in t.columns if c != "run"])
         out[name] = t
 
-    bb = beyond_best_baseline(out["scores"], lower_is_better=lower_is_better)
+    s = out["scores"]
+    if separate:  # each run against its own baselines
+        parts = [beyond_best_baseline(s[s["run"] == n], lower_is_better=lower_is_better)
+                 .assign(run=n) for n in names if (s["run"] == n).any()]
+        bb = pd.concat(parts, ignore_index=True)
+    else:
+        bb = beyond_best_baseline(s, lower_is_better=lower_is_better)
+    run_of = dict(zip(s["method"].astype(str), s["run"]))
+    if "best_baseline" in bb.columns:
+        bb["baseline_run"] = [run_of.get(str(b)) if isinstance(b, str) else None
+                              for b in bb["best_baseline"]]
     old = out.get("beyond_baseline")
-    if old is not None and "wilcoxon_p" in old.columns:
+    carry = [c for c in (*_WILCOXON, *_VERDICT) if old is not None and c in old.columns]
+    if carry:
         keys = ["task", "batch_level", "metric", "method", "layer", "best_baseline",
                 "best_baseline_layer"]
         old = old.copy()
         for k in keys:
             old[k] = old[k].astype(str)
-        keep = old[[*keys, *[c for c in _WILCOXON if c in old.columns]]].drop_duplicates(keys)
+        keep = old[[*keys, *carry]].drop_duplicates(keys)
         left = bb.assign(**{k: bb[k].astype(str) for k in keys})
-        merged = left.merge(keep, on=keys, how="left")
-        for c in _WILCOXON:
-            if c in merged.columns:
-                bb[c] = merged[c].to_numpy()
+        merged = left.merge(keep, on=keys, how="left", suffixes=("_merged", ""))
+        for c in carry:
+            # the source run's paired test stands where its best baseline still is the
+            # best; elsewhere the merged table's own value (if it computes one), else NaN
+            mine = merged[c]
+            if f"{c}_merged" in merged.columns:
+                mine = mine.where(mine.notna(), merged[f"{c}_merged"])
+            bb[c] = mine.to_numpy()
     out["beyond_baseline"] = bb
     return out
 
 
-def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better=None) -> Path:
-    """Merge ``run_dirs`` into ``out_dir`` and write its ``report.html``; returns that path."""
+def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better=None,
+                 allow_different_screens: bool = False) -> Path:
+    """Merge ``run_dirs`` into ``out_dir`` and write its ``report.html``; returns that path
+    (see :func:`merge_runs` for ``allow_different_screens``)."""
     from baselens.report.html import write_report
     from baselens.report.inputs import find_phenotypes
 
@@ -131,7 +266,8 @@ def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better
     out = Path(out_dir)
     if any(out.resolve() == d.resolve() for d in dirs):
         raise ValueError(f"--out {out} is one of the runs being compared; choose a new folder")
-    tables = merge_runs(dirs, lower_is_better=lower_is_better)
+    tables = merge_runs(dirs, lower_is_better=lower_is_better,
+                        allow_different_screens=allow_different_screens)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(tables["scores"], out / "scores.parquet")
     write_parquet_atomic(tables["per_perturbation"], out / "per_perturbation.parquet")
@@ -146,6 +282,14 @@ def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better
         "methods per run": {n: ", ".join(pd.unique(s.loc[s["run"] == n, "method"].astype(str)))
                             for n in names},
     }
+    diffs, unchecked = screen_differences(dirs, names)
+    if diffs:
+        context["different screens"] = ("; ".join(diffs) + ". Each run's models are compared "
+                                         "with their own run's baselines (method names carry "
+                                         "the run).")
+    if unchecked:
+        context["screen not checked"] = (f"{', '.join(unchecked)}: the run folder does not say "
+                                         "which perturbations and wells it scored")
     title = title or "baselens comparison — " + " vs ".join(names)
     return write_report(out, title=title, context=context, lower_is_better=lower_is_better,
                         phenotypes=phenotypes)

@@ -108,7 +108,8 @@ DEFAULT_METHODS = [
     {"name": "plate_layout"},
     {"name": "cell_graph", "params": {"variants": ["points", "gcn", "egnn", "image"],
                                       "encoder_params": {"n_filters": 32}}},
-    # untrained networks (seed 004): four stages each; 112 px inputs keep the demo in budget
+    # untrained networks (arXiv 2603.13377, "Deep Learning for BioImaging"): four stages
+    # each; 112 px inputs keep the demo in budget
     {"name": "vit_small_patch16_224", "label": "vit_s16_random",
      "params": {"weights": "random", "seed": 0, "channels": "expand",
                 "intensity": "image_percentile", "geometry": "resize", "input_size": 112}},
@@ -202,11 +203,8 @@ class RunConfig:
     def _check_values(self) -> None:
         from baselens.extract.registry import get_spec
 
-        for m in self.methods:
-            try:
-                get_spec(m["name"])
-            except KeyError as exc:
-                raise ConfigError(str(exc.args[0])) from None
+        for i, m in enumerate(self.methods):
+            _check_method(m, f"methods[{i}]")
         choices = {"aggregate": ("mean", "median"),
                    "normalize": ("standardize", "mad_robustize", "robustize", "center", "none"),
                    "reference": ("negcon", "all")}
@@ -331,6 +329,66 @@ def load_toml_config(cls, path: str | os.PathLike, variables: dict | None = None
         return cls.from_dict(d, base_dir=path.parent, variables=variables)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+#: ``weights`` values people write that name no checkpoint baselens can fetch.
+_VAGUE_WEIGHTS = {"imagenet", "imagenet1k", "imagenet-1k", "imagenet_1k", "in1k", "default",
+                  "true", "yes", "pretrain", "trained", "untrained", "none", "scratch"}
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" — did you mean {close[0]!r}?" if close else ""
+
+
+def _accepted_params(factory) -> list[str] | None:
+    """Keyword parameters an extractor factory takes (``None``: it takes any)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return None
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        # the per-architecture network factories pass everything on to Network
+        from baselens.extract import networks
+
+        if getattr(factory, "__doc__", None) == networks.Network.__doc__:
+            params = inspect.signature(networks.Network).parameters
+            return [n for n in params if n != "arch"]
+        return None
+    return [n for n, p in params.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def _check_method(m: dict, where: str) -> None:
+    """An extractor name and its ``params``, in the config's words (did-you-mean)."""
+    from baselens.extract.registry import get_spec, list_extractors
+
+    try:
+        spec = get_spec(m["name"])
+    except KeyError:
+        names = [s.name for s in list_extractors()]
+        raise ConfigError(f"{where}.name: unknown extractor {m['name']!r}"
+                          f"{_did_you_mean(m['name'], names)} (`baselens list` shows all "
+                          f"{len(names)})") from None
+    params = m.get("params") or {}
+    accepted = _accepted_params(spec.factory)
+    if accepted is not None:
+        for key in params:
+            if key not in accepted:
+                raise ConfigError(f"{where}.params: {m['name']!r} has no parameter {key!r}"
+                                  f"{_did_you_mean(key, accepted)} (parameters: "
+                                  f"{', '.join(accepted)})")
+    w = params.get("weights")
+    if isinstance(w, str) and w.strip().lower() in _VAGUE_WEIGHTS:
+        raise ConfigError(
+            f"{where}.params.weights = {w!r} does not name a checkpoint; accepted values: "
+            "\"random\" (untrained), \"pretrained\" (the architecture's published weights, "
+            "ImageNet for the timm/torchvision networks; see `baselens list`), "
+            "\"timm:<tag>\", \"hf-hub:<org>/<repo>\", an https URL, or a path to a "
+            ".safetensors/.pt file")
 
 
 def _validate_synthetic(d: dict) -> None:

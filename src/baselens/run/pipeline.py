@@ -164,14 +164,54 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
     if "perturbation_metadata" in data:
         path = cfg.resolve(data["perturbation_metadata"])
         _join_perturbation_metadata(ld, _read_table(path), str(path))
-    for col in ("Metadata_Perturbation", "Metadata_ControlType"):
-        if col not in ld.table.columns:
-            raise ValueError(
-                f"the load_data table needs a {col} column to score perturbations "
-                "(join your platemap first; 'negcon' in Metadata_ControlType marks negative controls)"
-            )
+    from baselens.data.inspect import run_data_problems
+
+    problems = run_data_problems(ld.table)  # the words `baselens inspect` uses
+    if problems:
+        raise problems[0]
     ld.table["Metadata_ControlType"] = ld.table["Metadata_ControlType"].fillna("").astype(str)
     return ld, inputs, context
+
+
+def _preflight(cfg: RunConfig, ld: LoadData, log: FilterLog, say: "_Progress") -> dict:
+    """The checks ``baselens inspect`` makes, before any worker starts: stop on what would
+    stop the run later (with the same message), skip the tasks that lack their input (the
+    reason goes to run.json and the report). Returns the ``[tasks]`` table to score."""
+    from baselens.data.inspect import preflight
+    from baselens.run.tasks import ENABLED_BY_DEFAULT
+
+    enabled = [t for t in {*ENABLED_BY_DEFAULT, *cfg.tasks}
+               if cfg.tasks.get(t, {}).get("enabled", t in ENABLED_BY_DEFAULT)
+               # a configured label or row filter: the task decides (run.tasks) itself
+               and not (t == "knn_probe" and {"label", "where"} & set(cfg.tasks.get(t, {})))]
+    steps = "steps" in cfg.profile or any("profile" in m for m in cfg.methods)
+    errors, skips = preflight(ld.metadata, tasks=enabled,
+                              reference=None if steps else cfg.profile.get("reference", "negcon"))
+    if errors:
+        raise errors[0]
+    if ld.channels:
+        from baselens.data.inspect import image_header_problems
+
+        t = time.perf_counter()
+        bad = image_header_problems(ld)
+        if bad:
+            raise bad[0]
+        say.log(f"preflight: image headers decoded ({time.perf_counter() - t:.1f} s)")
+    tasks_cfg = dict(cfg.tasks)
+    for task, why in sorted(skips.items()):
+        tasks_cfg[task] = {**tasks_cfg.get(task, {}), "enabled": False}
+        log.add(f"preflight: {task}", "tasks", 1, 0, f"task skipped: {why}", quiet=True)
+        say(f"preflight: {task} skipped: {why}")
+    return tasks_cfg
+
+
+def _write_screen(ld: LoadData, out: Path) -> None:
+    """``screen.parquet``: the wells this run scores (plate, well, perturbation, control
+    type), one row per well; ``baselens compare`` checks that runs share it."""
+    cols = [c for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Perturbation",
+                        "Metadata_ControlType") if c in ld.table.columns]
+    wells = ld.table[cols].drop_duplicates(["Metadata_Plate", "Metadata_Well"])
+    write_parquet_atomic(wells.astype(str).reset_index(drop=True), out / "screen.parquet")
 
 
 def _bar(total: int, say: "_Progress"):
@@ -185,17 +225,66 @@ def _bar(total: int, say: "_Progress"):
     return tqdm(total=total, unit="site", desc="[baselens] extract", file=sys.stderr)
 
 
+_FILE_IDS: dict[tuple, str] = {}
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """``size:mtime_ns:sha256`` of a file (``"missing"`` when absent); the hash is of the
+    whole content, computed once per (path, size, mtime) in this process."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return "missing"
+    if p.is_dir():
+        return f"dir:{st.st_mtime_ns}"
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_IDS:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _FILE_IDS[key] = f"{st.st_size}:{st.st_mtime_ns}:{h.hexdigest()[:16]}"
+    return _FILE_IDS[key]
+
+
+def _param_files(m: dict) -> dict:
+    """Identity of the files a method's parameters name (its extractor's ``PATH_PARAMS``,
+    e.g. precomputed's embeddings): a changed embeddings file is a new cache key."""
+    try:
+        names = getattr(get_spec(m["name"]).factory, "PATH_PARAMS", ())
+    except KeyError:  # not an image extractor (e.g. a tissue representation): no files
+        return {}
+    params = m.get("params") or {}
+    out = {}
+    for k in names:
+        v = params.get(k)
+        if isinstance(v, (str, os.PathLike)):
+            out[k] = file_identity(v)
+        elif isinstance(v, dict):
+            out[k] = {lk: file_identity(lv) for lk, lv in v.items()
+                      if isinstance(lv, (str, os.PathLike))}
+    return out
+
+
 def _method_base(m: dict) -> str:
-    """Extractor name, its parameters and the code version (no data)."""
+    """Extractor name, its parameters, the files they name and the code version."""
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}),
                        "version": baselens.__version__}, sort_keys=True, default=str)
+    files = _param_files(m)
+    if files:  # (keys of methods without path parameters are unchanged)
+        blob += json.dumps(files, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def method_key(m: dict, data_id: str) -> str:
-    """Cache key of a method's features: extractor name, parameters, data identity, version."""
+    """Cache key of a method's features: extractor name, parameters, the files they name
+    (size, mtime, content hash), data identity, version."""
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
                        "version": baselens.__version__}, sort_keys=True, default=str)
+    files = _param_files(m)
+    if files:
+        blob += json.dumps(files, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -416,7 +505,7 @@ def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunk
 def _well_cell_counts(feats_by_method: dict) -> pd.DataFrame | None:
     """Mean nuclei count per well from a ``cell_count`` run, as ``Metadata_CellCount``.
 
-    Profile steps such as MorphoHELM's cell-count QC and seed 003's |r| > 0.95 filter
+    Profile steps such as MorphoHELM's cell-count QC and Seal et al.'s |r| > 0.95 filter
     read it; ``None`` when no cell_count method ran.
     """
     for layers in feats_by_method.values():
@@ -504,8 +593,10 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     t = time.perf_counter()
     ld, inputs, context = _prepare_data(cfg, out, say)
     timings["data"] = time.perf_counter() - t
+    _write_screen(ld, out)
     say(f"data: {len(ld)} sites, {ld.table['Metadata_Plate'].nunique()} plates, "
         f"channels {ld.channels}")
+    tasks_cfg = _preflight(cfg, ld, log, say)
 
     t = time.perf_counter()
     feats_by_method = _extract(cfg, ld, context, out, say)
@@ -525,7 +616,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
                                        f"{label}/{layer}", well_counts)
             t_prof += time.perf_counter() - t
             t = time.perf_counter()
-            scores, per = run_tasks(profiles, feats, inputs, cfg.tasks, log, f"{label}/{layer}",
+            scores, per = run_tasks(profiles, feats, inputs, tasks_cfg, log, f"{label}/{layer}",
                                     record=task_record)
             scores = _warn_probes(scores, {**cfg.profile, **m.get("profile", {})})
             t_eval += time.perf_counter() - t

@@ -1,6 +1,6 @@
 """The tissue pipeline: H&E spots → representations → gene-expression probe → report.
 
-Seed 004's second biological scale (§4.2, §5.3, Appendix C.3, E): H&E patches paired
+The arXiv 2603.13377 paper's second biological scale (§4.2, §5.3, Appendix C.3, E): H&E patches paired
 with spatial-transcriptomics expression (HEST-1k), scored by the HEST-Benchmark protocol
 (:mod:`baselens.evaluate.gene_expression`: PCA-256 + ridge per gene, Pearson r on held-out
 patients). ``run_tissue_pipeline(cfg, out_dir)`` writes the same results contract as the
@@ -17,7 +17,7 @@ read it unchanged:
 
     * ``pearson`` — the HEST score;
     * ``pearson_count_matched`` — the same predictions scored within strata of equal
-      cell count (seed 004 §5.3; needs nuclei);
+      cell count (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) §5.3; needs nuclei);
     * ``pearson_<driver>`` — synthetic tissue only: the mean over the genes of one planted
       driver (``density``, ``clustering``, ``regularity``, ``appearance``, ``mixed``).
 ``per_perturbation.parquet``
@@ -275,7 +275,7 @@ def _load_data(cfg: TissueConfig, out: Path, say) -> tuple[Any, dict]:
     if coarsen == "1nn":
         n0 = len(ds)
         ds = coarsen_1nn(ds, data.get("hest", {}).get("grid", "auto"))
-        say(f"data: 1NN coarsening (seed 004 C.3): {n0} → {len(ds)} spots")
+        say(f"data: 1NN coarsening (arXiv 2603.13377 C.3): {n0} → {len(ds)} spots")
     ident["coarsen"] = coarsen
     return ds, ident
 
