@@ -262,11 +262,14 @@ def test_real_lincs_plate(realdata, tmp_path):
     # one plate: SP = NR = NSL are the levels this design can form
     assert set(res.levels) == {"SP", "NR", "NSL"}
     assert {"replicate_retrieval", "moa_retrieval"} <= set(res.scores["task"])
-    assert _nr(res.scores, "profiles") > _nr(res.scores, "random") + 0.2
+    # a CellProfiler profile is scored once, as the classic baseline (not also as a model)
+    assert "profiles" not in set(res.scores["method"])
+    assert _nr(res.scores, "classic") > _nr(res.scores, "random") + 0.2
     info = pd.read_json(res.out_dir / "run.json", typ="series")
     assert info["n_sites"] == len(table) == 384
     lb = res.leaderboard("NR")
-    assert ("profiles", "default") in lb.index and ("plate_layout", "default") in lb.index
+    assert ("classic", "default") in lb.index and ("plate_layout", "default") in lb.index
+    assert lb.loc[("classic", "default"), "method_kind"] == "baseline"
 
 
 def test_unusable_columns_are_named_with_the_fix_or_dropped_with_a_count(tmp_path):

@@ -142,7 +142,8 @@ def _task_table(tasks) -> dict:
     """``tasks=`` → the ``[tasks]`` table of a run config."""
     if tasks is None:
         return {}
-    from baselens.run.tasks import ENABLED_BY_DEFAULT, _tasks
+    from baselens.evaluate.registry import default_tasks
+    from baselens.run.tasks import _tasks
 
     known = list(_tasks())
     if isinstance(tasks, str):
@@ -161,7 +162,7 @@ def _task_table(tasks) -> dict:
             raise ValueError(f"tasks: unknown task {t!r}"
                              + (f" — did you mean {close[0]!r}?" if close else "")
                              + f" (known: {', '.join(known)})")
-    for t in ENABLED_BY_DEFAULT - set(names):
+    for t in default_tasks() - set(names):
         table[t] = {"enabled": False}
     for t in names:
         table[t].setdefault("enabled", True)
@@ -461,29 +462,21 @@ class Benchmark:
 
 # --------------------------------------------------------------------------- Results
 def _main_metrics() -> dict[str, str]:
-    try:  # contract 1: the task registry names each task's headline metric
-        from baselens.evaluate.registry import TASKS  # type: ignore
+    """Each task's headline metric (the task registry, :mod:`baselens.evaluate.registry`)."""
+    from baselens.evaluate.registry import TASKS
 
-        return {name: spec.headline for name, spec in TASKS.items()}
-    except ImportError:
-        from baselens.run.tasks import MAIN_METRIC
-
-        return dict(MAIN_METRIC)
+    return {name: spec.headline for name, spec in TASKS.items()}
 
 
 def _lower_is_better(metric: str, task: str | None = None) -> bool:
+    """Whether smaller values of ``metric`` are better (the registry's declaration; an
+    undeclared metric is taken as higher-is-better)."""
+    from baselens.evaluate.registry import metric_spec
+
     try:
-        from baselens.evaluate.registry import metric_spec  # type: ignore
-
         return not metric_spec(task, metric).higher_is_better
-    except ImportError:
-        from baselens.run.tasks import LOWER_IS_BETTER
-
-        return metric.split(":")[0] in LOWER_IS_BETTER
     except (KeyError, ValueError, TypeError):
-        from baselens.run.tasks import LOWER_IS_BETTER
-
-        return metric.split(":")[0] in LOWER_IS_BETTER
+        return False
 
 
 def _level_key(level: str) -> int:
@@ -582,9 +575,8 @@ class Results:
                 self._beyond = pd.read_parquet(p)
             else:
                 from baselens.diagnose.beyond_baseline import beyond_best_baseline
-                from baselens.run.tasks import LOWER_IS_BETTER
 
-                self._beyond = beyond_best_baseline(self.scores, lower_is_better=LOWER_IS_BETTER)
+                self._beyond = beyond_best_baseline(self.scores, self.per_perturbation)
         bb = self._beyond
         if "verdict" not in bb.columns:
             warnings.warn("this baselens version's beyond-baseline table has no 'verdict' "

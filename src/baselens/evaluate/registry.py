@@ -42,7 +42,7 @@ from types import MappingProxyType
 
 import pandas as pd
 
-__all__ = ["KINDS", "METRICS_TABLE_COLUMNS", "Metric", "TASKS", "TaskSpec", "headline_metric",
+__all__ = ["KINDS", "METRICS_TABLE_COLUMNS", "Metric", "TASKS", "TaskSpec", "default_tasks", "headline_metric",
            "item_metric_spec", "metric_spec", "metrics_table", "paired_item_metrics"]
 
 #: What a metric can be (module docstring).
@@ -386,6 +386,12 @@ def paired_item_metrics(task: str, metric: str) -> tuple[str, ...]:
     if spec is None or ":" in str(metric):
         return ()
     return tuple(spec.pairing.get(str(metric), ()))
+
+
+def default_tasks(pipeline: str = "cell_painting") -> frozenset[str]:
+    """Names of the tasks a run of ``pipeline`` scores unless told otherwise."""
+    return frozenset(n for n, spec in TASKS.items()
+                     if spec.enabled_by_default and spec.pipeline == pipeline)
 
 
 def headline_metric(task: str) -> str | None:

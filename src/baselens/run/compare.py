@@ -39,9 +39,6 @@ __all__ = ["compare_runs", "merge_runs", "screen_differences", "DifferentScreens
 WELL_LEVEL_TASKS = ("knn_probe", "regression_probe", "batch_mixing", "control_retrieval")
 #: The screen a run scored (written by the pipeline; older runs: see :func:`_screen_of`).
 SCREEN_FILE = "screen.parquet"
-#: Verdict columns of beyond_baseline (results contract) that a source run's paired test
-#: produced; kept where the best baseline is unchanged by the merge.
-_VERDICT = ("difference_ci_low", "ci_low", "ci_high", "p", "p_adjusted", "verdict")
 
 
 class DifferentScreensError(ValueError):
@@ -51,7 +48,6 @@ DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
                "assay_confounds", "phenotype_classes")
 #: Columns that name a method, per diagnostics table (the results tables use ``method``).
 _METHOD_COLUMNS = {"agreement": ("method_a", "method_b"), "assay_confounds": ()}
-_WILCOXON = ("wilcoxon_p", "n_paired", "paired_over")
 
 
 def _run_names(dirs: list[Path]) -> list[str]:
@@ -165,8 +161,7 @@ def merge_runs(run_dirs, *, lower_is_better=None,
         ``allow_different_screens``: then every method is prefixed with its run and each
         run's models are compared with their own run's baselines.
     """
-    if lower_is_better is None:
-        from baselens.run.tasks import LOWER_IS_BETTER as lower_is_better
+    lower_is_better = () if lower_is_better is None else lower_is_better
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise ValueError("compare needs at least one run folder")
@@ -220,35 +215,21 @@ def merge_runs(run_dirs, *, lower_is_better=None,
             t = t.drop_duplicates([c for c in t.columns if c != "run"])
         out[name] = t
 
-    s = out["scores"]
+    # verdicts are recomputed over the merged runs (paired over the perturbations both
+    # scored): a source run's verdict was against its own best baseline, which the merge
+    # may replace
+    s, pp = out["scores"], out["per_perturbation"]
     if separate:  # each run against its own baselines
-        parts = [beyond_best_baseline(s[s["run"] == n], lower_is_better=lower_is_better)
-                 .assign(run=n) for n in names if (s["run"] == n).any()]
+        parts = [beyond_best_baseline(s[s["run"] == n], pp[pp["run"] == n],
+                                      lower_is_better=lower_is_better).assign(run=n)
+                 for n in names if (s["run"] == n).any()]
         bb = pd.concat(parts, ignore_index=True)
     else:
-        bb = beyond_best_baseline(s, lower_is_better=lower_is_better)
+        bb = beyond_best_baseline(s, pp, lower_is_better=lower_is_better)
     run_of = dict(zip(s["method"].astype(str), s["run"]))
     if "best_baseline" in bb.columns:
         bb["baseline_run"] = [run_of.get(str(b)) if isinstance(b, str) else None
                               for b in bb["best_baseline"]]
-    old = out.get("beyond_baseline")
-    carry = [c for c in (*_WILCOXON, *_VERDICT) if old is not None and c in old.columns]
-    if carry:
-        keys = ["task", "batch_level", "metric", "method", "layer", "best_baseline",
-                "best_baseline_layer"]
-        old = old.copy()
-        for k in keys:
-            old[k] = old[k].astype(str)
-        keep = old[[*keys, *carry]].drop_duplicates(keys)
-        left = bb.assign(**{k: bb[k].astype(str) for k in keys})
-        merged = left.merge(keep, on=keys, how="left", suffixes=("_merged", ""))
-        for c in carry:
-            # the source run's paired test stands where its best baseline still is the
-            # best; elsewhere the merged table's own value (if it computes one), else NaN
-            mine = merged[c]
-            if f"{c}_merged" in merged.columns:
-                mine = mine.where(mine.notna(), merged[f"{c}_merged"])
-            bb[c] = mine.to_numpy()
     out["beyond_baseline"] = bb
     return out
 
@@ -260,8 +241,7 @@ def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better
     from baselens.report.html import write_report
     from baselens.report.inputs import find_phenotypes
 
-    if lower_is_better is None:
-        from baselens.run.tasks import LOWER_IS_BETTER as lower_is_better
+    lower_is_better = () if lower_is_better is None else lower_is_better
     dirs = [Path(d) for d in run_dirs]
     out = Path(out_dir)
     if any(out.resolve() == d.resolve() for d in dirs):

@@ -30,7 +30,7 @@ from baselens._io import remove_stale_temps, write_json_atomic, write_parquet_at
 from baselens.data.annotations import read_relationship_pairs
 from baselens.data.load_data import LoadData, read_load_data
 from baselens.diagnose.run import ProfileSet, run_diagnostics
-from baselens.extract.registry import get_extractor, method_kind
+from baselens.extract.registry import get_extractor, get_spec, method_kind
 from baselens.profile.aggregate import aggregate, feature_columns
 from baselens.profile.log import FilterLog
 from baselens.profile.normalize import normalize
@@ -178,8 +178,9 @@ def _preflight(cfg: RunConfig, ld: LoadData, log: FilterLog, say: "_Progress") -
     stop the run later (with the same message), skip the tasks that lack their input (the
     reason goes to run.json and the report). Returns the ``[tasks]`` table to score."""
     from baselens.data.inspect import preflight
-    from baselens.run.tasks import ENABLED_BY_DEFAULT
+    from baselens.evaluate.registry import default_tasks
 
+    ENABLED_BY_DEFAULT = default_tasks()
     enabled = [t for t in {*ENABLED_BY_DEFAULT, *cfg.tasks}
                if cfg.tasks.get(t, {}).get("enabled", t in ENABLED_BY_DEFAULT)
                # a configured label or row filter: the task decides (run.tasks) itself
