@@ -61,6 +61,8 @@ Kinds and their verdicts
 ``class_capture``     phenotype classes a method captures (class mAP ≥ :data:`CAPTURE_MIN`
                       and ≥ :data:`CAPTURE_FOLD` × the null's); verdicts ``"captures"``,
                       ``"captures none"``, ``"only models"``, ``"no model beyond baselines"``
+``collapse``          a representation whose top principal component holds ≥
+                      :data:`COLLAPSE_TOP1` of its variance; verdict ``"collapsed"``
 ``residualization``   mAP kept after residualizing on a confound; verdicts ``"kept"``,
                       ``"lost"`` (a class with mAP ≥ :data:`RESID_MIN_MAP` keeps ≤
                       :data:`RESID_LOST` of it)
@@ -93,7 +95,8 @@ FINDINGS_COLUMNS = ["kind", "severity", "task", "metric", "higher_is_better", "b
                     "baseline_value", "difference", "ci_low", "ci_high", "p_adjusted", "n",
                     "sentence"]
 KINDS = ("levels", "identical_levels", "sample_size", "verdict", "model_summary", "reference",
-         "confound", "assay", "assays", "untrained_twin", "class_capture", "residualization")
+         "confound", "assay", "assays", "untrained_twin", "class_capture", "residualization",
+         "collapse")
 
 #: MorphoHELM's batch levels, least to most demanding.
 LEVEL_ORDER = ["SP", "NR", "NSL", "NSP", "NSB", "NSS", "NSSL"]
@@ -117,6 +120,9 @@ RESID_KEPT = 0.8
 #: An untrained twin reaching this fraction of its pretrained network, on average over
 #: tasks, says the score comes from the architecture.
 TWIN_ARCHITECTURE = 0.9
+#: Share of variance in the top principal component that counts as a collapsed
+#: representation (one signal, often cell count or intensity).
+COLLAPSE_TOP1 = 0.8
 #: Balanced accuracy at which cell count is said to predict an assay (Seal et al. 2026).
 ASSAY_BA = 0.7
 
@@ -739,6 +745,26 @@ def _resid_rows(res: pd.DataFrame | None, kinds: dict) -> list[dict]:
     return out
 
 
+def _collapse_rows(dim: pd.DataFrame | None) -> list[dict]:
+    if dim is None or dim.empty or "metric" not in dim.columns:
+        return []
+    d = dim[dim["metric"].astype(str) == "top1_variance"]
+    out = []
+    for (m, la), g in d.groupby([d["method"].astype(str),
+                                 d["layer"].where(d["layer"].notna(), "default").astype(str)],
+                                sort=False):
+        v = float(g["value"].mean())
+        if v >= COLLAPSE_TOP1:
+            kind = str(g["method_kind"].iloc[0]) if "method_kind" in g.columns else ""
+            out.append(_row("collapse", "warning",
+                            f"{_label(m, la)} has collapsed onto one direction: its top principal "
+                            f"component holds {100 * v:.0f} % of the variance (≥ "
+                            f"{100 * COLLAPSE_TOP1:.0f} %).", method=m, layer=la,
+                            method_kind=kind, verdict="collapsed", value=v,
+                            baseline_value=COLLAPSE_TOP1))
+    return out
+
+
 # --------------------------------------------------------------------------- entry point
 def findings(
     scores: pd.DataFrame,
@@ -749,6 +775,7 @@ def findings(
     assay_confounds: pd.DataFrame | None = None,
     residualized: pd.DataFrame | None = None,
     phenotype_classes: pd.DataFrame | None = None,
+    dimensionality: pd.DataFrame | None = None,
     design: Mapping | None = None,
 ) -> pd.DataFrame:
     """Every finding of one run (or of merged runs), as :data:`FINDINGS_COLUMNS` rows.
@@ -763,7 +790,7 @@ def findings(
         ``diagnostics/metrics.parquet``: headline metric and direction of each task.
     per_perturbation
         ``per_perturbation.parquet``; counts perturbations when ``design`` is not given.
-    assay_confounds, residualized, phenotype_classes
+    assay_confounds, residualized, phenotype_classes, dimensionality
         The diagnostics tables of the same names (optional).
     design
         :func:`design_summary` of the screen (plates, perturbations, replicates).
@@ -831,6 +858,7 @@ def findings(
     rows += _class_rows(phenotype_classes)
     kinds = dict(zip(zip(agg["method"], agg["layer"]), agg["method_kind"]))
     rows += _resid_rows(residualized, kinds)
+    rows += _collapse_rows(dimensionality)
     return _frame(rows)
 
 
@@ -864,4 +892,5 @@ def read_findings(run_dir: str | Path) -> pd.DataFrame:
                     per_perturbation=opt(run_dir / "per_perturbation.parquet"),
                     assay_confounds=opt(d / "assay_confounds.parquet"),
                     residualized=opt(d / "residualized.parquet"),
-                    phenotype_classes=opt(d / "phenotype_classes.parquet"))
+                    phenotype_classes=opt(d / "phenotype_classes.parquet"),
+                    dimensionality=opt(d / "dimensionality.parquet"))

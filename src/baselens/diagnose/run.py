@@ -213,6 +213,7 @@ def run_diagnostics(
             per_perturbation=per_perturbation, assay_confounds=out.get("assay_confounds"),
             residualized=out.get("residualized"),
             phenotype_classes=out.get("phenotype_classes"),
+            dimensionality=out.get("dimensionality"),
             design=design_summary(_well_meta(profile_sets))),
     }
     out: dict[str, pd.DataFrame] = {}

@@ -631,6 +631,8 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
     scal = d[d["metric"].isin(["effective_rank", "participation_ratio", "n_components_90",
                                "top1_variance"])]
     if len(scal):
+        col = ctx.rows("collapse")
+        collapsed = set(zip(col["method"].astype(str), col["layer"].astype(str)))
         sv = scal.groupby(["method", "layer", "metric"])["value"].mean().to_dict()
         cols = [("effective_rank", "effective rank"), ("participation_ratio",
                                                        "participation ratio"),
@@ -645,7 +647,7 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
                 txt = "—" if _isnan(v) else (f"{v:.0f}" if c == "n_components_90" else
                                              (f"{100 * v:.0f} %" if c == "top1_variance" else
                                               f"{v:.1f}"))
-                cls = " warn" if c == "top1_variance" and not _isnan(v) and v >= 0.8 else ""
+                cls = " warn" if c == "top1_variance" and k in collapsed else ""
                 cells.append(f'<td class="num{cls}" data-value="{"" if _isnan(v) else repr(float(v))}">'
                              f"{txt}</td>")
             body.append(f'<tr class="kind-{_esc(kinds[k])}"><td data-value="{_esc(_method_label(*k))}">'
@@ -660,8 +662,8 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
                      "</table></div>"
                      '<p class="tablenote">Effective rank = exp(entropy of the normalised '
                      "eigenvalues); participation ratio = (Σλ)² / Σλ². Both count the directions "
-                     "in use. A top principal component holding ≥ 80 % of the variance is "
-                     "flagged.</p>")
+                     "in use. A flagged top-component share is the diagnostics' collapse "
+                     "finding:</p>" + findings_list(ctx.rows("collapse")))
     return "".join(parts)
 
 
