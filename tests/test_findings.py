@@ -235,3 +235,40 @@ def test_collapse_is_a_finding_at_the_declared_share():
     c = f[f["kind"] == "collapse"]
     assert c["method"].tolist() == ["cell_count"] and c["value"].tolist() == [0.97]
     assert "97 %" in c["sentence"].iloc[0]
+
+
+def test_levels_coincide_task_by_task():
+    """Retrieval gives SP = NR = NSL on one plate, but a probe's NSL folds differ: NSL stays
+    a level of its own for the probe, and the note names retrieval only."""
+    same = {"cell_count": 0.4, "vit": 0.5}
+    s = pd.concat([scores({"SP": same, "NR": same, "NSL": same}),
+                   scores({"NR": {"cell_count": 0.3, "vit": 0.6},
+                           "NSL": {"cell_count": 0.2, "vit": 0.25}}, task="knn_probe",
+                          metric="macro_f1")])
+    f = findings(s)
+    ident = f[f["kind"] == "identical_levels"]
+    assert ident["levels"].tolist() == ["SP|NR|NSL"]
+    assert ident["subject"].tolist() == ["replicate_retrieval"]
+    lv = f[f["kind"] == "levels"].set_index("task")["levels"]
+    assert lv["replicate_retrieval"] == "NR" and lv["knn_probe"] == "NSL|NR"
+
+
+def test_numbers_written_as_text_are_read_as_numbers():
+    """An earlier writer stored object columns of floats as text; findings still decide."""
+    pc = pd.DataFrame({"method": ["cell_count", "random"], "method_kind": ["baseline", "null"],
+                       "layer": ["default"] * 2, "phenotype_class": ["cytotoxic"] * 2,
+                       "batch_level": ["NR"] * 2, "metric": ["mean_average_precision"] * 2,
+                       "value": ["0.6", "0.05"], "n": [4, 4]})
+    f = findings(scores({"NR": {"cell_count": 0.4, "vit": 0.5}}), phenotype_classes=pc)
+    cap = f[(f["kind"] == "class_capture") & (f["method"] == "cell_count")]
+    assert cap["verdict"].tolist() == ["captures"] and cap["subject"].tolist() == ["cytotoxic"]
+
+
+def test_parquet_safe_keeps_numbers_numeric():
+    from baselens.diagnose.run import _parquet_safe
+
+    df = pd.DataFrame({"value": pd.Series([0.5, None, 2], dtype=object),
+                       "best_baseline": pd.Series(["a", None, 3], dtype=object)})
+    out = _parquet_safe(df)
+    assert out["value"].dtype == "float64" and out["value"].iloc[0] == 0.5
+    assert [x if isinstance(x, str) else None for x in out["best_baseline"]] == ["a", None, "3"]

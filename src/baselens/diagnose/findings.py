@@ -35,8 +35,10 @@ Kinds and their verdicts
 ``levels``            per task: ``batch_level`` = the strictest level formed (the default
                       view), ``levels`` = the distinct levels, strictest first (NR is shown
                       beside it); verdict ``"formed"``
-``identical_levels``  levels whose scores are identical on every task (one plate:
-                      SP = NR = NSL); verdict ``"identical"``
+``identical_levels``  levels whose scores are identical (one plate: SP = NR = NSL), one
+                      row per pattern, ``subject`` = the ``|``-joined tasks where it holds
+                      (levels coincide task by task: a probe's NSL folds may differ where
+                      retrieval's do not); verdict ``"identical"``
 ``sample_size``       fewer than :data:`MIN_PERTURBATIONS` perturbations, fewer than
                       :data:`MIN_REPLICATES` replicates per perturbation (median), one
                       plate; verdict ``"caveat"``
@@ -53,7 +55,8 @@ Kinds and their verdicts
 ``assay``             per bioactivity assay: ``"predictable by cell count"`` (flagged by
                       :mod:`.curation`), ``"inconclusive"`` (balanced accuracy reaches the
                       threshold but the groups do not differ significantly — too few
-                      compounds to tell), ``"not predictable by cell count"``
+                      compounds to tell), ``"not predictable by cell count"``, ``"not
+                      tested"`` (no balanced accuracy)
 ``assays``            the count over the ``assay`` rows (one row)
 ``untrained_twin``    an untrained network against its pretrained twin; verdict
                       ``"architecture"`` when it reaches ≥ :data:`TWIN_ARCHITECTURE` of it
@@ -292,50 +295,44 @@ def _sample_size(design: Mapping, per_perturbation: pd.DataFrame | None) -> list
 
 # --------------------------------------------------------------------------- levels
 def level_groups(agg: pd.DataFrame, tol: float = 1e-9) -> list[list[str]]:
-    """Batch levels grouped where every task scored at both gives identical scores.
+    """Batch levels of one task grouped where they give identical scores.
 
-    Two levels are identical when, on every task that has both, the same
-    ``(metric, method, layer)`` keys were scored and every mean differs by at most ``tol``
-    (on one plate, SP = NR = NSL: every pair of wells shares the plate and no two wells
-    share a position). Groups are in canonical order, members too.
+    Two levels are identical when the same ``(metric, method, layer)`` keys were scored at
+    both and every mean differs by at most ``tol`` (on one plate, SP = NR = NSL: every pair
+    of wells shares the plate and no two wells share a position). A level joins a group
+    only when it is identical to every member (no chaining). Groups are in canonical order,
+    members too. ``agg``: one task's means (``batch_level, metric, method, layer,
+    value_mean``).
     """
     levels = order_levels(agg["batch_level"])
-    vals = {(t, lv): g.set_index(["metric", "method", "layer"])["value_mean"]
-            for (t, lv), g in agg.groupby(["task", "batch_level"], sort=False)}
-    parent = {lv: lv for lv in levels}
+    vals = {lv: g.set_index(["metric", "method", "layer"])["value_mean"]
+            for lv, g in agg.groupby("batch_level", sort=False)}
 
-    def find(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
+    def same(a: str, b: str) -> bool:
+        x, y = vals[a], vals[b]
+        if set(x.index) != set(y.index):
+            return False
+        y = y.reindex(x.index)
+        return bool((((x - y).abs() <= tol) | (x.isna() & y.isna())).all())
 
-    for i, a in enumerate(levels):
-        for b in levels[i + 1:]:
-            shared = [t for (t, lv) in vals if lv == a and (t, b) in vals]
-            if not shared:
-                continue
-            same = True
-            for t in shared:
-                x, y = vals[(t, a)], vals[(t, b)]
-                if set(x.index) != set(y.index):
-                    same = False
-                    break
-                d = (x - y.reindex(x.index)).abs()
-                both_nan = x.isna() & y.reindex(x.index).isna()
-                if not ((d <= tol) | both_nan).all():
-                    same = False
-                    break
-            if same:
-                parent[find(b)] = find(a)
-    groups: dict[str, list[str]] = {}
+    groups: list[list[str]] = []
     for lv in levels:
-        groups.setdefault(find(lv), []).append(lv)
-    return [g for g in groups.values()]
+        g = next((g for g in groups if all(same(m, lv) for m in g)), None)
+        if g is None:
+            groups.append([lv])
+        else:
+            g.append(lv)
+    return groups
 
 
 def representative(group: list[str]) -> str:
     """The level that stands for identical ones: NR when among them, else the strictest."""
     return "NR" if "NR" in group else group[-1]
+
+
+def _all_reps(groups: dict[str, list[list[str]]]) -> list[str]:
+    """Every level that stands for a group on some task, strictest first."""
+    return order_levels({representative(g) for gs in groups.values() for g in gs})[::-1]
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -347,15 +344,15 @@ _VERDICT_SENTENCE = {
 }
 
 
-def _verdict_rows(beyond: pd.DataFrame, headline: dict[str, str], reps: dict[str, str],
-                  ) -> list[dict]:
+def _verdict_rows(beyond: pd.DataFrame, headline: dict[str, str],
+                  reps: dict[tuple[str, str], str]) -> list[dict]:
     out = []
     if beyond is None or beyond.empty:
         return out
     b = beyond[beyond["method_kind"].astype(str).isin(["model", "reference"])]
     for r in b.to_dict("records"):
         task, lv, metric = str(r["task"]), str(r["batch_level"]), str(r["metric"])
-        if headline.get(task) != metric or reps.get(lv, lv) != lv:
+        if headline.get(task) != metric or reps.get((task, lv), lv) != lv:
             continue
         name = _label(r["method"], r["layer"])
         verdict = str(r.get("verdict") or "not tested")
@@ -388,7 +385,8 @@ def _verdict_rows(beyond: pd.DataFrame, headline: dict[str, str], reps: dict[str
     return out
 
 
-def _summary_rows(verdicts: list[dict], agg: pd.DataFrame, groups: list[list[str]]) -> list[dict]:
+def _summary_rows(verdicts: list[dict], agg: pd.DataFrame,
+                  groups: dict[str, list[list[str]]]) -> list[dict]:
     out = []
     v = pd.DataFrame(verdicts, columns=FINDINGS_COLUMNS)
     models = agg[agg["method_kind"] == "model"][["method", "layer"]].drop_duplicates()
@@ -402,12 +400,15 @@ def _summary_rows(verdicts: list[dict], agg: pd.DataFrame, groups: list[list[str
         vk = v[v["method_kind"] == kind]
         for (method, layer), g in vk.groupby(["method", "layer"], sort=False):
             name = _label(method, layer)
-            for grp in reversed(groups):  # strictest first
-                lv = representative(grp)
+            for lv in _all_reps(groups):  # strictest first
                 gl = g[(g["batch_level"] == lv)
                        & g["verdict"].isin(["beats", "not distinguishable", "worse"])]
                 if gl.empty:
                     continue
+                # the levels identical to this one on every task summed up here
+                grp = [x for x in LEVEL_ORDER if all(
+                    any(lv in gg and x in gg for gg in groups.get(t, [])) for t in gl["task"])]
+                grp = grp or [lv]
                 wins = gl[gl["verdict"] == "beats"]
                 k, n = len(wins), len(gl)
                 others = [x for x in grp if x != lv]
@@ -441,10 +442,10 @@ def _summary_rows(verdicts: list[dict], agg: pd.DataFrame, groups: list[list[str
 
 # --------------------------------------------------------------------------- confounds
 def _confound_rows(beyond: pd.DataFrame, agg: pd.DataFrame, headline: dict[str, str],
-                   lower: set, groups: list[list[str]]) -> list[dict]:
-    rep = {lv: representative(g) for g in groups for lv in g}
+                   lower: set, groups: dict[str, list[list[str]]]) -> list[dict]:
     out = []
     for task, metric in headline.items():
+        rep = {lv: representative(g) for g in groups.get(task, []) for lv in g}
         best: dict[str, str] = {}
         a = agg[(agg["task"] == task) & (agg["metric"] == metric)
                 & (agg["method_kind"] == "baseline") & agg["value_mean"].notna()]
@@ -487,7 +488,7 @@ def _assay_rows(asy: pd.DataFrame | None) -> list[dict]:
     if asy is None or asy.empty or "assay" not in asy.columns:
         return []
     out, counts = [], {"predictable by cell count": 0, "inconclusive": 0,
-                       "not predictable by cell count": 0}
+                       "not predictable by cell count": 0, "not tested": 0}
     for r in asy.to_dict("records"):
         ba = r.get("cell_count_balanced_accuracy")
         flag = bool(r.get("predictable_by_cell_count")) if not pd.isna(
@@ -501,7 +502,11 @@ def _assay_rows(asy: pd.DataFrame | None) -> list[dict]:
             s = (f"Cell count alone predicts assay {name}: balanced accuracy {_f(ba, 2)} "
                  f"(threshold {ASSAY_BA:g}), actives and inactives differ in cell count "
                  f"(corrected p {_f(p, 3) if pd.isna(p) or p >= 0.001 else f'{p:.1g}'}).")
-        elif not pd.isna(ba) and ba >= ASSAY_BA:
+        elif pd.isna(ba):
+            verdict = "not tested"
+            s = (f"Assay {name} could not be tested against cell count (no balanced accuracy: "
+                 f"{n} compounds with a cell count).")
+        elif ba >= ASSAY_BA:
             verdict = "inconclusive"
             s = (f"Cell count reaches balanced accuracy {_f(ba, 2)} on assay {name}, but with "
                  f"{n} compounds the difference is not significant (corrected p {_f(p, 3)}): "
@@ -517,15 +522,21 @@ def _assay_rows(asy: pd.DataFrame | None) -> list[dict]:
                         task="bioactivity"))
     k, m, rest = (counts["predictable by cell count"], counts["inconclusive"],
                   counts["not predictable by cell count"])
-    total = k + m + rest
+    untested = counts["not tested"]
+    total = k + m + rest + untested
     s = f"Cell count alone predicts {k} of {total} bioactivity assays"
     if k:
         s += ": a representation's score on those says little beyond toxicity or proliferation"
     if m:
         s += (f"; {m} more reach balanced accuracy {ASSAY_BA:g} with too few compounds to be "
               "significant (inconclusive)")
-    s += (f"; {rest} need more than cell count." if rest and (k or m) else
-          (" — every assay needs more than cell count." if rest else "."))
+    if rest and (k or m or untested):
+        s += f"; {rest} need{'s' if rest == 1 else ''} more than cell count"
+    elif rest:
+        s += " — every assay tested needs more than cell count"
+    if untested:
+        s += f"; {untested} could not be tested"
+    s += "."
     out.append(_row("assays", "warning" if k or m else "note", s, task="bioactivity",
                     verdict=f"{k} predictable", value=float(k), n=float(total),
                     baseline_value=float(m)))
@@ -803,6 +814,10 @@ def findings(
     rows: list[dict] = []
     if scores is None or scores.empty:
         return _frame(rows)
+    # tables read back from parquet may hold numbers as text (an older writer did)
+    assay_confounds, residualized, phenotype_classes, dimensionality = (
+        _numeric(t) for t in (assay_confounds, residualized, phenotype_classes, dimensionality))
+    beyond_baseline = _numeric(beyond_baseline)
     agg = _aggregate(scores)
     headline = _headlines(agg, metrics)
     lower = _lower(metrics)
@@ -813,16 +828,14 @@ def findings(
             if c in beyond.columns:
                 beyond[c] = beyond[c].where(beyond[c].notna(),
                                             "default" if c == "layer" else "").astype(str)
-    groups = level_groups(agg[agg.apply(lambda r: headline.get(r["task"]) == r["metric"],
-                                        axis=1)] if len(agg) else agg)
-    rep = {lv: representative(g) for g in groups for lv in g}
+    # identical levels, per task (a level may coincide with another on one task only)
+    groups = {t: level_groups(g) for t, g in agg.groupby("task", sort=False)}
+    rep = {(t, lv): representative(g) for t, gs in groups.items() for g in gs for lv in g}
 
     # levels: per task the strictest distinct level formed, NR beside it
     view: dict[str, str] = {}
     for task, metric in headline.items():
-        lvs = order_levels(agg.loc[agg["task"] == task, "batch_level"])
-        distinct = list(dict.fromkeys(rep.get(lv, lv) for lv in lvs))
-        distinct = order_levels(distinct)[::-1]  # strictest first
+        distinct = order_levels(representative(g) for g in groups[task])[::-1]
         view[task] = distinct[0]
         words = ", ".join(distinct)
         tw = _cap(_task_words(task))
@@ -836,16 +849,21 @@ def findings(
                          levels="|".join(distinct), verdict="formed",
                          n=float(len(distinct))))
     d = dict(design or {})
-    for g in groups:
-        if len(g) < 2:
-            continue
-        r0 = representative(g)
+    pattern: dict[tuple, list[str]] = {}
+    for t, gs in groups.items():
+        for g in gs:
+            if len(g) > 1:
+                pattern.setdefault(tuple(g), []).append(t)
+    for g, tasks in pattern.items():
+        r0 = representative(list(g))
         why = (" (one plate: every pair of wells shares the plate and no two wells share a "
-               "position)" if d.get("n_plates") == 1 else "")
+               "position)" if d.get("n_plates") == 1 and set(g) <= {"SP", "NR", "NSL"} else "")
+        where = ("every task of this run" if len(tasks) == len(groups) else
+                 _join([_task_words(t) for t in tasks]))
         rows.append(_row("identical_levels", "note",
-                         f"{_join(g)} give identical scores on every task of this run{why}, "
-                         f"so they are shown once, as {r0}.", batch_level=r0,
-                         levels="|".join(g), verdict="identical", n=float(len(g))))
+                         f"{_join(list(g))} give identical scores on {where}{why}, so they "
+                         f"are shown once, as {r0}.", batch_level=r0, levels="|".join(g),
+                         subject="|".join(tasks), verdict="identical", n=float(len(g))))
     rows += _sample_size(d, per_perturbation)
     verdicts = _verdict_rows(beyond, headline, rep) if beyond is not None else []
     rows += verdicts
@@ -860,6 +878,25 @@ def findings(
     rows += _resid_rows(residualized, kinds)
     rows += _collapse_rows(dimensionality)
     return _frame(rows)
+
+
+_NUMERIC_INPUTS = ("value", "value_mean", "best_baseline_mean", "difference", "improvement",
+                   "ci_low", "ci_high", "p", "p_adjusted", "n_paired", "n", "n_actives",
+                   "n_inactives", "p_value", "p_value_bonferroni",
+                   "cell_count_balanced_accuracy", "threshold", "component")
+
+
+def _numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
+    if df is None:
+        return None
+    df = df.copy()
+    for c in _NUMERIC_INPUTS:
+        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    c = "predictable_by_cell_count"
+    if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
+        df[c] = df[c].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+    return df
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:

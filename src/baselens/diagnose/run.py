@@ -249,6 +249,11 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     df.attrs = {}
     for c in df.columns:
         if df[c].dtype == object:
+            num = pd.to_numeric(df[c], errors="coerce")
+            if num.notna().sum() == df[c].notna().sum() and df[c].notna().any() and not \
+                    df[c].map(lambda v: isinstance(v, str)).any():
+                df[c] = num.astype(np.float64)  # numbers held as objects stay numbers
+                continue
             df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str)
                               else (None if isinstance(v, float) and np.isnan(v) else str(v)))
     return df

@@ -115,9 +115,13 @@ def _metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
+_WORDS = {"moa": "MoA", "knn": "kNN"}
+
+
 def _task_label(task: str) -> str:
-    s = task.replace("_", " ")
-    return s[:1].upper() + s[1:]
+    words = task.split("_")
+    s = " ".join(_WORDS.get(w, w) for w in words)
+    return s if words[0] in _WORDS else s[:1].upper() + s[1:]
 
 
 def _method_label(method: str, layer: str) -> str:

@@ -315,11 +315,17 @@ def _summary_html(ctx: S.Ctx, agg: pd.DataFrame, extra: list[str] = ()) -> str:
         summ = summ[summ["batch_level"].isin(cols) & (summ["method"] != "")]
         summ = summ.assign(_o=summ["batch_level"].map({c: i for i, c in enumerate(cols)}))
         parts.append(findings_html(summ.sort_values("_o", kind="stable"), "keypoints"))
-    notes = pd.concat([ctx.rows("identical_levels"), ctx.rows("sample_size")])
-    for r in notes.itertuples():
-        cls = "caution" if r.severity == "caution" else "note"
-        parts.append(f'<div class="callout {cls}">{"⚠ " if cls == "caution" else ""}'
-                     f"{_esc(r.sentence)}</div>")
+    for kind, cls, mark in (("sample_size", "caution", "⚠ "), ("identical_levels", "note", "")):
+        rows = ctx.rows(kind)
+        if len(rows) == 1:
+            parts.append(f'<div class="callout {cls}" id="{kind.replace("_", "-")}">{mark}'
+                         f"{_esc(rows['sentence'].iloc[0])}</div>")
+        elif len(rows):
+            parts.append(f'<div class="callout {cls}" id="{kind.replace("_", "-")}">'
+                         + ("<strong>⚠ Sample size</strong>" if kind == "sample_size" else
+                            "<strong>Batch levels that coincide on this design</strong>")
+                         + "<ul>" + "".join(f"<li>{_esc(x)}</li>" for x in rows["sentence"])
+                         + "</ul></div>")
     parts.append("</div>")
     other = pd.concat([ctx.rows("assays"), ctx.rows("untrained_twin"),
                        ctx.rows("class_capture", severity="verdict"),
@@ -776,8 +782,8 @@ def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str)
 
 def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
                          metric_kinds=None) -> str:
-    parts = ['<p class="lead">Per task, the headline batch level first (scores are means over '
-             "folds and seeds; ★ marks the best baseline of each metric; the "
+    parts = ['<p class="lead">Per task, the strictest batch level formed first and NR beside '
+             "it (scores are means over folds and seeds; ★ marks the best baseline of each metric; the "
              "<em>beyond best baseline</em> column is model − best baseline, with the ratio and, "
              "where the diagnostics paired the comparison, a Wilcoxon p-value). Click a heading "
              "to sort; other batch levels and sub-metrics are folded under each table.</p>",

@@ -682,7 +682,8 @@ def assays_html(ctx: Ctx, asy: pd.DataFrame | None) -> str:
              "inconclusive": '<span class="caveat" title="balanced accuracy reaches the '
                              'threshold but the groups do not differ significantly">'
                              "inconclusive — too few compounds</span>",
-             "not predictable by cell count": "no", "": "— (no finding)"}
+             "not predictable by cell count": "no", "not tested": "not tested",
+             "": "— (no finding)"}
     rows = []
     for r in a.to_dict("records"):
         v = r["_v"]
