@@ -280,7 +280,11 @@ def _summary_html(ctx: S.Ctx, agg: pd.DataFrame, extra: list[str] = ()) -> str:
         parts.append('<p class="absent">No findings: <code>diagnostics/findings.parquet</code> '
                      "is not in this run folder, so the report states no verdict (rerun the "
                      "diagnostics, e.g. <code>baselens run</code>, to write it). The tables "
-                     "below show the scores.</p></section>")
+                     "below show the scores.</p>")
+        if extra:
+            parts.append('<ul class="findings">' + "".join(f"<li>{x}</li>" for x in extra)
+                         + "</ul>")
+        parts.append("</section>")
         return "".join(parts)
     conf = ctx.rows("confound")
     if len(conf) == 1:
@@ -526,6 +530,9 @@ def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, 
             _nan=a["value_mean"].isna(),
         ).sort_values(["_nan", "mean"], ascending=[True, False], kind="stable")
         mlabel = _metric_label(metric)
+        if len(b) and "higher_is_better" in b.columns and b["higher_is_better"].notna().any() \
+                and str(b["higher_is_better"].iloc[0]).lower() in ("false", "0"):
+            mlabel += " (lower is better)"  # the declared direction, in words
         best_label = _method_label(*best_key) if best_key else None
         svg = bar_chart_svg(a, best_value=best_val, best_label=best_label, title=mlabel)
         runs = int(a["n_runs"].max()) if len(a) else 0
