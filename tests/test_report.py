@@ -443,3 +443,43 @@ def test_browser_check_detects_errors_and_sorting_works(run_dir, tmp_path):
     expected = [m if la == "default" else f"{m}/{la}" for m, la in
                 zip(first["method"], first["layer"])]
     assert order.group(1).split("|") == expected
+
+
+def test_lower_is_better_in_words_and_colours_follow_the_verdict(tmp_path):
+    """batch_classification_accuracy is declared lower-is-better: a model below the best
+    baseline is better there. The header says the direction in words, and the margin cell is
+    coloured by the verdict ("beats": green): the margin is the improvement (measured
+    downwards for this metric, so +0.5 although the model's score is 0.5 lower)."""
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
+    from baselens.diagnose.findings import findings
+    from baselens.evaluate.registry import metrics_table
+
+    rows = []
+    for metric, vals in {"ilisi_scaled": {"pixel_mean": 0.5, "dino_vit": 0.6},
+                         "batch_classification_accuracy": {"pixel_mean": 0.9,
+                                                           "dino_vit": 0.4}}.items():
+        for m, v in vals.items():
+            for fold in range(3):
+                rows.append(dict(method=m, method_kind="baseline" if m == "pixel_mean"
+                                 else "model", layer="default", task="batch_mixing",
+                                 batch_level="NSB", metric=metric, fold=fold, seed=0,
+                                 value=v + 0.001 * fold, n=50))
+    s = pd.DataFrame(rows)
+    s.to_parquet(tmp_path / "scores.parquet")
+    d = tmp_path / "diagnostics"
+    d.mkdir()
+    m = metrics_table(s)
+    b = beyond_best_baseline(s)
+    b["verdict"] = "beats"  # as if paired over many items: the report renders, never decides
+    m.to_parquet(d / "metrics.parquet")
+    b.to_parquet(d / "beyond_baseline.parquet")
+    findings(s, b, m).to_parquet(d / "findings.parquet")
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    lb = text[text.index('id="leaderboard"'):]
+    assert '<span class="dir"> (lower is better)</span>' in lb
+    table = lb[lb.index('id="table-batch_mixing-NSB"'):]
+    table = table[:table.index("</table>")]
+    cells = re.findall(r'data-verdict="beats" title="beats"><span class="(\w+)">([^<]+)</span>',
+                       table)  # the model's row: ilisi_scaled, then batch accuracy
+    assert cells == [("pos", "+0.100"), ("pos", "+0.500")]
+    assert "0.401" in table and "0.901" in table  # the raw scores: the model's is lower

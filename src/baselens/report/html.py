@@ -6,9 +6,11 @@ table but the scores is optional) and writes ``report.html`` atomically. The pag
 sections with stable element ids, so links into a report keep working:
 
 ========================= ===============================================================
-``#summary``              plain-language findings generated from the numbers, one card per
-                          model, the task-by-task verdicts
-``#leaderboard``          per task the headline batch level's sortable table (mean ± s.d.,
+``#summary``              the rows of ``diagnostics/findings.parquet``: confound callouts,
+                          the verdict of every model at each distinct batch level (strictest
+                          first, NR beside it), sample-size caveats, coinciding levels, and
+                          the other findings; the report adds no conclusion of its own
+``#leaderboard``          per task the strictest level's and NR's sortable tables (mean ± s.d.,
                           "beyond best baseline" with the paired Wilcoxon p where the
                           diagnostics give one) and bar chart; other levels and every
                           sub-metric folded away

@@ -1,8 +1,9 @@
-"""The report's diagnostic sections and the plain-language findings at its top.
+"""The report's diagnostic sections.
 
 Each ``*_html`` function returns the inner HTML of one section (the page wraps it in a
-``<section>`` with a stable id); each ``*_findings`` function returns short sentences for
-the summary. Every function copes with its table being absent or empty.
+``<section>`` with a stable id). Sentences and flags come from the findings table
+(``diagnostics/findings.parquet``, :meth:`Ctx.rows`); nothing here decides a finding.
+Every function copes with its table being absent or empty.
 """
 
 from __future__ import annotations
