@@ -158,7 +158,7 @@ def _at(level: str) -> str:
 
 
 def _cap(s: str) -> str:
-    return s[:1].upper() + s[1:]
+    return s if s.split(" ", 1)[0] in _WORDS.values() else s[:1].upper() + s[1:]
 
 
 def _f(x, digits: int = 3) -> str:
@@ -372,7 +372,7 @@ def _verdict_rows(beyond: pd.DataFrame, headline: dict[str, str],
                     s += f", adjusted p {float(r['p_adjusted']):.2g}"
                 n = r.get("n_paired")
                 if not pd.isna(n) and int(n) > 0:
-                    s += f", {int(n)} {r.get('paired_over') or 'pair'}s"
+                    s += f", {int(n)} {r.get('paired_over') or 'pair'}{'s' if int(n) != 1 else ''}"
                 s += ")"
         out.append(_row("verdict", "verdict", s + ".", task=task, metric=metric,
                         higher_is_better=hib, batch_level=lv, method=str(r["method"]),
