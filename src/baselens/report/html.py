@@ -391,9 +391,9 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
             if not rows_b.empty and rows_b["best_baseline"].iloc[0] is not None:
                 best_base[metric] = (rows_b["best_baseline"].iloc[0],
                                      rows_b["best_baseline_layer"].iloc[0])
-            else:
+            else:  # no model scored here: mark the top baseline in the declared direction
                 bb = b.sort_values(["method", "layer"]).sort_values(
-                    "value_mean", ascending=False, kind="stable").iloc[0]
+                    "value_mean", ascending=metric in lower, kind="stable").iloc[0]
                 best_base[metric] = (bb["method"], bb["layer"])
     # default order: headline metric, best first
     head = metrics[0]
@@ -508,7 +508,7 @@ def _legend_html(kinds: set[str]) -> str:
 
 
 def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, level: str,
-                      n_levels: int) -> str:
+                      n_levels: int, lower: Iterable = ()) -> str:
     figs = []
     for metric in pd.unique(agg_tl["metric"]):
         a = agg_tl[agg_tl["metric"] == metric]
@@ -517,7 +517,7 @@ def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, 
         best_key, best_val = None, None
         if not base.empty:
             bb = base.sort_values(["method", "layer"]).sort_values(
-                "value_mean", ascending=False, kind="stable").iloc[0]
+                "value_mean", ascending=metric in lower, kind="stable").iloc[0]
             if not b.empty and b["best_baseline"].iloc[0] is not None:
                 best_key = (b["best_baseline"].iloc[0], b["best_baseline_layer"].iloc[0])
                 best_val = float(b["best_baseline_mean"].iloc[0])
@@ -829,9 +829,10 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
             + "</h4>" + table(lv) + "</div>" for lv in [hl, *beside]) + "</div>")
         atl = at[(at["batch_level"] == hl) & (at["metric"] == headline[task])]
         btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == hl)]
+        low_hl = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
         body.append(f'<details class="bars"{" open" if open_bars else ""}><summary>Bar chart: '
                     f"{_esc(_metric_label(headline[task]))} at {_esc(hl)}</summary>"
-                    f"{_bar_figures_html(atl, btl, task, hl, n_levels)}</details>")
+                    f"{_bar_figures_html(atl, btl, task, hl, n_levels, low_hl)}</details>")
         open_bars = False
         others = [lv for lv in shown if lv not in (hl, *beside)]
         hidden = [lv for lv in levels if lv not in shown]
