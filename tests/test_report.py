@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import html.parser
 import os
 import re
@@ -71,15 +72,21 @@ def make_per_pert(methods=METHODS, n_pert=40):
     return pd.DataFrame(rows)
 
 
-def write_verdicts(d: Path, scores: pd.DataFrame, per: pd.DataFrame | None = None) -> None:
+def write_verdicts(d: Path, scores: pd.DataFrame, per: pd.DataFrame | None = None,
+                   **design) -> None:
     """What the diagnostics stage writes for the report: the metric declarations and the
     verdicts (the report reads them, it decides nothing)."""
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
+    from baselens.diagnose.findings import findings
     from baselens.evaluate.registry import metrics_table
 
     (d / "diagnostics").mkdir(exist_ok=True)
-    metrics_table(scores).to_parquet(d / "diagnostics" / "metrics.parquet")
-    beyond_best_baseline(scores, per).to_parquet(d / "diagnostics" / "beyond_baseline.parquet")
+    m = metrics_table(scores)
+    b = beyond_best_baseline(scores, per)
+    m.to_parquet(d / "diagnostics" / "metrics.parquet")
+    b.to_parquet(d / "diagnostics" / "beyond_baseline.parquet")
+    findings(scores, b, m, per_perturbation=per, **design).to_parquet(
+        d / "diagnostics" / "findings.parquet")
 
 
 @pytest.fixture
@@ -173,12 +180,18 @@ def test_write_report_contents(run_dir):
     for value in ["synthetic screen, 2 plates x 384 wells", "3,072", "sites loaded", "12.5",
                   "plates = 2"]:
         assert value in text
-    # summary names the best baseline and gives verdicts for both models
-    assert "best baseline: <strong>cell_count</strong>" in text
-    assert "<strong>dino_vit/block11</strong> beats it" in text
+    # the verdict block at the top names the level and gives verdicts for both models,
+    # every sentence being a row of diagnostics/findings.parquet
+    top = text[text.index('id="summary"'):text.index('id="leaderboard"')]
+    assert 'id="verdicts"' in top and 'id="verdict-table"' in top
+    assert "dino_vit/block11 adds beyond the best baseline on replicate retrieval" in text
+    assert "for cell_count" in text
     # Wilcoxon p is small but the bootstrap CI of the mean covers 0 (one perturbation only
     # the models retrieve): both are required, so it is not distinguishable
-    assert "<strong>weak_model</strong> is not distinguishable from it" in text
+    assert "weak_model is not distinguishable from the best baseline" in text
+    f = pd.read_parquet(run_dir / "diagnostics" / "findings.parquet")
+    for sentence in f.loc[f["kind"].isin(["model_summary", "verdict"]), "sentence"]:
+        assert html.escape(sentence) in top
     # tags, mean ± std, beyond-baseline column, figures, per-perturbation outliers
     assert "tag-baseline" in text and "tag-model" in text and "tag-reference" in text
     assert "reference · upper bound" in text
@@ -282,6 +295,7 @@ def test_only_baselines(tmp_path):
     methods = [m for m in METHODS if m[1] == "baseline"]
     make_scores(methods).to_parquet(tmp_path / "scores.parquet")
     make_per_pert(methods).to_parquet(tmp_path / "per_perturbation.parquet")
+    write_verdicts(tmp_path, make_scores(methods), make_per_pert(methods))
     text = write_report(tmp_path).read_text(encoding="utf-8")
     assert "scored no learned model" in text
     assert "beyond best baseline</button>" not in text  # no margin column without models
@@ -293,17 +307,18 @@ def test_only_baselines(tmp_path):
 def test_single_method_single_run(tmp_path):
     methods = [("dino_vit", "model", "default", 0.6)]
     make_scores(methods, folds=1).to_parquet(tmp_path / "scores.parquet")
+    write_verdicts(tmp_path, make_scores(methods, folds=1))
     text = write_report(tmp_path).read_text(encoding="utf-8")
     assert "dino_vit" in text
-    assert "no baseline has a" in text
+    assert "has no baseline to compare with" in text
     assert " ± " not in text  # a single run has no spread
     assert_well_formed(text)
 
 
 def test_nan_values_render_as_dash(tmp_path):
     make_scores(nan_for=("weak_model",)).to_parquet(tmp_path / "scores.parquet")
+    write_verdicts(tmp_path, make_scores(nan_for=("weak_model",)))
     text = write_report(tmp_path).read_text(encoding="utf-8")
-    assert "weak_model</strong> has no value" in text or "weak_model has no value" in text
     assert "nan" not in re.sub(r"<[^>]+>", " ", text).lower().split()
     assert "no value</text>" in text  # bar chart says so instead of drawing a bar
     assert_well_formed(text)
@@ -320,9 +335,10 @@ def test_batch_levels_get_their_own_tables():
     a = make_scores().assign(batch_level="NR")
     b = make_scores().assign(batch_level="NSB")
     text = render_report(pd.concat([a, b], ignore_index=True))
-    # NR is the headline level (open), NSB is folded under it
-    assert '<span class="lvl">batch level NR</span>' in text
-    assert "Other batch levels: NSB" in text and "Batch level <code>NSB</code>" in text
+    # the strictest level opens, NR right beside it (both tables in view)
+    assert '<span class="lvl">batch level NSB</span>' in text
+    assert "Batch level <code>NR</code>" in text and "Batch level <code>NSB</code>" in text
+    assert "Other batch levels" not in text
     assert text.count('class="leaderboard sortable"') == 2 * len(TASKS)
     assert text.count("<svg") == 2 + len(TASKS)  # bar charts + one degradation curve per task
     assert_well_formed(text)
@@ -427,3 +443,43 @@ def test_browser_check_detects_errors_and_sorting_works(run_dir, tmp_path):
     expected = [m if la == "default" else f"{m}/{la}" for m, la in
                 zip(first["method"], first["layer"])]
     assert order.group(1).split("|") == expected
+
+
+def test_lower_is_better_in_words_and_colours_follow_the_verdict(tmp_path):
+    """batch_classification_accuracy is declared lower-is-better: a model below the best
+    baseline is better there. The header says the direction in words, and the margin cell is
+    coloured by the verdict ("beats": green): the margin is the improvement (measured
+    downwards for this metric, so +0.5 although the model's score is 0.5 lower)."""
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
+    from baselens.diagnose.findings import findings
+    from baselens.evaluate.registry import metrics_table
+
+    rows = []
+    for metric, vals in {"ilisi_scaled": {"pixel_mean": 0.5, "dino_vit": 0.6},
+                         "batch_classification_accuracy": {"pixel_mean": 0.9,
+                                                           "dino_vit": 0.4}}.items():
+        for m, v in vals.items():
+            for fold in range(3):
+                rows.append(dict(method=m, method_kind="baseline" if m == "pixel_mean"
+                                 else "model", layer="default", task="batch_mixing",
+                                 batch_level="NSB", metric=metric, fold=fold, seed=0,
+                                 value=v + 0.001 * fold, n=50))
+    s = pd.DataFrame(rows)
+    s.to_parquet(tmp_path / "scores.parquet")
+    d = tmp_path / "diagnostics"
+    d.mkdir()
+    m = metrics_table(s)
+    b = beyond_best_baseline(s)
+    b["verdict"] = "beats"  # as if paired over many items: the report renders, never decides
+    m.to_parquet(d / "metrics.parquet")
+    b.to_parquet(d / "beyond_baseline.parquet")
+    findings(s, b, m).to_parquet(d / "findings.parquet")
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    lb = text[text.index('id="leaderboard"'):]
+    assert '<span class="dir"> (lower is better)</span>' in lb
+    table = lb[lb.index('id="table-batch_mixing-NSB"'):]
+    table = table[:table.index("</table>")]
+    cells = re.findall(r'data-verdict="beats" title="beats"><span class="(\w+)">([^<]+)</span>',
+                       table)  # the model's row: ilisi_scaled, then batch accuracy
+    assert cells == [("pos", "+0.100"), ("pos", "+0.500")]
+    assert "0.401" in table and "0.901" in table  # the raw scores: the model's is lower

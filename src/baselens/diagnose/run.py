@@ -24,6 +24,12 @@ table                 what                                  module
                       threshold sweep, flag
 ``phenotype_classes`` mean mAP per planted class            :mod:`.classes`
                       (synthetic screens; else empty)
+``findings``          every conclusion, one row each: the   :mod:`.findings`
+                      verdicts per model and level,
+                      identical levels, confounds,
+                      sample-size caveats, assays … with
+                      the numbers and the sentence (the
+                      report renders these, decides none)
 ===================== ===================================== ============================
 
 A diagnostic whose inputs are missing returns its empty table (with the columns). A
@@ -56,7 +62,7 @@ REQUIRED = ("metrics", "beyond_baseline")
 
 #: The tables run_diagnostics returns, in order.
 DIAGNOSTICS = ("metrics", "beyond_baseline", "agreement", "dimensionality", "residualized",
-               "assay_confounds", "phenotype_classes")
+               "assay_confounds", "phenotype_classes", "findings")
 
 
 @dataclass
@@ -85,6 +91,10 @@ def _empty(name: str) -> pd.DataFrame:
         from baselens.diagnose.beyond_baseline import BEYOND_COLUMNS
 
         return pd.DataFrame(columns=BEYOND_COLUMNS)
+    if name == "findings":
+        from baselens.diagnose.findings import findings
+
+        return findings(pd.DataFrame())
     if name == "metrics":
         from baselens.evaluate.registry import METRICS_TABLE_COLUMNS
 
@@ -159,6 +169,7 @@ def run_diagnostics(
     from baselens.diagnose.confounds import residualized_retrieval
     from baselens.diagnose.curation import assay_confounds, compound_cell_counts, curated_tasks
     from baselens.diagnose.dimensionality import dimensionality
+    from baselens.diagnose.findings import design_summary, findings
     from baselens.evaluate.registry import metrics_table
 
     profile_sets = list(profile_sets)
@@ -196,6 +207,14 @@ def run_diagnostics(
             phenotype_classes=phenotype_classes, log=log),
         "assay_confounds": _assays,
         "phenotype_classes": lambda: class_capture(per_perturbation, phenotype_classes),
+        # last: it reads the tables above (a failed one is empty, and says so by absence)
+        "findings": lambda: findings(
+            scores, out.get("beyond_baseline"), out.get("metrics"),
+            per_perturbation=per_perturbation, assay_confounds=out.get("assay_confounds"),
+            residualized=out.get("residualized"),
+            phenotype_classes=out.get("phenotype_classes"),
+            dimensionality=out.get("dimensionality"),
+            design=design_summary(_well_meta(profile_sets))),
     }
     out: dict[str, pd.DataFrame] = {}
     timings: dict[str, float] = {}
@@ -230,6 +249,11 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     df.attrs = {}
     for c in df.columns:
         if df[c].dtype == object:
+            num = pd.to_numeric(df[c], errors="coerce")
+            if num.notna().sum() == df[c].notna().sum() and df[c].notna().any() and not \
+                    df[c].map(lambda v: isinstance(v, str)).any():
+                df[c] = num.astype(np.float64)  # numbers held as objects stay numbers
+                continue
             df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str)
                               else (None if isinstance(v, float) and np.isnan(v) else str(v)))
     return df

@@ -40,6 +40,26 @@ METHOD_NOTES = {
     "single_conv": "one untrained (random) convolution layer, pooled",
     "ground_truth": "the true latent phenotype of the synthetic screen — an upper bound",
     "random": "seeded Gaussian noise per site — what chance alone scores",
+    "classic": "hand-crafted per-cell morphology features (intensity, shape, texture), "
+               "CellProfiler-style — the field's traditional profile",
+    "plate_layout": "where the well sits (row, column, distance to the edge, plate) and nothing "
+                    "else — a score it reaches is position, not biology",
+    "cell_graph": "a graph of the cells of a site (neighbourhoods of segmented nuclei), "
+                  "encoded by a small image network — spatial arrangement of cells",
+    "precomputed": "embeddings or profiles given as a table (a model run outside baselens)",
+    "openphenom": "OpenPhenom (Recursion's masked-autoencoder ViT for Cell Painting)",
+}
+
+#: The four kinds of method, always explained at the foot of the page.
+KIND_NOTES = {
+    "baseline": "deliberately simple representations (intensity statistics, cell counts, "
+                "plate position, classic features, untrained networks): what a model must "
+                "beat to show it learned something",
+    "model": "a learned representation (pretrained network, foundation model, precomputed "
+             "embeddings): what the report judges",
+    "reference": "an upper bound (the true phenotype of a synthetic screen): the gap between "
+                 "it and the best baseline is the room a model can fill",
+    "null": "chance level (random features): any score near it means no signal",
 }
 
 _PVALUE_LIKE = re.compile(r"p_?val|q_?val|fdr", re.IGNORECASE)
@@ -95,9 +115,13 @@ def _metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
+_WORDS = {"moa": "MoA", "knn": "kNN"}
+
+
 def _task_label(task: str) -> str:
-    s = task.replace("_", " ")
-    return s[:1].upper() + s[1:]
+    words = task.split("_")
+    s = " ".join(_WORDS.get(w, w) for w in words)
+    return s if words[0] in _WORDS else s[:1].upper() + s[1:]
 
 
 def _method_label(method: str, layer: str) -> str:

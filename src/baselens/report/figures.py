@@ -33,8 +33,10 @@ def bar_chart_svg(
     ± 1 s.d.; a dashed line marks ``best_value``.
     """
     n = len(rows)
-    labels = [_truncate(str(x), 30) for x in rows["label"]]
-    left = min(230.0, max(90.0, max((_text_width(s) for s in labels), default=60) + 18))
+    # bold 12 px labels run to ~0.64 em a character: the margin fits the longest label whole
+    # (truncated at 28 characters; the full name is the label's tooltip)
+    labels = [_truncate(str(x), 28) for x in rows["label"]]
+    left = min(250.0, max(90.0, max((0.64 * 12 * len(s) for s in labels), default=60) + 18))
     width, right = 560.0, 62.0
     top, row_h, bottom = 30.0, 24.0, 34.0
     height = top + row_h * max(n, 1) + bottom
@@ -459,16 +461,17 @@ def heatmap_svg(labels: Sequence[str], matrix, *, title: str, inks: Sequence[str
     show = cell >= 24
     out = [f'<svg viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_esc(title)}" '
            f'style="max-width:{width:.0f}px">', f"<title>{_esc(title)}</title>"]
+    full_c = [str(x) for x in (col_labels if col_labels is not None else labels)]
     for j, lab in enumerate(clab):
         x = left + cell * j + cell / 2
         out.append(f'<text transform="translate({x + 3:.1f},{top - 6:.1f}) rotate(-45)" '
                    f'font-size="11" fill="{(inks or ["#1f2933"] * nc)[j] if col_labels is None else "#1f2933"}">'
-                   f"{_esc(lab)}</text>")
+                   f"<title>{_esc(full_c[j])}</title>{_esc(lab)}</text>")
     for i, lab in enumerate(rlab):
         y = top + cell * i + cell / 2
         ink = inks[i] if inks else "#1f2933"
         out.append(f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" font-size="11" text-anchor="end" '
-                   f'fill="{ink}">{_esc(lab)}</text>')
+                   f'fill="{ink}"><title>{_esc(labels[i])}</title>{_esc(lab)}</text>')
         for j in range(nc):
             v = m[i, j]
             vv = (v - vmin) / (1 - vmin) if vmin >= 0 and not _isnan(v) else v

@@ -6,9 +6,11 @@ table but the scores is optional) and writes ``report.html`` atomically. The pag
 sections with stable element ids, so links into a report keep working:
 
 ========================= ===============================================================
-``#summary``              plain-language findings generated from the numbers, one card per
-                          model, the task-by-task verdicts
-``#leaderboard``          per task the headline batch level's sortable table (mean ± s.d.,
+``#summary``              the rows of ``diagnostics/findings.parquet``: confound callouts,
+                          the verdict of every model at each distinct batch level (strictest
+                          first, NR beside it), sample-size caveats, coinciding levels, and
+                          the other findings; the report adds no conclusion of its own
+``#leaderboard``          per task the strictest level's and NR's sortable tables (mean ± s.d.,
                           "beyond best baseline" with the paired Wilcoxon p where the
                           diagnostics give one) and bar chart; other levels and every
                           sub-metric folded away
@@ -35,6 +37,7 @@ or archived with the run.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -45,17 +48,13 @@ import numpy as np
 import pandas as pd
 
 from baselens import __version__
-from baselens.diagnose.beyond_baseline import (
-    BEYOND_COLUMNS,
-    aggregate_scores,
-    per_perturbation_differential,
-)
 from baselens.report import sections as S
 from baselens.report.common import (  # noqa: F401  (re-exported for callers and tests)
     _KIND_ORDER,
     _PVALUE_LIKE,
     KIND_COLOURS,
     LEVEL_NAMES,
+    KIND_NOTES,
     METHOD_NOTES,
     METRIC_LABELS,
     REPORT_NAME,
@@ -76,7 +75,10 @@ from baselens.report.common import (  # noqa: F401  (re-exported for callers and
 )
 from baselens.report.figures import bar_chart_svg, scatter_svg  # noqa: F401
 from baselens.report.inputs import (
+    BEYOND_COLUMNS,
     coerce_numeric,
+    display_means,
+    per_item_points,
     find_phenotypes,
     normalise_keys,
     phenotype_classes_from_per_pert,
@@ -90,10 +92,22 @@ __all__ = ["bar_chart_svg", "render_report", "scatter_svg", "write_report"]
 MAX_MAIN_METRICS = 4
 
 # --------------------------------------------------------------------------- sections
+#: Context keys shown above the folded run information (one line each).
+VISIBLE_CONTEXT = ("folds", "warnings in tasks")
+
+
 def _context_html(context: Mapping[str, Any] | None) -> str:
+    """Fold plan and task-warning counts in view; everything else (data, filters, timings)
+    in a details block."""
     if not context:
         return ""
-    return f'<div class="context">{_kv_html(context)}</div>'
+    top = {k: v for k, v in context.items() if k in VISIBLE_CONTEXT}
+    rest = {k: v for k, v in context.items() if k not in VISIBLE_CONTEXT}
+    out = f'<div class="context runline">{_kv_html(top)}</div>' if top else ""
+    if rest:
+        out += ('<details class="context" id="run-info"><summary>Run information: data, '
+                f"filters, timings</summary>{_kv_html(rest)}</details>")
+    return out
 
 
 def _kv_html(mapping: Mapping[str, Any], depth: int = 0) -> str:
@@ -174,6 +188,18 @@ def _verdicts(bb: pd.DataFrame | None) -> pd.DataFrame:
     return bb
 
 
+def _findings(f: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``diagnostics/findings.parquet`` with its text columns as strings (``None`` when the
+    run folder lacks it)."""
+    if f is None:
+        return None
+    f = f.copy()
+    for c in f.columns:
+        if f[c].dtype == object:
+            f[c] = f[c].where(f[c].notna(), "").astype(str)
+    return f
+
+
 _VERDICT_WORDS = {"beats": "beats it", "worse": "is worse than it",
                   "not distinguishable": "is not distinguishable from it",
                   "no baseline": "has no baseline to compare with",
@@ -193,169 +219,153 @@ def _ci_text(r) -> str:
     return f"paired 95 % CI [{_fmt(lo, signed=True)}, {_fmt(hi, signed=True)}]{p}{pairs}"
 
 
-def _summary_html(agg: pd.DataFrame, beyond: pd.DataFrame, n_levels: int,
-                  findings: list[str] = ()) -> str:
-    parts = ['<section class="summary" id="summary"><h2>What the numbers say</h2>']
-    headline = _headline_metrics(agg)
-    if findings:
-        parts.append('<ul class="keypoints">' + "".join(f"<li>{f}</li>" for f in findings)
-                     + "</ul>")
-    models = beyond[beyond["method_kind"] == "model"]
-    if models.empty:
-        parts.append(
-            '<p class="note">This run scored no learned model — only baselines'
-            + (" and a reference" if (agg["method_kind"] == "reference").any() else "")
-            + ". The tables show how the baselines compare with each other.</p>"
-        )
-    else:
-        parts.append('<h3>Each learned model against the best baseline</h3><div class="cards">')
-        # cards count headline metrics only (per task, every batch level): sub-metrics such
-        # as one assay's y-scrambled AUPRG would drown the comparisons that matter
-        is_headline = models["metric"] == models["task"].map(headline)
-        for (method, layer), grp in models[is_headline].groupby(["method", "layer"], sort=False):
-            comp = grp[grp["verdict"].isin(["beats", "not distinguishable", "worse"])
-                       & grp["improvement"].notna()]
-            wins = comp[comp["verdict"] == "beats"]
-            k, n = len(wins), len(comp)
-            cls = "all" if n and k == n else ("none" if k == 0 else "")
-            pool = wins if k else comp
-            best_row = pool.loc[pool["improvement"].idxmax()] if len(pool) else None
-            detail = ""
-            if best_row is not None:
-                word = "largest significant margin" if k else "closest"
-                detail = (
-                    f"{word}: {_fmt(best_row['improvement'], signed=True)} on "
-                    f"{_esc(best_row['task'])} ({_esc(_metric_label(best_row['metric']))}"
-                    + (f", {_esc(best_row['batch_level'])}" if n_levels > 1 else "")
-                    + ")"
-                )
-            parts.append(
-                f'<div class="card"><div class="name">{_method_html(method, layer)}</div>'
-                f'<div class="big {cls}">{k} / {n}</div>'
-                f'<div class="small">task × batch-level comparisons (headline metric) where '
-                f"it beats the best baseline (significant after correction, CI above 0)</div>"
-                f'<div class="small">{detail}</div></div>'
-            )
-        parts.append("</div>")
+_SHORT = {"perturbations": "{v:g} perturbations", "replicates": "{v:g} replicates (median)",
+          "plates": "one plate"}
 
-    items = []
-    # the summary speaks of one batch level per task (NR, the usual headline setting, when
-    # scored); the per-level numbers are in the tables and the degradation figures
-    levels_by_task = agg.groupby("task", sort=False)["batch_level"].agg(
-        lambda s: S.headline_level(s))
-    summary_rows = agg[agg["batch_level"] == agg["task"].map(levels_by_task)]
-    for (task, level), grp in summary_rows.groupby(["task", "batch_level"], sort=False):
-        metric = headline[task]
-        mlabel = _metric_label(metric)
-        sub = beyond[
-            (beyond["task"] == task)
-            & (beyond["batch_level"] == level)
-            & (beyond["metric"] == metric)
-        ]
-        base = grp[(grp["metric"] == metric) & (grp["method_kind"] == "baseline")]
-        where = f"<strong>{_esc(_task_label(task))}</strong>" + (
-            f" (batch level <code>{_esc(level)}</code>)" if n_levels > 1 else ""
-        )
-        if base["value_mean"].notna().sum() == 0:
-            items.append(f"<li>On {where}, no baseline has a {_esc(mlabel)} value, so there is "
-                         f"nothing to compare against.</li>")
-            continue
-        brow = base.loc[base["value_mean"].idxmax()] if sub.empty else None
-        if sub.empty:
-            bname, bval = _method_label(brow["method"], brow["layer"]), brow["value_mean"]
-        else:
-            r0 = sub.iloc[0]
-            bname = _method_label(r0["best_baseline"], r0["best_baseline_layer"])
-            bval = r0["best_baseline_mean"]
-        head = (
-            f"{where} — best baseline: <strong>{_esc(bname)}</strong>, "
-            f"{_esc(mlabel)} {_fmt(bval)}."
-        )
-        if str(bname).split("/")[0] == "plate_layout":
-            head += (' <span class="warn">Plate layout alone is the best baseline here: this task '
-                     "can be solved from where wells sit on the plate, so scores at this batch "
-                     "level say little about biology — look at the NSL / NSSL levels.</span>")
-        sent = []
-        # every non-baseline of the scores, with its verdict where the diagnostics gave one
-        # (absent: "not tested"; e.g. a run folder without diagnostics/beyond_baseline)
-        others = grp[(grp["metric"] == metric) & (grp["method_kind"] != "baseline")][
-            ["method", "layer", "method_kind", "value_mean"]]
-        sub = others.merge(sub.drop(columns=["method_kind", "value_mean", "task",
-                                             "batch_level", "metric"]),
-                           on=["method", "layer"], how="left")
-        sub["verdict"] = sub["verdict"].fillna("not tested")
-        refs = sub[sub["method_kind"] == "reference"]
-        ref_best = refs["value_mean"].max() if not refs.empty else float("nan")
-        for _, r in sub[sub["method_kind"] == "model"].iterrows():
-            name = _method_label(r["method"], r["layer"])
-            if _isnan(r["value_mean"]):
-                sent.append(f'<span class="verdict na">–</span>{_esc(name)} has no value.')
+
+def _caveats(ctx: S.Ctx) -> str:
+    """Sample-size caveat badges (findings of kind ``sample_size``), shown beside numbers."""
+    rows = ctx.rows("sample_size")
+    return "".join(
+        f'<span class="caveat" title="{_esc(r.sentence)}">⚠ '
+        f'{_esc(_SHORT.get(str(r.subject), str(r.subject)).format(v=float(r.value)))}</span>'
+        for r in rows.itertuples())
+
+
+_CELL = {"beats": ("pos", "✔ adds beyond"), "partly": ("mixed", "◐ partly"),
+         "no": ("neg", "✘ not beyond")}
+
+
+def _verdict_table(ctx: S.Ctx, cols: list[str]) -> str:
+    """Rows: every model and reference; columns: batch levels (strictest first); cell: the
+    ``model_summary`` / ``reference`` finding of that level, its sentence as tooltip."""
+    summ = pd.concat([ctx.rows("model_summary"), ctx.rows("reference")])
+    summ = summ[summ["method"].astype(str) != ""]
+    if summ.empty:
+        return ""
+    same = {r.batch_level: [x for x in str(r.levels).split("|") if x != r.batch_level]
+            for r in summ.itertuples()}
+    head = "".join(
+        f'<th title="{_esc(LEVEL_NAMES.get(lv, lv))}">{_esc(lv)}'
+        + (f'<span class="same"> = {_esc(" = ".join(same[lv]))}</span>' if same.get(lv) else "")
+        + "</th>" for lv in cols)
+    cav = _caveats(ctx)
+    body = []
+    for (m, la, kind), g in summ.groupby(["method", "layer", "method_kind"], sort=False):
+        cells = []
+        for lv in cols:
+            r = g[g["batch_level"] == lv]
+            if r.empty:
+                cells.append('<td class="na">—</td>')
                 continue
-            if str(r["verdict"]) == "not tested" or _isnan(r["improvement"]):
-                sent.append(f'<span class="verdict na">–</span><strong>{_esc(name)}</strong> '
-                            f"{_fmt(r['value_mean'])}: not compared (no verdict in "
-                            "diagnostics/beyond_baseline.parquet).")
-                continue
-            ratio = _fmt_ratio(r["ratio"]) if bval > 0 and r["value_mean"] >= 0 else ""
-            ratio = f", {ratio} the baseline" if ratio else ""
-            ci = _ci_text(r)
-            ci = f"; {ci}" if ci else ""
-            headroom = ""
-            verdict = str(r["verdict"])
-            if not _isnan(ref_best) and ref_best - bval > 0 and verdict == "beats":
-                frac = (r["value_mean"] - bval) / (ref_best - bval)
-                headroom = f"; it closes {100 * frac:.0f} % of the gap to the reference"
-            mark = ('<span class="verdict pos">✔</span>' if verdict == "beats" else
-                    '<span class="verdict neg">✘</span>')
-            sent.append(
-                f"{mark}<strong>{_esc(name)}</strong> {_VERDICT_WORDS.get(verdict, verdict)}: "
-                f"{_fmt(r['value_mean'])} ({_fmt(r['improvement'], signed=True)}{ratio}{ci})"
-                f"{headroom}."
-            )
-        for _, r in refs.iterrows():
-            name = _method_label(r["method"], r["layer"])
-            if _isnan(r["value_mean"]):
-                sent.append(f'<span class="verdict na">–</span>{_esc(name)} (reference) has no '
-                            "value.")
-            elif str(r["verdict"]) == "not tested" or _isnan(r["improvement"]):
-                sent.append(f'<span class="verdict ref">◆</span>{_esc(name)} (reference, upper '
-                            f"bound) reaches {_fmt(r['value_mean'])} (not compared: no verdict).")
-            else:
-                v = str(r["verdict"])
-                tail = {"beats": " — significantly: there is signal left for a model to find.",
-                        "worse": " — significantly below it: the baseline captures more than "
-                                 "the reference here (a shortcut such as plate layout?)."}.get(
-                    v, " — not a significant gain: the baseline already explains what the "
-                       "reference captures.")
-                sent.append(
-                    f'<span class="verdict ref">◆</span>{_esc(name)} (reference, upper bound) '
-                    f"reaches {_fmt(r['value_mean'])}, {_fmt(r['improvement'], signed=True)} "
-                    f"beyond it{tail}")
-        for _, r in sub[sub["method_kind"] == "null"].iterrows():
-            if not _isnan(r["value_mean"]):
-                sent.append(
-                    f'<span class="verdict na">○</span>{_esc(_method_label(r["method"], r["layer"]))}'
-                    f" (chance level) scores {_fmt(r['value_mean'])}."
-                )
-        if not sent:
-            sent.append('<span class="verdict na">–</span>No model or reference was scored '
-                        "on this task.")
-        items.append(f"<li>{head}<ul>" + "".join(f"<li>{x}</li>" for x in sent) + "</ul></li>")
+            r = r.iloc[0]
+            cls, word = _CELL.get(str(r["verdict"]), ("", str(r["verdict"])))
+            cells.append(
+                f'<td class="v-{cls}" title="{_esc(r["sentence"])}"><span class="vword">'
+                f'{_esc(word)}</span> <span class="vcount">{int(r["value"])} of {int(r["n"])} '
+                f'task{"s" if int(r["n"]) != 1 else ""}</span>{cav}</td>')
+        body.append(f'<tr class="kind-{_esc(kind)}"><th scope="row" title="'
+                    f'{_esc(_method_label(m, la))}">{_method_html(m, la)}'
+                    f"{' ' + _tag('reference') if kind == 'reference' else ''}</th>"
+                    f"{''.join(cells)}</tr>")
+    return ('<div class="table-wrap"><table class="plain verdict-table" id="verdict-table">'
+            f'<thead><tr><th>model</th>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            "</table></div>")
+
+
+def _summary_html(ctx: S.Ctx, agg: pd.DataFrame, extra: list[str] = ()) -> str:
+    """The top of the page: confound callouts, the verdict of every model at the strictest
+    level formed and at NR, sample-size caveats and other findings — every sentence from
+    ``diagnostics/findings.parquet``."""
+    parts = ['<section class="summary" id="summary"><h2>What the numbers say</h2>']
+    if ctx.findings is None or not len(ctx.findings):
+        parts.append('<p class="absent">No findings: <code>diagnostics/findings.parquet</code> '
+                     "is not in this run folder, so the report states no verdict (rerun the "
+                     "diagnostics, e.g. <code>baselens run</code>, to write it). The tables "
+                     "below show the scores.</p>")
+        if extra:
+            parts.append('<ul class="findings">' + "".join(f"<li>{x}</li>" for x in extra)
+                         + "</ul>")
+        parts.append("</section>")
+        return "".join(parts)
+    conf = ctx.rows("confound")
+    if len(conf) == 1:
+        parts.append('<div class="callout warn" id="confounds"><strong>Confound.</strong> '
+                     f"{_esc(conf['sentence'].iloc[0])}</div>")
+    elif len(conf):
+        parts.append('<div class="callout warn" id="confounds"><strong>Confounds: a simple '
+                     "baseline is the best one on "
+                     f"{conf['task'].nunique()} task{'s' if conf['task'].nunique() != 1 else ''}."
+                     "</strong><ul>" + "".join(f"<li>{_esc(x)}</li>" for x in conf["sentence"])
+                     + "</ul></div>")
+    # the columns: every distinct level formed, strictest first, NR right beside it
+    all_lv = []
+    for t in ctx.shown.values():
+        all_lv += [x for x in t if x not in all_lv]
+    all_lv = order_levels(all_lv)[::-1]
+    cols = all_lv[:1] + (["NR"] if "NR" in all_lv and all_lv[:1] != ["NR"] else [])
+    rest = [x for x in all_lv if x not in cols]
+    parts.append('<div class="verdict-block" id="verdicts"><h3>Does each model add beyond the '
+                 "best baseline?</h3>")
+    none = ctx.rows("model_summary", verdict="no models")
+    if len(none):
+        parts.append(findings_html(none, "keypoints"))
+    tbl = _verdict_table(ctx, cols + rest)
+    if tbl:
+        parts.append('<p class="muted">Headline metric of every task; a model adds beyond the '
+                     "best baseline only where the paired test (Benjamini–Hochberg corrected) "
+                     "and its 95 % confidence interval both say so. Strictest batch level first"
+                     + (", NR beside it" if "NR" in cols and len(cols) > 1 else "")
+                     + ". Hover a cell for its sentence.</p>" + tbl)
+        summ = pd.concat([ctx.rows("model_summary"), ctx.rows("reference")])
+        summ = summ[summ["batch_level"].isin(cols) & (summ["method"] != "")]
+        summ = summ.assign(_o=summ["batch_level"].map({c: i for i, c in enumerate(cols)}))
+        parts.append(findings_html(summ.sort_values("_o", kind="stable"), "keypoints"))
+    for kind, cls, mark in (("sample_size", "caution", "⚠ "), ("identical_levels", "note", "")):
+        rows = ctx.rows(kind)
+        if len(rows) == 1:
+            parts.append(f'<div class="callout {cls}" id="{kind.replace("_", "-")}">{mark}'
+                         f"{_esc(rows['sentence'].iloc[0])}</div>")
+        elif len(rows):
+            parts.append(f'<div class="callout {cls}" id="{kind.replace("_", "-")}">'
+                         + ("<strong>⚠ Sample size</strong>" if kind == "sample_size" else
+                            "<strong>Batch levels that coincide on this design</strong>")
+                         + "<ul>" + "".join(f"<li>{_esc(x)}</li>" for x in rows["sentence"])
+                         + "</ul></div>")
+    parts.append("</div>")
+    other = pd.concat([ctx.rows("assays"), ctx.rows("untrained_twin"),
+                       ctx.rows("class_capture", severity="verdict"),
+                       ctx.rows("residualization").head(2)])
+    items = [*S.sentences(other), *extra]
     if items:
-        lv = ", ".join(sorted({str(x) for x in summary_rows["batch_level"]}))
-        parts.append(
-            '<details class="verdicts"><summary>Task by task: the best baseline and every model '
-            f"against it (headline metric{', batch level ' + _esc(lv) if n_levels > 1 else ''})"
-            '</summary><p class="muted">Headline metric per task; every metric is in the '
-            "leaderboards below.</p>"
-        )
-        parts.append('<ul class="findings">' + "".join(items) + "</ul></details>")
+        parts.append("<h3>Also found</h3>" + '<ul class="findings">'
+                     + "".join(f"<li>{x}</li>" for x in items) + "</ul>")
+    v = ctx.rows("verdict")
+    if len(v):
+        parts.append('<details class="verdicts"><summary>Task by task: every model and '
+                     "reference against the best baseline, at each level shown</summary>")
+        for task, g in v.groupby("task", sort=False):
+            order = {lv: i for i, lv in enumerate(ctx.shown.get(task, []))}
+            g = g.assign(_o=g["batch_level"].map(order)).sort_values("_o", kind="stable")
+            parts.append(f"<h4>{_esc(_task_label(task))}</h4>" + findings_html(g, "findings"))
+        parts.append("</details>")
     parts.append("</section>")
     return "".join(parts)
 
 
+def findings_html(rows: pd.DataFrame, cls: str) -> str:
+    """A list of findings, each marked by its verdict (✔ beats, ✘ worse, – otherwise)."""
+    items = []
+    for r in rows.itertuples():
+        mark = {"beats": '<span class="verdict pos">✔</span>',
+                "worse": '<span class="verdict neg">✘</span>'}.get(
+            str(r.verdict), '<span class="verdict na">–</span>' if r.kind == "verdict" else "")
+        items.append(f"<li>{mark}{_esc(r.sentence)}</li>")
+    return f'<ul class="{cls}">{"".join(items)}</ul>' if items else ""
+
+
 def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: str,
-                      pvals: Mapping | None = None) -> str:
+                      pvals: Mapping | None = None, lower: Iterable = ()) -> str:
     """One sortable table: rows = method/layer, columns = score and margin per metric.
 
     ``pvals`` maps ``(method, layer, metric)`` to ``(p_adjusted, n_paired, paired_over,
@@ -381,9 +391,9 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
             if not rows_b.empty and rows_b["best_baseline"].iloc[0] is not None:
                 best_base[metric] = (rows_b["best_baseline"].iloc[0],
                                      rows_b["best_baseline_layer"].iloc[0])
-            else:
+            else:  # no model scored here: mark the top baseline in the declared direction
                 bb = b.sort_values(["method", "layer"]).sort_values(
-                    "value_mean", ascending=False, kind="stable").iloc[0]
+                    "value_mean", ascending=metric in lower, kind="stable").iloc[0]
                 best_base[metric] = (bb["method"], bb["layer"])
     # default order: headline metric, best first
     head = metrics[0]
@@ -401,7 +411,10 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
     h2 = ['<tr class="sub">']
     col = 2
     for i, metric in enumerate(metrics):
-        h1.append(f'<th colspan="{span}" title="{_esc(metric)}">{_esc(_metric_label(metric))}</th>')
+        low = metric in lower
+        h1.append(f'<th colspan="{span}" title="{_esc(metric)}'
+                  + (' — lower is better' if low else '') + f'">{_esc(_metric_label(metric))}'
+                  + ('<span class="dir"> (lower is better)</span>' if low else "") + "</th>")
         sort = ' aria-sort="descending"' if i == 0 else ""
         h2.append(f'<th data-col="{col}"{sort}><button type="button">score</button></th>')
         col += 1
@@ -495,7 +508,7 @@ def _legend_html(kinds: set[str]) -> str:
 
 
 def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, level: str,
-                      n_levels: int) -> str:
+                      n_levels: int, lower: Iterable = ()) -> str:
     figs = []
     for metric in pd.unique(agg_tl["metric"]):
         a = agg_tl[agg_tl["metric"] == metric]
@@ -504,7 +517,7 @@ def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, 
         best_key, best_val = None, None
         if not base.empty:
             bb = base.sort_values(["method", "layer"]).sort_values(
-                "value_mean", ascending=False, kind="stable").iloc[0]
+                "value_mean", ascending=metric in lower, kind="stable").iloc[0]
             if not b.empty and b["best_baseline"].iloc[0] is not None:
                 best_key = (b["best_baseline"].iloc[0], b["best_baseline_layer"].iloc[0])
                 best_val = float(b["best_baseline_mean"].iloc[0])
@@ -519,6 +532,9 @@ def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, 
             _nan=a["value_mean"].isna(),
         ).sort_values(["_nan", "mean"], ascending=[True, False], kind="stable")
         mlabel = _metric_label(metric)
+        if len(b) and "higher_is_better" in b.columns and b["higher_is_better"].notna().any() \
+                and str(b["higher_is_better"].iloc[0]).lower() in ("false", "0"):
+            mlabel += " (lower is better)"  # the declared direction, in words
         best_label = _method_label(*best_key) if best_key else None
         svg = bar_chart_svg(a, best_value=best_val, best_label=best_label, title=mlabel)
         runs = int(a["n_runs"].max()) if len(a) else 0
@@ -570,7 +586,7 @@ def _perpert_html(per_pert: pd.DataFrame | None, task: str, lower: set[str],
     metric = _perpert_metric(pp, headline)
     if metric is None:
         return "", 0
-    diff = per_perturbation_differential(pp, task, metric, batch_level=level,
+    diff = per_item_points(pp, task, metric, batch_level=level,
                                          lower_is_better=metric in lower)
     if diff.empty or diff["best_baseline_value"].notna().sum() == 0:
         return "", 0
@@ -647,9 +663,12 @@ def _footer_html(agg: pd.DataFrame, lower: set[str]) -> str:
         "y-scrambled controls and warning flags never are. Untrained networks are "
         "baselines.</p>",
     ]
-    if notes:
-        parts.append('<dl class="kv">' + "".join(
-            f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in notes.items()) + "</dl>")
+    parts.append('<h4 id="glossary">Glossary</h4><dl class="kv glossary">' + "".join(
+        f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in KIND_NOTES.items())
+        + "<dt>untrained networks</dt><dd>any network with random weights (e.g. "
+        "<code>resnet50_random</code>): a baseline — the architecture without training</dd>"
+        + "".join(f"<dt><code>{_esc(k)}</code></dt><dd>{_esc(v)}</dd>"
+                  for k, v in METHOD_NOTES.items()) + "</dl>")
     parts.append(
         f'<p class="muted">baselens {_esc(__version__)} · generated '
         f'{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}</p></footer>'
@@ -682,6 +701,35 @@ _TITLES = {
     "perturbations": "Per perturbation: what only the learned representation retrieves",
     "assays": "Bioactivity assays that cell count alone predicts",
 }
+
+
+#: Smallest on-screen SVG text, in CSS pixels: a figure never shrinks below the width at
+#: which its smallest font reaches this; a narrower screen scrolls the figure in its box.
+MIN_SVG_TEXT_PX = 10.0
+_SVG_OPEN = re.compile(r'<svg viewBox="0 0 ([0-9.]+) ([0-9.]+)"')
+_FONT = re.compile(r'font-size="([0-9.]+)"')
+
+
+def _legible_svgs(html_: str) -> str:
+    """Give every inline SVG a ``min-width`` so its smallest text stays ≥
+    :data:`MIN_SVG_TEXT_PX` when the page is narrow (the figure then scrolls sideways)."""
+    out, pos = [], 0
+    for m in _SVG_OPEN.finditer(html_):
+        end = html_.find("</svg>", m.end())
+        fonts = [float(x) for x in _FONT.findall(html_, m.end(), end if end > 0 else None)]
+        tag_end = html_.find(">", m.end())
+        if not fonts:
+            continue
+        w = float(m.group(1)) * MIN_SVG_TEXT_PX / min(fonts)
+        tag = html_[m.start():tag_end]
+        if 'style="' in tag:
+            tag = tag.replace('style="', f'style="min-width:{w:.0f}px;', 1)
+        else:
+            tag += f' style="min-width:{w:.0f}px"'
+        out.append(html_[pos:m.start()] + tag + f' data-min-width="{w:.0f}"')
+        pos = tag_end
+    out.append(html_[pos:])
+    return "".join(out)
 
 
 def _section(sid: str, inner: str) -> str:
@@ -743,8 +791,8 @@ def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str)
 
 def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
                          metric_kinds=None) -> str:
-    parts = ['<p class="lead">Per task, the headline batch level first (scores are means over '
-             "folds and seeds; ★ marks the best baseline of each metric; the "
+    parts = ['<p class="lead">Per task, the strictest batch level formed first and NR beside '
+             "it (scores are means over folds and seeds; ★ marks the best baseline of each metric; the "
              "<em>beyond best baseline</em> column is model − best baseline, with the ratio and, "
              "where the diagnostics paired the comparison, a Wilcoxon p-value). Click a heading "
              "to sort; other batch levels and sub-metrics are folded under each table.</p>",
@@ -769,16 +817,25 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
                          & beyond["metric"].isin(main)]
             pv = {(m, la, me): v for (t, lv, m, la, me), v in pvals.items()
                   if t == task and lv == level}
-            return _leaderboard_html(atl, btl, _slug("table", task, level), pv)
+            low = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
+            return _leaderboard_html(atl, btl, _slug("table", task, level), pv, low)
 
-        body.append(table(hl))
+        shown = [lv for lv in ctx.shown.get(task, [hl]) if lv in set(levels)] or [hl]
+        beside = ["NR"] if "NR" in shown and hl != "NR" else []
+        body.append(f'<div class="level-pair">' + "".join(
+            f'<div class="level-col"><h4>Batch level <code>{_esc(lv)}</code>'
+            + (f" — {_esc(LEVEL_NAMES[lv])}" if lv in LEVEL_NAMES else "")
+            + (" (strictest formed)" if lv == hl and len(shown) > 1 else "")
+            + "</h4>" + table(lv) + "</div>" for lv in [hl, *beside]) + "</div>")
         atl = at[(at["batch_level"] == hl) & (at["metric"] == headline[task])]
         btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == hl)]
+        low_hl = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
         body.append(f'<details class="bars"{" open" if open_bars else ""}><summary>Bar chart: '
                     f"{_esc(_metric_label(headline[task]))} at {_esc(hl)}</summary>"
-                    f"{_bar_figures_html(atl, btl, task, hl, n_levels)}</details>")
+                    f"{_bar_figures_html(atl, btl, task, hl, n_levels, low_hl)}</details>")
         open_bars = False
-        others = [lv for lv in levels if lv != hl]
+        others = [lv for lv in shown if lv not in (hl, *beside)]
+        hidden = [lv for lv in levels if lv not in shown]
         if others:
             body.append(f'<details><summary>Other batch levels: {", ".join(others)}</summary>')
             for lv in others:
@@ -786,6 +843,9 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
                             + (f" — {_esc(LEVEL_NAMES[lv])}" if lv in LEVEL_NAMES else "")
                             + "</h4>" + table(lv))
             body.append("</details>")
+        if hidden:
+            body.append(f'<p class="tablenote">Not repeated: {", ".join(hidden)} — identical '
+                        "to a level shown (see the note at the top).</p>")
         body.append(_all_metrics_table(at.assign(_hl=hl), set(main), ctx.order, task))
         body.append("</div>")
         parts.append("".join(body))
@@ -815,7 +875,7 @@ def render_report(
     decl = diag.get("metrics")
     declared_lower, metric_kinds = _declared(decl)
     lower = set(lower_is_better) | declared_lower
-    agg = aggregate_scores(scores)
+    agg = display_means(scores)
     # the verdicts are the diagnostics' (the report decides nothing): model − best baseline
     # on score metrics, paired test, BH-adjusted p, bootstrap CI, verdict
     beyond = _verdicts(diag.get("beyond_baseline"))
@@ -823,7 +883,7 @@ def render_report(
     n_levels = agg["batch_level"].nunique()
     kinds = set(agg["method_kind"])
     headline = _headline_metrics(agg, decl)
-    ctx = S.Ctx.build(agg, beyond, lower, headline)
+    ctx = S.Ctx.build(agg, beyond, lower, headline, _findings(diag.get("findings")))
 
     n_methods = len(agg[["method", "layer"]].drop_duplicates())
     sub = (f"{n_methods} method{'s' if n_methods != 1 else ''}/layers · {len(tasks)} "
@@ -860,12 +920,7 @@ def render_report(
             pc = S.class_table(ctx, phenotype_classes_from_per_pert(per_perturbation, phenotypes))
             pc_source = ("per-perturbation replicate mAP averaged within each class of the "
                          "screen's ground truth (no diagnostics/phenotype_classes.parquet)")
-        findings = (S.reference_findings(ctx) + S.model_findings(ctx)
-                    + S.class_findings(ctx, pc)
-                    + S.residual_findings(ctx, diag.get("residualized"))[:2]
-                    + S.pair_findings(ctx) + S.assay_findings(diag.get("assay_confounds"))
-                    + tissue_notes)
-        body.append(_summary_html(agg, beyond, n_levels, findings))
+        body.append(_summary_html(ctx, agg, tissue_notes))
         body.append(_section("leaderboard", _leaderboard_section(
             agg, beyond, headline, ctx, _pvalue_map(beyond), n_levels, kinds, metric_kinds)))
         body.append(tissue_html)
@@ -889,11 +944,12 @@ def render_report(
         body.append(_section("perturbations", "".join(pp_parts) if pp_parts else
                              '<p class="absent">No per-perturbation values with a baseline to '
                              "compare against (per_perturbation.parquet absent or empty).</p>"))
-        body.append(_section("assays", S.assays_html(diag.get("assay_confounds"))))
+        body.append(_section("assays", S.assays_html(ctx, diag.get("assay_confounds"))))
     body.append(_footer_html(agg, lower))
 
     css = _asset("report.css")
     js = _asset("report.js")
+    body = [_legible_svgs(b) for b in body]
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -1,8 +1,9 @@
-"""The report's diagnostic sections and the plain-language findings at its top.
+"""The report's diagnostic sections.
 
 Each ``*_html`` function returns the inner HTML of one section (the page wraps it in a
-``<section>`` with a stable id); each ``*_findings`` function returns short sentences for
-the summary. Every function copes with its table being absent or empty.
+``<section>`` with a stable id). Sentences and flags come from the findings table
+(``diagnostics/findings.parquet``, :meth:`Ctx.rows`); nothing here decides a finding.
+Every function copes with its table being absent or empty.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from baselens.report.common import (
     trailing_int,
     trained_name,
 )
+from baselens.report.inputs import FINDINGS_COLUMNS
 from baselens.report.figures import (
     SERIES_PALETTE,
     dumbbell_svg,
@@ -40,10 +42,6 @@ from baselens.report.figures import (
     line_chart_svg,
 )
 
-#: A baseline "captures" a phenotype class when its class mAP reaches this …
-CAPTURE_MIN = 0.3
-#: … and is at least this many times the null (random) method's.
-CAPTURE_FOLD = 3.0
 
 
 @dataclass
@@ -57,18 +55,40 @@ class Ctx:
     levels: dict[str, str] = field(default_factory=dict)  # task → headline batch level
     order: list[tuple[str, str]] = field(default_factory=list)  # (method, layer) display order
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+    findings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: task → the distinct levels shown, strictest first (identical levels folded together)
+    shown: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, agg: pd.DataFrame, beyond: pd.DataFrame, lower: set[str],
-              headline: dict[str, str]) -> Ctx:
-        levels = {t: headline_level(g["batch_level"]) for t, g in agg.groupby("task", sort=False)}
+              headline: dict[str, str], findings: pd.DataFrame | None = None) -> Ctx:
+        f = findings if findings is not None else pd.DataFrame(columns=FINDINGS_COLUMNS)
+        shown = {}
+        lv_rows = f[f["kind"] == "levels"] if len(f) else f
+        for r in lv_rows.itertuples(index=False):
+            shown[str(r.task)] = [x for x in str(r.levels).split("|") if x]
+        for t, g in agg.groupby("task", sort=False):  # a folder without findings: every level
+            if not shown.get(t):
+                shown[t] = order_levels(g["batch_level"])[::-1]
+        # the default view of a task: its strictest distinct level (findings "levels")
+        levels = {t: v[0] for t, v in shown.items()}
         pairs = agg[["method", "layer", "method_kind"]].drop_duplicates(["method", "layer"])
         first = {m: i for i, m in enumerate(pd.unique(pairs["method"]))}
         rows = sorted(pairs.itertuples(index=False),
                       key=lambda r: (_KIND_ORDER.get(r.method_kind, 1), first[r.method]))
         order = [(r.method, r.layer) for r in rows]
         kinds = {(r.method, r.layer): r.method_kind for r in rows}
-        return cls(agg, beyond, lower, headline, levels, order, kinds)
+        return cls(agg, beyond, lower, headline, levels, order, kinds, f, shown)
+
+    def rows(self, kind: str, **eq) -> pd.DataFrame:
+        """Findings of one kind (``diagnostics/findings.parquet``), filtered by equality."""
+        f = self.findings
+        if f is None or not len(f):
+            return pd.DataFrame(columns=FINDINGS_COLUMNS)
+        f = f[f["kind"] == kind]
+        for k, v in eq.items():
+            f = f[f[k].astype(str) == str(v)]
+        return f
 
     def kind(self, method: str, layer: str = "default") -> str:
         k = self.kinds.get((method, layer))
@@ -95,6 +115,20 @@ class Ctx:
         a = self.agg
         return a[(a["task"] == task) & (a["metric"] == self.headline.get(task))
                  & (a["batch_level"] == self.levels.get(task))]
+
+
+def sentences(rows: pd.DataFrame) -> list[str]:
+    """The ``sentence`` of each finding, escaped, in table order (a finding is rendered as
+    written; the report adds nothing to it)."""
+    if rows is None or not len(rows):
+        return []
+    return [_esc(x) for x in rows["sentence"].astype(str) if x]
+
+
+def findings_list(rows: pd.DataFrame, cls: str = "findings") -> str:
+    items = sentences(rows)
+    return (f'<ul class="{cls}">' + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
+            if items else "")
 
 
 def absent(what: str, table: str) -> str:
@@ -224,33 +258,6 @@ def _best_layer(ctx: Ctx, task: str, method: str):
     return r["layer"], float(r["value_mean"])
 
 
-def pair_findings(ctx: Ctx) -> list[str]:
-    out = []
-    for trained, untrained in network_pairs(ctx):
-        parts = []
-        for task, metric in ctx.headline.items():
-            if metric in ctx.lower:
-                continue
-            _, vt = _best_layer(ctx, task, trained)
-            _, vu = _best_layer(ctx, task, untrained)
-            if _isnan(vt) or _isnan(vu) or vt <= 0:
-                continue
-            parts.append((task, vu / vt, vu, vt))
-        if not parts:
-            continue
-        t0, r0, vu0, vt0 = parts[0]
-        txt = (f"{100 * r0:.0f} % of pretrained <strong>{_esc(trained)}</strong> on "
-               f"{_esc(_task_label(t0).lower())} ({_fmt(vu0, digits=2)} vs {_fmt(vt0, digits=2)})")
-        txt += "".join(f", {100 * r:.0f} % on {_esc(_task_label(t).lower())}"
-                       for t, r, _, _ in parts[1:4])
-        mean = sum(p[1] for p in parts) / len(parts)
-        out.append(f"Untrained <strong>{_esc(untrained)}</strong> reaches {txt} (best layer of "
-                   "each, headline metric)"
-                   + (" — most of what the pretrained network scores comes from its "
-                      "architecture, not its training." if mean >= 0.9 else "."))
-    return out
-
-
 def layers_html(ctx: Ctx) -> str:
     fams = layer_families(ctx)
     if not fams:
@@ -273,7 +280,7 @@ def layers_html(ctx: Ctx) -> str:
              " Solid lines are trained networks, dashed ones untrained (randomly initialised) "
              "twins; the grey dashed line is the best baseline, the orange one the reference."
              "</p>"]
-    findings = pair_findings(ctx)
+    findings = sentences(ctx.rows("untrained_twin"))
     if findings:
         parts.append('<ul class="findings">' + "".join(f"<li>{f}</li>" for f in findings)
                      + "</ul>")
@@ -356,67 +363,6 @@ def class_table(ctx: Ctx, pc: pd.DataFrame | None) -> pd.DataFrame | None:
     return pc if len(pc) else None
 
 
-def class_capture(ctx: Ctx, pc: pd.DataFrame) -> dict[tuple[str, str], list[tuple[str, float]]]:
-    """Classes each method captures: mAP ≥ CAPTURE_MIN and ≥ CAPTURE_FOLD × the null's."""
-    null = pc[pc["method_kind"] == "null"].groupby("phenotype_class")["value"].max()
-    out: dict[tuple[str, str], list[tuple[str, float]]] = {}
-    for (m, la), g in pc.groupby(["method", "layer"], sort=False):
-        got = []
-        for c, v in zip(g["phenotype_class"], g["value"]):
-            nv = null.get(c, float("nan"))
-            if not _isnan(v) and v >= CAPTURE_MIN and (_isnan(nv) or v >= CAPTURE_FOLD * max(nv, 0)):
-                got.append((c, float(v)))
-        out[(m, la)] = sorted(got, key=lambda x: -x[1])
-    return out
-
-
-def class_findings(ctx: Ctx, pc: pd.DataFrame | None) -> list[str]:
-    if pc is None:
-        return []
-    cap = class_capture(ctx, pc)
-    classes = _class_order(pc["phenotype_class"])
-    base = [k for k in ctx.order if ctx.kind(*k) == "baseline" and k in cap]
-    out = []
-    parts = []
-    nothing = []
-    for k in base:
-        got = cap[k]
-        if got:
-            parts.append(f"<strong>{_esc(_method_label(*k))}</strong> captures "
-                         + ", ".join(f"{_esc(c)} ({_fmt(v, digits=2)})" for c, v in got))
-        else:
-            nothing.append(_method_label(*k))
-    if parts or nothing:
-        has_null = (pc["method_kind"] == "null").any()
-        crit = (f"class mAP ≥ {CAPTURE_MIN:g}" + (f" and ≥ {CAPTURE_FOLD:g}× the null method's"
-                                                   if has_null else ""))
-        s = "Phenotype classes the baselines capture (" + crit + "): " + "; ".join(parts)
-        if nothing:
-            s += ("; " if parts else "") + "no class for " + ", ".join(
-                f"<strong>{_esc(n)}</strong>" for n in nothing)
-        out.append(s + ".")
-    base_caught = {c for k in base for c, _ in cap[k]}
-    for k in ctx.order:
-        if ctx.kind(*k) not in ("reference", "model") or k not in cap:
-            continue
-        extra = [c for c, _ in cap[k] if c not in base_caught]
-        if ctx.kind(*k) == "reference":
-            out.append(f"The reference <strong>{_esc(_method_label(*k))}</strong> captures "
-                       f"{len(cap[k])} of {len(classes)} classes"
-                       + (f", including {', '.join(_esc(c) for c in extra)} that no baseline "
-                          "captures." if extra else "."))
-    models_extra = [(k, [c for c, _ in cap[k] if c not in base_caught]) for k in ctx.order
-                    if ctx.kind(*k) == "model" and k in cap]
-    models_extra = [(k, e) for k, e in models_extra if e]
-    if models_extra:
-        out.append("Classes only learned models capture: " + "; ".join(
-            f"<strong>{_esc(_method_label(*k))}</strong>: {', '.join(_esc(c) for c in e)}"
-            for k, e in models_extra[:4]) + ("; …" if len(models_extra) > 4 else "") + ".")
-    elif any(ctx.kind(*k) == "model" for k in cap):
-        out.append("No learned model captures a phenotype class that a baseline misses.")
-    return out
-
-
 def classes_html(ctx: Ctx, pc: pd.DataFrame | None, source: str) -> str:
     if pc is None:
         return absent("No per-phenotype-class scores (only synthetic screens know each "
@@ -425,20 +371,19 @@ def classes_html(ctx: Ctx, pc: pd.DataFrame | None, source: str) -> str:
     keys = ctx.sort_keys(set(zip(pc["method"], pc["layer"])))
     vals = {(r.method, r.layer, r.phenotype_class): r.value for r in pc.itertuples()}
     m = np.array([[vals.get((*k, c), np.nan) for c in classes] for k in keys])
-    cap = class_capture(ctx, pc)
-    mark = [[c in {x for x, _ in cap.get(k, [])} for c in classes] for k in keys]
+    caps = ctx.rows("class_capture")
+    cap = {(str(r.method), str(r.layer)): set(str(r.subject).split("|"))
+           for r in caps[caps["verdict"].isin(["captures", "captures none"])].itertuples()}
+    mark = [[c in cap.get(k, set()) for c in classes] for k in keys]
     svg = heatmap_svg([_method_label(*k) for k in keys], m, col_labels=classes, vmin=0.0,
                       title="replicate mAP per phenotype class",
                       inks=[label_ink(ctx.kind(*k)) for k in keys], mark=mark)
-    has_null = (pc["method_kind"] == "null").any()
-    findings = class_findings(ctx, pc)
     return (
         '<p class="lead">Which kinds of biology each representation retrieves: the mean '
         "replicate-retrieval mAP of the perturbations in each planted phenotype class. A "
-        f"framed cell means the method <em>captures</em> the class (mAP ≥ {CAPTURE_MIN:g}"
-        + (f" and ≥ {CAPTURE_FOLD:g}× the null method's" if has_null else "") + ").</p>"
-        + ('<ul class="findings">' + "".join(f"<li>{f}</li>" for f in findings) + "</ul>"
-           if findings else "")
+        "framed cell means the method <em>captures</em> the class (the diagnostics' finding; "
+        "its criterion is stated in each sentence below).</p>"
+        + findings_list(caps)
         + f'<figure id="classes-heatmap" class="scroll">{svg}<figcaption>Rows: methods '
         "(grey baselines, blue models, orange reference, pink null); columns: phenotype "
         f"classes. Source: {_esc(source)}.</figcaption></figure>"
@@ -488,65 +433,6 @@ def _retained(before: float, after: float) -> float:
     return max(after, 0.0) / before
 
 
-def residual_findings(ctx: Ctx, res: pd.DataFrame | None, confound: str = "cell_count"
-                      ) -> list[str]:
-    r = _resid_frame(res)
-    if r is None or confound not in set(r["confound"]):
-        return []
-    t = _resid_by_class(r)
-    piv = t.pivot_table(index=["method", "layer", "phenotype_class"], columns="confound",
-                        values="value", aggfunc="mean")
-    if "none" not in piv.columns:
-        return []
-    keys = ctx.sort_keys(set(zip(t["method"], t["layer"])))
-    # speak of the reference first, then the best scoring model, then the best baseline
-    chosen = []
-    for kind in ("reference", "model", "baseline"):
-        cand = [k for k in keys if ctx.kind(*k) == kind and (*k, "") in piv.index]
-        if cand:
-            chosen.append(max(cand, key=lambda k: piv.loc[(*k, ""), "none"]))
-    out = []
-    has_classes = (t["phenotype_class"] != "").any()
-    for k in chosen[:3]:
-        name = f"<strong>{_esc(_method_label(*k))}</strong>"
-        if has_classes:
-            rows = []
-            for c in _class_order(t.loc[(t["method"] == k[0]) & (t["layer"] == k[1])
-                                        & (t["phenotype_class"] != ""), "phenotype_class"]):
-                if (*k, c) not in piv.index:
-                    continue
-                b, a = piv.loc[(*k, c), "none"], piv.loc[(*k, c), confound]
-                if not _isnan(b) and b >= 0.2:
-                    rows.append((c, b, a, _retained(b, a)))
-            if len(rows) < 2:
-                continue
-            lost = sorted([x for x in rows if x[3] <= 0.6], key=lambda x: x[3])
-            kept = sorted([x for x in rows if x[3] >= 0.8], key=lambda x: -x[1])
-            if not lost:
-                out.append(f"Residualizing {name} on {_esc(confound.replace('_', ' '))} keeps "
-                           "most of its signal in every class it retrieves (no class loses "
-                           "more than 40 %).")
-                continue
-            c, b, a, f = lost[0]
-            s = (f"Residualizing {name} on {_esc(confound.replace('_', ' '))} removes "
-                 f"{100 * (1 - f):.0f} % of its <em>{_esc(c)}</em> signal (mAP {_fmt(b, digits=2)}"
-                 f" → {_fmt(a, digits=2)})")
-            if len(lost) > 1:
-                s += " and most of " + ", ".join(f"<em>{_esc(x[0])}</em>" for x in lost[1:3])
-            if kept:
-                s += (" but keeps " + ", ".join(
-                    f"<em>{_esc(x[0])}</em> ({100 * x[3]:.0f} %)" for x in kept[:3]))
-            out.append(s + ".")
-        else:
-            b, a = piv.loc[(*k, ""), "none"], piv.loc[(*k, ""), confound]
-            f = _retained(b, a)
-            if not _isnan(f):
-                out.append(f"Residualizing {name} on {_esc(confound.replace('_', ' '))} keeps "
-                           f"{100 * f:.0f} % of its mAP ({_fmt(b, digits=2)} → "
-                           f"{_fmt(a, digits=2)}).")
-    return out
-
-
 def residualization_html(ctx: Ctx, res: pd.DataFrame | None) -> str:
     r = _resid_frame(res)
     if r is None:
@@ -562,10 +448,7 @@ def residualization_html(ctx: Ctx, res: pd.DataFrame | None) -> str:
              "cell count; pixel statistics) and scored again on what is left. Signal that "
              "survives is not a by-product of how many cells there are; signal that vanishes "
              "was the confound.</p>"]
-    for conf in confounds:
-        f = residual_findings(ctx, res, conf)
-        if f:
-            parts.append('<ul class="findings">' + "".join(f"<li>{x}</li>" for x in f) + "</ul>")
+    parts.append(findings_list(ctx.rows("residualization")))
     val = {(a.method, a.layer, a.confound, a.phenotype_class): a.value for a in t.itertuples()}
     conf = "cell_count" if "cell_count" in confounds else confounds[0]
     if has_classes:
@@ -749,6 +632,8 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
     scal = d[d["metric"].isin(["effective_rank", "participation_ratio", "n_components_90",
                                "top1_variance"])]
     if len(scal):
+        col = ctx.rows("collapse")
+        collapsed = set(zip(col["method"].astype(str), col["layer"].astype(str)))
         sv = scal.groupby(["method", "layer", "metric"])["value"].mean().to_dict()
         cols = [("effective_rank", "effective rank"), ("participation_ratio",
                                                        "participation ratio"),
@@ -763,7 +648,7 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
                 txt = "—" if _isnan(v) else (f"{v:.0f}" if c == "n_components_90" else
                                              (f"{100 * v:.0f} %" if c == "top1_variance" else
                                               f"{v:.1f}"))
-                cls = " warn" if c == "top1_variance" and not _isnan(v) and v >= 0.8 else ""
+                cls = " warn" if c == "top1_variance" and k in collapsed else ""
                 cells.append(f'<td class="num{cls}" data-value="{"" if _isnan(v) else repr(float(v))}">'
                              f"{txt}</td>")
             body.append(f'<tr class="kind-{_esc(kinds[k])}"><td data-value="{_esc(_method_label(*k))}">'
@@ -778,41 +663,34 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
                      "</table></div>"
                      '<p class="tablenote">Effective rank = exp(entropy of the normalised '
                      "eigenvalues); participation ratio = (Σλ)² / Σλ². Both count the directions "
-                     "in use. A top principal component holding ≥ 80 % of the variance is "
-                     "flagged.</p>")
+                     "in use. A flagged top-component share is the diagnostics' collapse "
+                     "finding:</p>" + findings_list(ctx.rows("collapse")))
     return "".join(parts)
 
 
 # --------------------------------------------------------------------------- assays
-def assay_findings(asy: pd.DataFrame | None) -> list[str]:
-    if asy is None or asy.empty or "predictable_by_cell_count" not in asy.columns:
-        return []
-    flag = asy["predictable_by_cell_count"].fillna(False).astype(bool)
-    k, n = int(flag.sum()), len(asy)
-    names = ", ".join(f"<code>{_esc(a)}</code>" for a in asy.loc[flag, "assay"].astype(str)[:6])
-    s = f"Cell count alone explains <strong>{k} of {n}</strong> bioactivity assays"
-    if k:
-        s += (f" ({names}{', …' if k > 6 else ''}): a representation's score on those says "
-              "little beyond toxicity or proliferation.")
-    else:
-        s += " — every assay needs more than cell count."
-    return [s]
-
-
-def assays_html(asy: pd.DataFrame | None) -> str:
+def assays_html(ctx: Ctx, asy: pd.DataFrame | None) -> str:
     if asy is None or asy.empty:
         return absent("No assay confound table", "assay_confounds")
-    a = asy.copy()
-    flag = a["predictable_by_cell_count"].fillna(False).astype(bool) \
-        if "predictable_by_cell_count" in a.columns else pd.Series(False, index=a.index)
-    a = a.assign(_f=flag).sort_values(
-        ["_f", "cell_count_balanced_accuracy"] if "cell_count_balanced_accuracy" in a.columns
-        else ["_f"], ascending=False, kind="stable")
+    verdicts = {str(r.subject): str(r.verdict) for r in ctx.rows("assay").itertuples()}
+    rank = {"predictable by cell count": 0, "inconclusive": 1}
+    a = asy.assign(_v=[verdicts.get(str(x), "") for x in asy["assay"]])
+    a = a.assign(_o=a["_v"].map(lambda v: rank.get(v, 2))).sort_values(
+        ["_o", "cell_count_balanced_accuracy"] if "cell_count_balanced_accuracy" in a.columns
+        else ["_o"], ascending=[True, False][:2 if "cell_count_balanced_accuracy" in a.columns
+                                            else 1], kind="stable")
+    words = {"predictable by cell count": '<span class="warn">yes — cell count alone</span>',
+             "inconclusive": '<span class="caveat" title="balanced accuracy reaches the '
+                             'threshold but the groups do not differ significantly">'
+                             "inconclusive — too few compounds</span>",
+             "not predictable by cell count": "no", "not tested": "not tested",
+             "": "— (no finding)"}
     rows = []
     for r in a.to_dict("records"):
-        pred = bool(r.get("_f"))
+        v = r["_v"]
         rows.append(
-            f'<tr class="{"flagged" if pred else ""}"><td><code>{_esc(r.get("assay", ""))}</code></td>'
+            f'<tr class="{"flagged" if v == "predictable by cell count" else ""}">'
+            f'<td><code>{_esc(r.get("assay", ""))}</code></td>'
             f'<td>{_esc(r.get("assay_type", ""))}</td>'
             f'<td class="num">{_fmt_int(r.get("n_actives"))}</td>'
             f'<td class="num">{_fmt_int(r.get("n_inactives"))}</td>'
@@ -820,15 +698,14 @@ def assays_html(asy: pd.DataFrame | None) -> str:
             f'<td class="num">{_fmt_p(r.get("p_value"))}</td>'
             f'<td class="num">{_fmt(r.get("cell_count_balanced_accuracy"), digits=2)}</td>'
             f'<td class="num">{_fmt(r.get("threshold"), digits=2)}</td>'
-            f'<td>{"<span class=warn>yes — cell count alone</span>" if pred else "no"}</td></tr>')
-    f = assay_findings(asy)
+            f"<td>{words.get(v, _esc(v))}</td></tr>")
     return (
         '<p class="lead">Before trusting a bioactivity score: could the number of cells alone '
         "have predicted the assay? For each assay, a t-test of cell count between actives and "
-        "inactives and the balanced accuracy of the best single cell-count threshold."
-        + " The flag is the diagnostics' verdict that cell count alone predicts the assay."
-        + "</p>"
-        + ('<ul class="findings">' + "".join(f"<li>{x}</li>" for x in f) + "</ul>" if f else "")
+        "inactives and the balanced accuracy of the best single cell-count threshold (Seal et "
+        "al. 2026, Nat. Commun.). The last column is the diagnostics' finding for the assay; "
+        "the summary counts the same rows.</p>"
+        + findings_list(ctx.rows("assays"))
         + '<div class="table-wrap"><table class="plain" id="assay-table"><thead><tr>'
         "<th>assay</th><th>type</th><th>actives</th><th>inactives</th><th>t</th><th>p</th>"
         "<th>cell-count balanced accuracy</th><th>at threshold</th><th>predictable by cell count</th>"
@@ -847,58 +724,3 @@ def _fmt_p(x) -> str:
     return f"{x:.2g}" if x < 0.001 else f"{x:.3f}"
 
 
-# --------------------------------------------------------------------------- summary
-def reference_findings(ctx: Ctx) -> list[str]:
-    out = []
-    refs = [k for k in ctx.order if ctx.kind(*k) == "reference"]
-    for k in refs:
-        wins, tot, ex = 0, 0, []
-        for task, r in ctx.headline_beyond(k):
-            tot += 1
-            if str(r["verdict"]) == "beats":
-                wins += 1
-                ex.append(f"{_esc(_task_label(task).lower())} {_fmt(r['value_mean'], digits=2)} vs "
-                          f"{_fmt(r['best_baseline_mean'], digits=2)} "
-                          f"({_esc(_method_label(r['best_baseline'], r['best_baseline_layer']))})")
-        if not tot:
-            continue
-        verb = ("adds signal beyond <em>all</em> baselines on every task" if wins == tot else
-                f"beats the best baseline on {wins} of {tot} tasks")
-        out.append(f"The reference <strong>{_esc(_method_label(*k))}</strong> {verb}"
-                   + (": " + "; ".join(ex[:3]) + ("; …" if len(ex) > 3 else "") if ex else "")
-                   + (" — there is biology left for a model to find." if wins else "."))
-    return out
-
-
-def model_findings(ctx: Ctx) -> list[str]:
-    models = [k for k in ctx.order if ctx.kind(*k) == "model"]
-    if not models:
-        return []
-    stats = []
-    for k in models:
-        wins, tot, gain = 0, 0, []
-        for task, r in ctx.headline_beyond(k):
-            tot += 1
-            if str(r["verdict"]) == "beats":
-                wins += 1
-                gain.append((float(r["improvement"]), task))
-        stats.append((wins, tot, k, gain))
-    if not any(s[1] for s in stats):
-        return []
-    winners = sorted([s for s in stats if s[0]], key=lambda s: (-s[0], -max(s[3])[0], s[2]))
-    if not winners:
-        return [f"None of the {len(models)} learned model representations beats the best "
-                "baseline on any task's headline metric by a significant margin (paired test, "
-                "Benjamini–Hochberg corrected, 95 % CI above 0) — so far they show no signal "
-                "beyond simple image statistics."]
-    out = []
-    for wins, tot, k, gain in winners[:3]:
-        g, task = max(gain)
-        out.append(f"<strong>{_esc(_method_label(*k))}</strong> beats the best baseline on "
-                   f"{wins} of {tot} tasks (largest margin {_fmt(g, signed=True)} on "
-                   f"{_esc(_task_label(task).lower())}).")
-    rest = len(models) - len(winners)
-    if rest:
-        out.append(f"{rest} of {len(models)} learned model representations beat the best "
-                   "baseline on no task.")
-    return out

@@ -588,6 +588,11 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
                              int(cfg.gene_expression.get("seed", 0)))
         tables["agreement"] = agreement(sets)
         tables["dimensionality"] = dimensionality(sets)
+    from baselens.diagnose.findings import findings
+
+    tables["findings"] = findings(scores, tables["beyond_baseline"], tables["metrics"],
+                                  per_perturbation=per,
+                                  dimensionality=tables.get("dimensionality"))
     for name in DIAGNOSTICS:
         if name not in tables:
             tables[name] = _empty(name)
