@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import html as _html
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -342,3 +344,18 @@ def test_verdicts_table_reads_the_verdict_column_of_the_headline_metric(tmp_path
     assert v.loc[("fm", "default", "replicate_retrieval")].tolist() == ["not distinguishable",
                                                                         "beats"]
     assert "not distinguishable" in res._repr_html_()
+
+
+def test_results_read_the_runs_findings(tmp_path):
+    res = Benchmark(_plates(n_plates=2, seed=3), perturbation="Metadata_broad_sample",
+                    negcon="DMSO", tasks=["replicate_retrieval"]).run(tmp_path / "run",
+                                                                       progress=False)
+    f = res.findings()
+    assert (res.out_dir / "diagnostics" / "findings.parquet").is_file()
+    assert set(res.findings("verdict")["kind"]) <= {"verdict"}
+    # the notebook view shows the same sentences the report does
+    sentences = f.loc[f["kind"].isin(["confound", "model_summary", "sample_size"]), "sentence"]
+    assert len(sentences) > 0
+    html = res._repr_html_()
+    for t in sentences.head(3):
+        assert _html.escape(str(t)) in html

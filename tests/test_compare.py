@@ -131,7 +131,8 @@ def test_compare_cli_writes_tables_and_report(runs, tmp_path, capsys):
     assert "<title>FM vs baselines</title>" in html
     assert "foundation:cell_count" in html and "baselines:cell_count" in html
     assert "my_fm" in html and 'id="agreement"' in html
-    assert "Cell count alone explains <strong>1 of 1</strong>" in html
+    assert "Cell count alone predicts 1 of 1 bioactivity assays" in html
+    assert (out / "diagnostics" / "findings.parquet").is_file()
     # inputs untouched
     assert not (a / "report.html").exists() and not (b / "report.html").exists()
 

@@ -30,6 +30,8 @@ configured executor (``execution=``, as ``[execution]`` in a run config).
 
 from __future__ import annotations
 
+import html as _html
+
 import os
 import shutil
 import tempfile
@@ -586,6 +588,21 @@ class Results:
             bb = bb[bb["batch_level"].astype(str) == level]
         return bb.reset_index(drop=True)
 
+    def findings(self, kind: str | None = None) -> pd.DataFrame:
+        """The run's findings (``diagnostics/findings.parquet``): what the report and
+        ``baselens compare`` say, one row per finding with the numbers it rests on and its
+        sentence (:mod:`baselens.diagnose.findings`).
+
+        Parameters
+        ----------
+        kind : str, optional
+            Keep one kind (``"verdict"``, ``"confound"``, ``"sample_size"``, ...).
+        """
+        from baselens.diagnose.findings import read_findings
+
+        f = read_findings(self.out_dir)
+        return f if kind is None else f[f["kind"] == kind].reset_index(drop=True)
+
     def verdicts(self) -> pd.DataFrame:
         """Verdict of each model per task (headline metric) and batch level: one row per
         (method, layer, task), one column per level, least to most stringent."""
@@ -752,6 +769,12 @@ class Results:
         head = (f"<p><b>baselens</b> — {len(lb)} representations, levels formed: "
                 f"{', '.join(self.levels)}; leaderboard at <b>{level}</b> "
                 f"(report: <code>{self.report}</code>)</p>")
+        try:  # the run's plain-language verdicts and confounds first, as in the report
+            f = self.findings()
+            top = f[f["kind"].isin(["confound", "model_summary", "sample_size"])]["sentence"]
+            head += "".join(f"<p>{_html.escape(str(t))}</p>" for t in top.head(8))
+        except (FileNotFoundError, KeyError, ValueError):
+            pass
         html = head + lb.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–")
         try:
             with warnings.catch_warnings():

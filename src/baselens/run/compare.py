@@ -32,6 +32,8 @@ import pandas as pd
 
 from baselens._io import write_parquet_atomic
 from baselens.diagnose.beyond_baseline import beyond_best_baseline
+from baselens.diagnose.findings import findings
+from baselens.evaluate.registry import metrics_table
 
 __all__ = ["compare_runs", "merge_runs", "screen_differences", "DifferentScreensError"]
 
@@ -44,6 +46,8 @@ SCREEN_FILE = "screen.parquet"
 class DifferentScreensError(ValueError):
     """The runs given to compare did not score the same screen."""
 
+#: Diagnostics tables merged from the runs (``metrics`` and ``findings`` are recomputed over
+#: the merged tables, like ``beyond_baseline``'s verdicts).
 DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
                "assay_confounds", "phenotype_classes")
 #: Columns that name a method, per diagnostics table (the results tables use ``method``).
@@ -231,6 +235,13 @@ def merge_runs(run_dirs, *, lower_is_better=None,
         bb["baseline_run"] = [run_of.get(str(b)) if isinstance(b, str) else None
                               for b in bb["best_baseline"]]
     out["beyond_baseline"] = bb
+    out["metrics"] = metrics_table(s[["task", "metric"]])
+    # the same findings table a run writes (diagnose decides, the report renders)
+    out["findings"] = findings(s, bb, out["metrics"], per_perturbation=pp,
+                               assay_confounds=out.get("assay_confounds"),
+                               residualized=out.get("residualized"),
+                               phenotype_classes=out.get("phenotype_classes"),
+                               dimensionality=out.get("dimensionality"))
     return out
 
 
@@ -251,7 +262,7 @@ def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(tables["scores"], out / "scores.parquet")
     write_parquet_atomic(tables["per_perturbation"], out / "per_perturbation.parquet")
-    for name in DIAGNOSTICS:
+    for name in (*DIAGNOSTICS, "metrics", "findings"):
         if name in tables:
             write_parquet_atomic(tables[name], out / "diagnostics" / f"{name}.parquet")
     names = _run_names(dirs)
