@@ -117,7 +117,7 @@ def test_shipped_openphenom_embeddings(meta_csv, tmp_path):
 
 
 def test_run_inputs_for_embeddings_only(meta_csv, tmp_path):
-    from baselens.data.inspect import build_run_inputs, inspect_path
+    from baselens.run.inspect import build_run_inputs, inspect_path
     from baselens.run.config import RunConfig
 
     t = read_rxrx3_metadata(meta_csv).table

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselens.data.inspect import detect_kind, inspect_path
+from baselens.run.inspect import detect_kind, inspect_path
 from baselens.data.load_data import ImageReadError, read_load_data
 from baselens.data.microscopy import MissingChannelError, images_to_load_data, write_load_data
 from baselens.run.cli import main
@@ -78,7 +78,7 @@ def test_pediatric_site_as_load_data(realdata, tmp_path):
     with pytest.raises(ValueError) as norm:
         normalize(t.assign(f=1.0), features=["f"])
     # inspect says what the run's pre-flight stops with: normalize's error plus the fix
-    from baselens.data.inspect import preflight
+    from baselens.run.inspect import preflight
 
     assert str(rep.problems[0]) == str(preflight(t)[0][0])
     assert str(rep.problems[0]).startswith(str(norm.value)) and "--reference all" in str(rep.problems[0])

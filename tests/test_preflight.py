@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from baselens.api import Benchmark
-from baselens.data.inspect import MIN_NEGCON_BATCH_MIXING, inspect_path, preflight
+from baselens.run.inspect import MIN_NEGCON_BATCH_MIXING, inspect_path, preflight
 from test_api import _plates
 
 
@@ -238,7 +238,7 @@ def test_every_image_header_is_decoded_before_the_run(tmp_path):
     import tifffile
 
     from baselens.data.load_data import ImageReadError, read_load_data
-    from baselens.data.inspect import image_header_problems
+    from baselens.run.inspect import image_header_problems
 
     ld = _tiny_screen(tmp_path)
     assert image_header_problems(read_load_data(tmp_path / "load_data.csv")) == []

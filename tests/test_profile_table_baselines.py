@@ -182,7 +182,7 @@ def test_lincs_plate_runs_end_to_end_and_inspect_reports_its_counts(lincs, tmp_p
     """Must show (issue 14): the LINCS plate has no count column (normalized, feature
     selected): inspect says so and what it costs; the run goes end to end with the table
     as the classic baseline next to plate_layout and random."""
-    from baselens.data.inspect import inspect_path
+    from baselens.run.inspect import inspect_path
     from baselens.run.config import RunConfig
     from baselens.run.pipeline import run_pipeline
 
@@ -208,7 +208,7 @@ def test_lincs_plate_runs_end_to_end_and_inspect_reports_its_counts(lincs, tmp_p
 
 
 def test_inspect_names_the_count_column_used(tmp_path):
-    from baselens.data.inspect import inspect_path
+    from baselens.run.inspect import inspect_path
 
     pycytominer_table().to_csv(tmp_path / "prof.csv", index=False)
     rep = inspect_path(tmp_path / "prof.csv")
@@ -219,7 +219,7 @@ def test_inspect_names_the_count_column_used(tmp_path):
 def test_count_column_of_an_embeddings_file_feeds_cell_count_not_the_embedding(tmp_path):
     """A CP table without counts + embeddings carrying Image_Count_Cells: the count is kept
     out of the model's features and becomes the cell_count baseline and Metadata_CellCount."""
-    from baselens.data.inspect import inspect_path
+    from baselens.run.inspect import inspect_path
     from baselens.extract import get_extractor
     from baselens.extract.registry import SiteBatch
     from baselens.run.config import RunConfig

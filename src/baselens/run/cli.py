@@ -213,7 +213,7 @@ def _inspect_config(path: str) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from baselens.data.inspect import inspect_path
+    from baselens.run.inspect import inspect_path
 
     if str(args.path).endswith(".toml"):
         return _inspect_config(args.path)
@@ -240,7 +240,7 @@ def _usable_profile_source(args) -> str:
     import json
 
     from baselens.api import unusable_columns
-    from baselens.data.inspect import detect_kind
+    from baselens.run.inspect import detect_kind
     from baselens.data.profiles import read_profile_file, read_profiles
 
     src = Path(args.source).expanduser()
@@ -265,7 +265,7 @@ def _usable_profile_source(args) -> str:
 
 
 def cmd_load_data(args) -> int:
-    from baselens.data.inspect import build_run_inputs
+    from baselens.run.inspect import build_run_inputs
 
     source = args.inspect_source = _usable_profile_source(args)
     cfg, summary = build_run_inputs(
@@ -296,7 +296,7 @@ def _next_inspect(args, cfg: Path) -> str:
         ld = cfg.parent / name
         if not ld.exists():
             continue
-        from baselens.data.inspect import detect_kind
+        from baselens.run.inspect import detect_kind
 
         try:
             if detect_kind(ld) == "load_data":

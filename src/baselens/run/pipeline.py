@@ -164,7 +164,7 @@ def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, 
     if "perturbation_metadata" in data:
         path = cfg.resolve(data["perturbation_metadata"])
         _join_perturbation_metadata(ld, _read_table(path), str(path))
-    from baselens.data.inspect import run_data_problems
+    from baselens.run.inspect import run_data_problems
 
     problems = run_data_problems(ld.table)  # the words `baselens inspect` uses
     if problems:
@@ -177,7 +177,7 @@ def _preflight(cfg: RunConfig, ld: LoadData, log: FilterLog, say: "_Progress") -
     """The checks ``baselens inspect`` makes, before any worker starts: stop on what would
     stop the run later (with the same message), skip the tasks that lack their input (the
     reason goes to run.json and the report). Returns the ``[tasks]`` table to score."""
-    from baselens.data.inspect import preflight
+    from baselens.run.inspect import preflight
     from baselens.evaluate.registry import default_tasks
 
     ENABLED_BY_DEFAULT = default_tasks()
@@ -191,7 +191,7 @@ def _preflight(cfg: RunConfig, ld: LoadData, log: FilterLog, say: "_Progress") -
     if errors:
         raise errors[0]
     if ld.channels:
-        from baselens.data.inspect import image_header_problems
+        from baselens.run.inspect import image_header_problems
 
         t = time.perf_counter()
         bad = image_header_problems(ld)
