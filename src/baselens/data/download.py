@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from baselens._io import write_json_atomic
-from baselens.extract.weights import offline
+from baselens._network import LOOPBACK as _LOOPBACK
+from baselens._network import offline
 
 __all__ = [
     "DownloadError",
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 USER_AGENT = "baselens-download/1 (+https://github.com/; python-urllib)"
 
@@ -99,7 +99,7 @@ def mirror_url(url: str, base: str | None) -> str:
 
 def check_url_allowed(url: str) -> None:
     """Raise :class:`DownloadError` for a non-loopback URL while ``BASELENS_OFFLINE`` is set
-    (the offline switch is :func:`baselens.extract.weights.offline`)."""
+    (the offline switch is :func:`baselens._network.offline`)."""
     if not offline():
         return
     host = urllib.parse.urlsplit(url).hostname

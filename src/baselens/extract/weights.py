@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from baselens._network import check_online as _check_online
+
 __all__ = [
     "WeightsSpec",
     "parse_weights",
@@ -172,23 +174,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BASELENS_CACHE", Path.home() / ".cache" / "baselens")) / "weights"
 
 
-def offline() -> bool:
-    """``BASELENS_OFFLINE=1``: never reach beyond this machine for weights (tests set it)."""
-    return os.environ.get("BASELENS_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def check_online(what: str, url: str | None = None) -> None:
-    """Raise :class:`WeightsError` when offline, unless ``url`` is on the loopback."""
-    if not offline():
-        return
-    if url is not None:
-        from urllib.parse import urlparse
-
-        if urlparse(url).hostname in ("127.0.0.1", "localhost", "::1"):
-            return
-    raise WeightsError(f"{what} needs the network, but BASELENS_OFFLINE is set: fetch the "
-                       "weights once on a connected machine (or download the file) and pass "
-                       "the local .safetensors file as weights")
+    """Raise :class:`WeightsError` when offline, unless ``url`` is on the loopback
+    (the guard is :func:`baselens._network.check_online`)."""
+    _check_online(what, url, error=WeightsError,
+                  fix="fetch the weights once on a connected machine (or download the file) "
+                      "and pass the local .safetensors file as weights")
 
 
 def download(url: str, *, sha256: str | None = None, dest_dir: str | os.PathLike | None = None,
