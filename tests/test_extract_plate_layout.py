@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from baselens.extract import DEFAULT_LAYER, SiteBatch, get_extractor, list_extractors
-from baselens.extract.plate_layout import parse_well
+from baselens.data.wells import normalize_well, parse_well, well_name
 
 
 def test_parse_well():
@@ -15,6 +15,15 @@ def test_parse_well():
     assert parse_well("AF48") == (32, 48)
     with pytest.raises(ValueError):
         parse_well("1A")
+    assert parse_well("A001") == (1, 1) and parse_well("A00", default=(-1, -1)) == (-1, -1)
+
+
+def test_well_name_round_trips_parse_well():
+    assert well_name(1, 1) == "A01" and well_name(16, 24) == "P24" and well_name(32, 48) == "AF48"
+    assert all(parse_well(well_name(r, c)) == (r, c) for r in range(1, 60) for c in (1, 9, 48))
+    assert [normalize_well(w) for w in ("a1", "A001", "AF48", "junk")] == ["A01", "A01", "AF48", "junk"]
+    with pytest.raises(ValueError):
+        well_name(0, 1)
 
 
 def test_features_from_row_col_and_from_well_names():

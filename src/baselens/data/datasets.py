@@ -117,6 +117,7 @@ from baselens.data.download import (
     mirror_url,
 )
 from baselens.data.rxrx3 import RXRX3_CHANNELS
+from baselens.data.wells import parse_well
 
 __all__ = [
     "ANNOTATION_LICENCES",
@@ -212,18 +213,8 @@ class DownloadReport:
 # ----------------------------------------------------------------------------- common
 
 
-def _well_row_col(well: str) -> tuple[int, int]:
-    """:func:`baselens.extract.plate_layout.parse_well`, ``(-1, -1)`` for a name it cannot parse."""
-    from baselens.extract.plate_layout import parse_well
-
-    try:
-        return parse_well(well)
-    except ValueError:
-        return (-1, -1)
-
-
 def _add_row_col(df: pd.DataFrame) -> pd.DataFrame:
-    rc = [_well_row_col(w) for w in df["Metadata_Well"].astype(str)]
+    rc = [parse_well(w, default=(-1, -1)) for w in df["Metadata_Well"].astype(str)]
     df["Metadata_Row"] = [r for r, _ in rc]
     df["Metadata_Col"] = [c for _, c in rc]
     return df
@@ -842,7 +833,7 @@ def _rxrx3_images(shards: list[Path], out: Path, max_sites: int | None,
     Returns the (plate, well) keys written, in shard order."""
     import pyarrow.parquet as pq
 
-    from baselens.data.microscopy import normalize_well
+    from baselens.data.wells import normalize_well
 
     done: list[tuple[str, str]] = []
     partial: dict[tuple, dict[int, bytes]] = {}

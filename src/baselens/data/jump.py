@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from baselens.data.microscopy import normalize_well
+from baselens.data.wells import normalize_well
 
 __all__ = ["JUMP_FILES", "JumpJoinError", "JumpMetadata", "JumpAnnotation", "EMPTY_JCP",
            "read_jump_metadata", "perturbation_table", "annotate_jump",

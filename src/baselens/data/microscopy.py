@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from baselens.data.load_data import ImageReadError
+from baselens.data.wells import normalize_well, parse_well, well_name
 
 __all__ = [
     "CHANNEL_MAPS", "PATTERNS", "ImageFolder", "MicroscopyImage", "MissingChannelError",
@@ -87,26 +88,6 @@ class MissingChannelError(ImageReadError):
 
 
 # --------------------------------------------------------------------------- wells, maps
-def _row_letters(row: int) -> str:
-    """1 → A … 26 → Z, 27 → AA … 32 → AF (1536-well plates, as RxRx and Harmony name them)."""
-    if row < 1:
-        raise ValueError(f"plate row {row} < 1")
-    return chr(ord("A") + row - 1) if row <= 26 else "A" + chr(ord("A") + row - 27)
-
-
-def _row_number(letters: str) -> int:
-    letters = letters.upper()
-    return ord(letters) - ord("A") + 1 if len(letters) == 1 else 26 + ord(letters[1]) - ord("A") + 1
-
-
-def normalize_well(well) -> str:
-    """``"a1"``, ``"A1"``, ``"A001"`` → ``"A01"``; ``"AF48"`` stays. Unparseable: unchanged."""
-    m = re.fullmatch(r"\s*([A-Za-z]{1,2})0*(\d{1,3})\s*", str(well))
-    if not m:
-        return str(well)
-    return f"{m.group(1).upper()}{int(m.group(2)):02d}"
-
-
 def parse_channel_map(spec: str | Mapping[str, str] | None) -> dict[str, str] | None:
     """A channel map from a dict, a preset name (:data:`CHANNEL_MAPS`) or ``"DNA=ch5,ER=ch4"``."""
     if spec is None or isinstance(spec, Mapping):
@@ -566,7 +547,7 @@ def images_to_load_data(
         if "well" in g:
             well = normalize_well(g["well"])
         else:
-            well = f"{_row_letters(int(g['row']))}{int(g['col']):02d}"
+            well = well_name(int(g['row']), int(g['col']))
         ch = g["channel"]
         ch = f"{prefix}{int(ch)}" if prefix and ch.isdigit() else ch
         rows.append({"plate": plate or g.get("plate") or _plate_from_path(f.relative_to(root), root),
@@ -624,9 +605,9 @@ def images_to_load_data(
         wide = wide[~bad.to_numpy()]
     table = wide.reset_index().rename(columns={"plate": "Metadata_Plate", "well": "Metadata_Well",
                                                "site": "Metadata_Site"})
-    rc = table["Metadata_Well"].map(lambda w: re.fullmatch(r"([A-Z]{1,2})(\d+)", w))
-    table.insert(3, "Metadata_Row", rc.map(lambda m: _row_number(m.group(1)) if m else np.nan))
-    table.insert(4, "Metadata_Col", rc.map(lambda m: int(m.group(2)) if m else np.nan))
+    rc = table["Metadata_Well"].map(lambda w: parse_well(w, default=(np.nan, np.nan)))
+    table.insert(3, "Metadata_Row", rc.map(lambda t: t[0]))
+    table.insert(4, "Metadata_Col", rc.map(lambda t: t[1]))
     for c in channels:
         paths = table.pop(c)
         table[f"FileName_Orig{c}"] = [Path(p).name for p in paths]

@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 
 from baselens.data.embeddings import chosen_features
-from baselens.data.microscopy import normalize_well
+from baselens.data.wells import normalize_well
 
 __all__ = ["PERTURBATION_COLUMNS", "NEGCON_VALUES", "COUNT_COLUMNS", "CLASSIC_PREFIXES",
            "ProfileTable", "read_profile_file", "read_profiles", "feature_report",

@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from baselens.data.embeddings import EmbeddingTable, read_embeddings
-from baselens.data.microscopy import normalize_well
+from baselens.data.wells import normalize_well
 
 __all__ = ["RXRX3_COLUMNS", "RXRX3_CHANNELS", "OPENPHENOM_PARAMS", "IMAGE_LAYOUT", "RxRx3Table",
            "is_rxrx3_metadata", "read_rxrx3_metadata", "rxrx3_load_data", "read_rxrx3_embeddings"]

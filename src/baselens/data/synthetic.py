@@ -99,6 +99,7 @@ import pandas as pd
 from scipy import ndimage, special
 
 from baselens.data import JUMP_CHANNELS, SITE_KEYS
+from baselens.data.wells import well_name
 
 __all__ = [
     "AXES",
@@ -627,11 +628,6 @@ def make_bioactivity(perturbations: pd.DataFrame, config: SyntheticConfig) -> pd
 # --------------------------------------------------------------------------------------
 def _plate_shape(plate_format: int) -> tuple[int, int]:
     return (8, 12) if plate_format == 96 else (16, 24)
-
-
-def well_name(row: int, col: int) -> str:
-    """Well name from 1-based row/column, e.g. ``well_name(1, 1) == "A01"``."""
-    return f"{chr(ord('A') + row - 1)}{col:02d}"
 
 
 def make_plates(config: SyntheticConfig) -> pd.DataFrame:

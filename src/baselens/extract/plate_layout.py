@@ -36,11 +36,10 @@ wells it holds. Without ``fit`` (a direct call on one batch) the same rules are 
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
+from baselens.data.wells import parse_well
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
 
 __all__ = ["PlateLayout", "parse_well", "PLATE_SHAPES"]
@@ -48,24 +47,7 @@ __all__ = ["PlateLayout", "parse_well", "PLATE_SHAPES"]
 #: wells → (rows, columns)
 PLATE_SHAPES: dict[int, tuple[int, int]] = {6: (2, 3), 24: (4, 6), 96: (8, 12), 384: (16, 24), 1536: (32, 48)}
 
-_WELL_RE = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,3})\s*$")
-
 _ONE_HOT_COLUMNS = {"plate": "Metadata_Plate", "batch": "Metadata_Batch", "source": "Metadata_Source"}
-
-
-def parse_well(well: str) -> tuple[int, int]:
-    """``"A01"`` → (1, 1); ``"P24"`` → (16, 24); ``"AF48"`` → (32, 48) (1536-well rows
-    A..Z then AA..AF). Raises ValueError for anything else."""
-    m = _WELL_RE.match(str(well))
-    if not m:
-        raise ValueError(f"cannot parse well name {well!r} (expected e.g. 'A01')")
-    letters, col = m.group(1).upper(), int(m.group(2))
-    row = 0
-    for ch in letters:
-        row = row * 26 + (ord(ch) - ord("A") + 1)
-    if col < 1:
-        raise ValueError(f"well column must be >= 1 in {well!r}")
-    return row, col
 
 
 @register("plate_layout", kind="baseline", description="well position only: row, column, edge distance, plate/batch one-hot")
