@@ -31,6 +31,31 @@ def _tmp_near(path: Path) -> Path:
     return Path(tmp)
 
 
+def write_atomic(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place.
+
+    Parameters
+    ----------
+    path : path
+        The final file.
+    write : callable
+        Writes the content to the path it is given (e.g. ``lambda p: df.to_csv(p)``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    tmp = _tmp_near(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     tmp = _tmp_near(path)
