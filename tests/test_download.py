@@ -666,10 +666,11 @@ def test_jump_cp_moa_from_the_repurposing_hub(tmp_path, monkeypatch):
     keys first, then the first block (a stereo-free JUMP key gets both rolipram
     enantiomers' MoAs); DMSO (negcon) gets none; the files' checksums are checked."""
     import baselens.data.datasets as ds
+    import baselens.data.datasets.moa as moa_plan
 
     root = tmp_path / "srv"
     _jump_tree(root)
-    monkeypatch.setattr(ds, "REPURPOSING_HUB_FILES", _hub_tree(root))
+    monkeypatch.setattr(moa_plan, "REPURPOSING_HUB_FILES", _hub_tree(root))
     with FixtureServer(root) as srv:
         rep = ds.download_dataset("jump-cp", tmp_path / "j", plates=["BR0001"], max_sites=4,
                                   sites_per_well=1, moa=True, base_url=srv.url,

@@ -63,4 +63,5 @@ def check_online(what: str, url: str | None = None, *, error: type[Exception] = 
     """
     if not offline() or (url is not None and is_loopback(url)):
         return
-    raise error(f"{what} needs the network, but BASELENS_OFFLINE is set" + (f": {fix}" if fix else ""))
+    raise error(f"{what} needs the network, but BASELENS_OFFLINE is set"
+                + (f": {fix}" if fix else ""))

@@ -24,7 +24,7 @@ from baselens.data.synthetic.config import (
 from baselens.data.wells import well_name
 
 
-# ----------------------------------------------------------------------------- perturbations, relationships, bioactivity (no images)
+# ------------------------------------------ perturbations, relationships, bioactivity (no images)
 def _class_direction(cls_name: str, rng: np.random.Generator) -> dict[str, float]:
     """A random phenotype direction (latent effects) typical of ``cls_name``."""
     sign = lambda: float(rng.choice([-1.0, 1.0]))  # noqa: E731
@@ -328,7 +328,7 @@ def make_layout(
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- technical (batch) effects
+# ---------------------------------------------------------------------- technical (batch) effects
 def _technical_parameters(
     config: SyntheticConfig, plates: pd.DataFrame, layout: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:

@@ -13,7 +13,13 @@ import numpy as np
 
 from baselens._io import write_atomic, write_parquet_atomic, write_text_atomic
 from baselens.data import JUMP_CHANNELS, SITE_KEYS
-from baselens.data.synthetic.config import GENERATOR_VERSION, GT_COLUMNS, AXES, SyntheticConfig, _rng
+from baselens.data.synthetic.config import (
+    GENERATOR_VERSION,
+    GT_COLUMNS,
+    AXES,
+    SyntheticConfig,
+    _rng,
+)
 from baselens.data.synthetic.design import (
     _technical_parameters,
     make_bioactivity,
