@@ -42,6 +42,7 @@ Flach, P. A. & Kull, M. Precision-Recall-Gain curves: PR analysis done right. Ne
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -308,6 +309,30 @@ def bioactivity(
     fold of a grouped level predicted any of the compound's wells (contract of
     ``run/tasks.py``: ``what, n_removed, n_kept, reason``).
     """
+    lab = _check_inputs(labels, models, unit)
+    design = _design(profiles, features, lab, dict(seed=seed, logistic_c=logistic_c,
+                                                   xgb_params=xgb_params))
+    acc = _Accumulator()
+    for level in levels:
+        well_level = level != "NR" or unit == "well"
+        group_folds = None
+        if well_level and level != "NR":
+            try:
+                group_folds = level_folds(design.wells, level, n_splits=n_splits, seed=seed)
+            except (ValueError, KeyError) as err:
+                acc.skipped[level] = str(err)
+                continue
+        for assay, sub in lab.groupby("assay", sort=True):
+            _score_assay(design, acc, level, str(assay), sub, well_level=well_level,
+                         group_folds=group_folds, models=models, scramble=scramble,
+                         n_splits=n_splits, min_test_class=min_test_class, seed=seed)
+    return acc.tables(levels, n_splits=n_splits, unit=unit, min_test_class=min_test_class)
+
+
+# ----------------------------------------------------------------------------- steps
+def _check_inputs(labels: pd.DataFrame, models: Sequence[str], unit: str) -> pd.DataFrame:
+    """Validate the arguments; return the labels with ``Metadata_Perturbation`` as str and an
+    ``assay_type`` column (``""`` when absent)."""
     if unit not in ("compound", "well"):
         raise ValueError(f"unit must be 'compound' or 'well', got {unit!r}")
     for m in models:
@@ -320,6 +345,23 @@ def bioactivity(
     lab[PERT] = lab[PERT].astype(str)
     if "assay_type" not in lab.columns:
         lab["assay_type"] = ""
+    return lab
+
+
+@dataclass
+class _Design:
+    """The labelled wells and their features, per well and averaged per compound."""
+
+    wells: pd.DataFrame  # profiled wells of labelled compounds
+    xw: np.ndarray  # (wells, features)
+    wc: np.ndarray  # compound index of every well
+    compounds: np.ndarray  # sorted compound names
+    xc: np.ndarray  # (compounds, features): mean of the compound's wells
+    ctx: dict  # model options (seed, logistic_c, xgb_params)
+
+
+def _design(profiles: pd.DataFrame, features: list[str], lab: pd.DataFrame, ctx: dict) -> _Design:
+    """Keep the wells of labelled compounds; index them by compound."""
     wells = profiles[profiles[PERT].astype(str).isin(set(lab[PERT]))].reset_index(drop=True)
     if wells.empty:
         raise ValueError("no profiled well belongs to a labelled compound")
@@ -329,129 +371,164 @@ def bioactivity(
     cidx = {c: i for i, c in enumerate(compounds)}
     wc = np.array([cidx[c] for c in wpert])
     xc = pd.DataFrame(xw).groupby(wc).mean().to_numpy()  # rows = compounds, sorted
-    ctx = dict(seed=seed, logistic_c=logistic_c, xgb_params=xgb_params)
+    return _Design(wells, xw, wc, compounds, xc, ctx)
 
-    rows: list[dict] = []
-    per_rows: list[pd.DataFrame] = []
-    skipped: dict[str, str] = {}
-    warnings_text: list[str] = []
-    imputed: dict[tuple[str, str], int] = {}  # (level, model) -> compounds given prevalence
-    predicted: dict[tuple[str, str], int] = {}
-    for level in levels:
-        well_level = level != "NR" or unit == "well"
-        group_folds = None
-        if well_level:
-            try:
-                group_folds = level_folds(wells, level, n_splits=n_splits, seed=seed) \
-                    if level != "NR" else None
-            except (ValueError, KeyError) as err:
-                skipped[level] = str(err)
-                continue
-        for assay, sub in lab.groupby("assay", sort=True):
-            atype = str(sub["assay_type"].iat[0])
-            act = sub.drop_duplicates(PERT).set_index(PERT)["active"]
-            present = np.array([c in act.index for c in compounds])
-            y_all = np.zeros(len(compounds), dtype=bool)
-            y_all[present] = act.loc[compounds[present]].to_numpy().astype(bool)
-            comp = np.flatnonzero(present)
-            variants = [(m, False) for m in models]
-            if scramble:
-                variants += [(m, True) for m in models]
-            y_true = y_all[comp]
-            rng = np.random.default_rng([seed, _key(assay), _key(level)])
-            y_scr = y_true[rng.permutation(len(y_true))]
-            for scrambled in ([False, True] if scramble else [False]):
-                y = y_scr if scrambled else y_true
-                if y.all() or not y.any():
-                    warnings_text.append(f"{level}/{assay}: only one class among "
-                                         f"{len(y)} compounds; not scored")
-                    break
-                folds = _compound_folds(y, n_splits, seed + (1 if scrambled else 0))
-                oof = {m: np.full(len(comp), np.nan) for m, s in variants if s == scrambled}
-                for f, (tr, te) in enumerate(folds):
-                    n_act, n_ina = int(y[te].sum()), int((~y[te]).sum())
-                    small = min(n_act, n_ina) < min_test_class
-                    msg = ""
-                    if small:
-                        msg = (f"test split has {n_act} actives and {n_ina} inactives "
-                               f"(< {min_test_class}; seed 003 rec. 4): AUC-type metrics "
-                               "are unreliable")
-                    if not (y[tr].any() and (~y[tr]).any()):
-                        msg = ((msg + "; ") if msg else "") + \
-                            "training split lacks a class: not scored"
-                    if not scrambled:
-                        base = dict(fold=f, batch_level=level, model="", assay=assay,
-                                    assay_type=atype, warning=msg)
-                        rows += [
-                            dict(base, metric=f"n_actives_test:{assay}", value=float(n_act),
-                                 n=len(te)),
-                            dict(base, metric=f"n_inactives_test:{assay}", value=float(n_ina),
-                                 n=len(te)),
-                            dict(base, metric=f"warning_small_test:{assay}",
-                                 value=float(small), n=len(te)),
-                        ]
-                        if small:
-                            warnings_text.append(f"{level}/{assay}/fold {f}: {msg}")
-                    if not (y[tr].any() and (~y[tr]).any()):
-                        continue
-                    for model in oof:
-                        if well_level:
-                            p_te, p_tr, n_imp = _well_level(model, xw, wc, comp, y, tr, te,
-                                                            group_folds, ctx)
-                            key = (level, f"{model}_scrambled" if scrambled else model)
-                            imputed[key] = imputed.get(key, 0) + n_imp
-                            predicted[key] = predicted.get(key, 0) + len(te) - n_imp
-                        else:
-                            p_te, p_tr = _fit_predict(model, xc[comp[tr]], y[tr],
-                                                      xc[comp[te]], **ctx)
-                        oof[model][te] = p_te
-                        if n_act == 0 or n_ina == 0:
-                            continue
-                        name = f"{model}_scrambled" if scrambled else model
-                        thr = _best_train_threshold(y[tr], p_tr)
-                        vals = {
-                            "auc_roc": roc_auc_score(y[te], p_te),
-                            "auprg": auprg(y[te], p_te),
-                            "auc_pr": average_precision_score(y[te], p_te),
-                            "balanced_accuracy": balanced_accuracy(y[te], p_te >= 0.5),
-                            "balanced_accuracy_train_threshold":
-                                balanced_accuracy(y[te], p_te >= thr),
-                        }
-                        rows += [dict(metric=f"{k}:{name}:{assay}", value=float(v), n=len(te),
-                                      fold=f, batch_level=level, model=name, assay=assay,
-                                      assay_type=atype, warning=msg) for k, v in vals.items()]
-                if not scrambled:
-                    for model, p in oof.items():
-                        ok = np.isfinite(p)
-                        per_rows.append(pd.DataFrame({
-                            "perturbation": compounds[comp][ok],
-                            "metric": f"oof_probability:{model}:{assay}",
-                            "value": p[ok], "batch_level": level}))
-    cols = ["metric", "value", "n", "fold", "batch_level", "model", "assay", "assay_type",
+
+@dataclass
+class _Accumulator:
+    """Rows and bookkeeping collected over levels, assays, label variants and folds."""
+
+    rows: list = field(default_factory=list)
+    per_rows: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    imputed: dict = field(default_factory=dict)  # (level, model) -> compounds given prevalence
+    predicted: dict = field(default_factory=dict)
+
+    def count(self, key: tuple[str, str], n_imputed: int, n_test: int) -> None:
+        self.imputed[key] = self.imputed.get(key, 0) + n_imputed
+        self.predicted[key] = self.predicted.get(key, 0) + n_test - n_imputed
+
+    def tables(self, levels, *, n_splits: int, unit: str,
+               min_test_class: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(scores, per_item)`` with the assay means and the attrs of :func:`bioactivity`."""
+        scores = pd.DataFrame(self.rows, columns=_COLUMNS)
+        scores = pd.concat([scores, _aggregates(scores, min_test_class)],
+                           ignore_index=True)[_COLUMNS]
+        scores["n"] = scores["n"].astype("int64")
+        scores["fold"] = scores["fold"].astype("int64")
+        per = (pd.concat(self.per_rows, ignore_index=True) if self.per_rows
+               else pd.DataFrame(columns=["perturbation", "metric", "value", "batch_level"]))
+        scores.attrs["skipped_levels"] = self.skipped
+        scores.attrs["warnings"] = self.warnings
+        scores.attrs["fold_plan"] = {level: _fold_plan(level, n_splits, unit)
+                                     for level in levels if level not in self.skipped}
+        scores.attrs["dropped"] = [
+            {"what": "compound predictions", "n_removed": int(n),
+             "n_kept": int(self.predicted[key]),
+             "reason": f"{key[0]}, {key[1]}: compound given the training prevalence (an "
+                       "uninformative score) because no group fold predicted any of its wells "
+                       "(summed over assays and folds)"}
+            for key, n in self.imputed.items() if n]
+        return scores, per
+
+
+_COLUMNS = ["metric", "value", "n", "fold", "batch_level", "model", "assay", "assay_type",
             "warning"]
-    scores = pd.DataFrame(rows, columns=cols)
-    scores = pd.concat([scores, _aggregates(scores, min_test_class)], ignore_index=True)[cols]
-    scores["n"] = scores["n"].astype("int64")
-    scores["fold"] = scores["fold"].astype("int64")
-    per = (pd.concat(per_rows, ignore_index=True) if per_rows
-           else pd.DataFrame(columns=["perturbation", "metric", "value", "batch_level"]))
-    scores.attrs["skipped_levels"] = skipped
-    scores.attrs["warnings"] = warnings_text
-    scores.attrs["fold_plan"] = {
-        level: (f"≤ {n_splits} folds of compounds per assay (stratified on activity; a compound's "
-                f"wells never in both train and test)"
-                + (", compound-averaged profiles" if level == "NR" and unit == "compound"
-                   else ", well-level fit, compound score = mean of its wells")
-                + ("" if level == "NR" else
-                   f" × {LEVEL_DESCRIPTIONS.get(level, level)} ({BATCH_LEVELS.get(level)})"))
-        for level in levels if level not in skipped}
-    scores.attrs["dropped"] = [
-        {"what": "compound predictions", "n_removed": int(n), "n_kept": int(predicted[key]),
-         "reason": f"{key[0]}, {key[1]}: compound given the training prevalence (an "
-                   "uninformative score) because no group fold predicted any of its wells "
-                   "(summed over assays and folds)"}
-        for key, n in imputed.items() if n]
-    return scores, per
+
+
+def _fold_plan(level: str, n_splits: int, unit: str) -> str:
+    """One line describing the folds of ``level`` (``scores.attrs["fold_plan"]``)."""
+    return (f"≤ {n_splits} folds of compounds per assay (stratified on activity; a compound's "
+            f"wells never in both train and test)"
+            + (", compound-averaged profiles" if level == "NR" and unit == "compound"
+               else ", well-level fit, compound score = mean of its wells")
+            + ("" if level == "NR" else
+               f" × {LEVEL_DESCRIPTIONS.get(level, level)} ({BATCH_LEVELS.get(level)})"))
+
+
+def _assay_labels(design: _Design, sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the profiled compounds labelled in this assay, and their labels (bool)."""
+    act = sub.drop_duplicates(PERT).set_index(PERT)["active"]
+    present = np.array([c in act.index for c in design.compounds])
+    y_all = np.zeros(len(design.compounds), dtype=bool)
+    y_all[present] = act.loc[design.compounds[present]].to_numpy().astype(bool)
+    comp = np.flatnonzero(present)
+    return comp, y_all[comp]
+
+
+def _score_assay(design: _Design, acc: _Accumulator, level: str, assay: str,
+                 sub: pd.DataFrame, *, well_level: bool, group_folds, models: Sequence[str],
+                 scramble: bool, n_splits: int, min_test_class: int, seed: int) -> None:
+    """Every model on the true labels and (``scramble``) on y-scrambled labels of one assay."""
+    atype = str(sub["assay_type"].iat[0])
+    comp, y_true = _assay_labels(design, sub)
+    rng = np.random.default_rng([seed, _key(assay), _key(level)])
+    y_scr = y_true[rng.permutation(len(y_true))]
+    if y_true.all() or not y_true.any():  # the scrambled labels have the same classes
+        acc.warnings.append(f"{level}/{assay}: only one class among "
+                            f"{len(y_true)} compounds; not scored")
+        return
+    for scrambled in ([False, True] if scramble else [False]):
+        y = y_scr if scrambled else y_true
+        folds = _compound_folds(y, n_splits, seed + (1 if scrambled else 0))
+        oof = {m: np.full(len(comp), np.nan) for m in models}
+        for f, (tr, te) in enumerate(folds):
+            _score_fold(design, acc, level, assay, atype, comp, y, tr, te, f, oof,
+                        scrambled=scrambled, well_level=well_level, group_folds=group_folds,
+                        min_test_class=min_test_class)
+        if not scrambled:
+            for model, p in oof.items():
+                ok = np.isfinite(p)
+                acc.per_rows.append(pd.DataFrame({
+                    "perturbation": design.compounds[comp][ok],
+                    "metric": f"oof_probability:{model}:{assay}",
+                    "value": p[ok], "batch_level": level}))
+
+
+def _fold_warning(y: np.ndarray, tr: np.ndarray, te: np.ndarray,
+                  min_test_class: int) -> tuple[bool, str]:
+    """Whether the test split is small (Seal et al. 2026, Nat. Commun., rec. 4) and the
+    warning text of the fold (small test split, training split lacking a class)."""
+    n_act, n_ina = int(y[te].sum()), int((~y[te]).sum())
+    small = min(n_act, n_ina) < min_test_class
+    msg = ""
+    if small:
+        msg = (f"test split has {n_act} actives and {n_ina} inactives "
+               f"(< {min_test_class}; seed 003 rec. 4): AUC-type metrics are unreliable")
+    if not (y[tr].any() and (~y[tr]).any()):
+        msg = ((msg + "; ") if msg else "") + "training split lacks a class: not scored"
+    return small, msg
+
+
+def _score_fold(design: _Design, acc: _Accumulator, level: str, assay: str, atype: str,
+                comp: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, f: int,
+                oof: dict, *, scrambled: bool, well_level: bool, group_folds,
+                min_test_class: int) -> None:
+    """Count rows (true labels only), then fit, predict and score every model on one fold."""
+    n_act, n_ina = int(y[te].sum()), int((~y[te]).sum())
+    small, msg = _fold_warning(y, tr, te, min_test_class)
+    if not scrambled:
+        base = dict(fold=f, batch_level=level, model="", assay=assay, assay_type=atype,
+                    warning=msg)
+        acc.rows += [
+            dict(base, metric=f"n_actives_test:{assay}", value=float(n_act), n=len(te)),
+            dict(base, metric=f"n_inactives_test:{assay}", value=float(n_ina), n=len(te)),
+            dict(base, metric=f"warning_small_test:{assay}", value=float(small), n=len(te)),
+        ]
+        if small:
+            acc.warnings.append(f"{level}/{assay}/fold {f}: {msg}")
+    if not (y[tr].any() and (~y[tr]).any()):
+        return
+    for model in oof:
+        name = f"{model}_scrambled" if scrambled else model
+        if well_level:
+            p_te, p_tr, n_imp = _well_level(model, design.xw, design.wc, comp, y, tr, te,
+                                            group_folds, design.ctx)
+            acc.count((level, name), n_imp, len(te))
+        else:
+            p_te, p_tr = _fit_predict(model, design.xc[comp[tr]], y[tr], design.xc[comp[te]],
+                                      **design.ctx)
+        oof[model][te] = p_te
+        if n_act == 0 or n_ina == 0:
+            continue
+        acc.rows += [dict(metric=f"{k}:{name}:{assay}", value=float(v), n=len(te), fold=f,
+                          batch_level=level, model=name, assay=assay, assay_type=atype,
+                          warning=msg)
+                     for k, v in _metric_values(y[te], p_te, y[tr], p_tr).items()]
+
+
+def _metric_values(y_te: np.ndarray, p_te: np.ndarray, y_tr: np.ndarray,
+                   p_tr: np.ndarray) -> dict[str, float]:
+    """The five held-out metrics of one model on one fold (module docstring)."""
+    thr = _best_train_threshold(y_tr, p_tr)
+    return {
+        "auc_roc": roc_auc_score(y_te, p_te),
+        "auprg": auprg(y_te, p_te),
+        "auc_pr": average_precision_score(y_te, p_te),
+        "balanced_accuracy": balanced_accuracy(y_te, p_te >= 0.5),
+        "balanced_accuracy_train_threshold": balanced_accuracy(y_te, p_te >= thr),
+    }
 
 
 def _well_level(model, xw, wc, comp, y, tr, te, group_folds, ctx):

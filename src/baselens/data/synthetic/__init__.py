@@ -28,7 +28,8 @@ from baselens.data.synthetic.config import (
     POSCONS,
     SyntheticConfig,
 )
-from baselens.data.synthetic.design import (
+from baselens.data.synthetic.design import (  # noqa: F401  (_technical_parameters: tests)
+    _technical_parameters,
     make_bioactivity,
     make_layout,
     make_perturbations,
