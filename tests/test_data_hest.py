@@ -1,4 +1,4 @@
-"""HEST-1k / HEST-Benchmark reader and HEST-1k-1NN coarsening (seed 004 C.3, E.2).
+"""HEST-1k / HEST-Benchmark reader and HEST-1k-1NN coarsening (arXiv 2603.13377 C.3, E.2).
 
 Fixtures are written with raw h5py / pyarrow in the published layout (not with our own
 writers): CSR counts in ``adata/<id>.h5ad``, ``barcode`` (N, 1) bytes, GeoParquet WKB

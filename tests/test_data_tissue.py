@@ -1,4 +1,4 @@
-"""Synthetic tissue generator (seed 004 E.3) written in HEST-1k layout."""
+"""Synthetic tissue generator (arXiv 2603.13377 E.3) written in HEST-1k layout."""
 
 from __future__ import annotations
 

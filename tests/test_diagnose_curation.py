@@ -1,4 +1,4 @@
-"""Benchmark curation (seed 003 recommendations 1–4) on a hand-built assay table."""
+"""Benchmark curation (Seal et al. 2026 recommendations 1–4) on a hand-built assay table."""
 
 from __future__ import annotations
 

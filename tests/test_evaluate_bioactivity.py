@@ -1,4 +1,4 @@
-"""Bioactivity task (seed 003): PRG metrics, threshold sweep, and the cell-count pattern.
+"""Bioactivity task (Seal et al. 2026): PRG metrics, threshold sweep, and the cell-count pattern.
 
 The screen is built without rendering images (the simulator's layout and realized
 latent phenotype): ``n_cells`` per well stands in for the ``cell_count`` extractor and
@@ -81,12 +81,12 @@ def test_balanced_accuracy_and_threshold_sweep():
     sweep = threshold_sweep_balanced_accuracy([1, 2, 3, 4], [1, 1, 0, 0])
     assert sweep.attrs["best"] == 1.0 and sweep.attrs["best_threshold"] == 2.0
     assert sweep.set_index("threshold").loc[1.0, "balanced_accuracy"] == pytest.approx(0.75)
-    # actives with HIGH values: fixed direction gives BA 0, read as separation 1 (seed 003)
+    # actives with HIGH values: fixed direction gives BA 0, read as separation 1 (Seal et al. 2026)
     rev = threshold_sweep_balanced_accuracy([1, 2, 3, 4], [0, 0, 1, 1])
     assert rev["balanced_accuracy"].min() == 0.0 and rev.attrs["best"] == 1.0
 
 
-# ------------------------------------------------------------- seed-003 pattern
+# ------------------------------------------------------------- Seal et al. 2026 pattern
 def _auc(scores, model):
     s = scores[(scores["model"] == model) & scores["metric"].str.startswith("auc_roc:")
                & (scores["assay"] != "")]

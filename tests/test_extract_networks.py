@@ -1,4 +1,4 @@
-"""Network extractors (seed 004 D.1/D.4): construction, dims, determinism, channel strategies."""
+"""Network extractors (arXiv 2603.13377 D.1/D.4): construction, dims, determinism, channel strategies."""
 
 from __future__ import annotations
 

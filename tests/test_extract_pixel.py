@@ -1,4 +1,4 @@
-"""pixel_mean / pixel_stats (seed 004 §3.1) against numpy/scipy on hand-built sites."""
+"""pixel_mean / pixel_stats (arXiv 2603.13377 §3.1) against numpy/scipy on hand-built sites."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""single_conv (seed 004 §3.2): random filters + ReLU + global pooling."""
+"""single_conv (arXiv 2603.13377 §3.2): random filters + ReLU + global pooling."""
 
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def test_random_features_and_pairs_match_efaar(efaar, tmp_path):
     direct = efaar.compute_recall(null, query, THRESHOLDS)
     for k in ("recall_0.05_0.95", "recall_0.1_0.9", "null_distribution_size", "query_distribution_size"):
         assert abs(ours[k] - direct[k]) <= TOL, k
-    # upper tail only (seed 004's recall@5%): efaar's right-hand condition alone
+    # upper tail only (arXiv 2603.13377's recall@5%): efaar's right-hand condition alone
     s = np.sort(null)
     top = np.mean(np.searchsorted(s, query, side="left") / len(s) >= 0.95)
     assert abs(ours["recall_top_0.05"] - top) <= TOL

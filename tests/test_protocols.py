@@ -107,7 +107,7 @@ def test_jump_plate_folds_reports_missing_sources_and_rejects_ambiguous_plates()
 
 
 def test_jump_plan_on_the_real_plate_table(realdata):
-    """seed 004 C.2 on JUMP's plate.csv.gz: 5 folds x 4 compound plates x 7 sources."""
+    """arXiv 2603.13377 C.2 on JUMP's plate.csv.gz: 5 folds x 4 compound plates x 7 sources."""
     path = realdata / "metadata" / "jump" / "plate.csv.gz"
     if not path.exists():
         pytest.skip(f"{path} not found")

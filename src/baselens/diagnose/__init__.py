@@ -3,14 +3,15 @@
 * :mod:`.beyond_baseline` — each model against the best baseline per task, batch level
   and ``score`` metric: paired Wilcoxon over perturbations (or folds), Benjamini–Hochberg
   across the run, bootstrap CI, and a ``verdict`` ("beats" only when significant and sized);
-* :mod:`.agreement` — Spearman agreement of similarity rankings (seed 004 Fig. 1b) and
-  linear CKA between representations;
+* :mod:`.agreement` — Spearman agreement of similarity rankings
+  (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026),
+  Fig. 1b) and linear CKA between representations;
 * :mod:`.dimensionality` — PCA spectrum, effective rank, participation ratio (collapse,
-  seed 004 §5.2);
+  arXiv 2603.13377 §5.2);
 * :mod:`.confounds` — residualization on cell count / pixel statistics and matched
-  cell-count strata (seed 004 §5.3);
+  cell-count strata (arXiv 2603.13377 §5.3);
 * :mod:`.curation` — bioactivity assays predictable by cell count, curated task list
-  (seed 003 recommendations 1–4);
+  (Seal et al. 2026, Nat. Commun., recommendations 1–4);
 * :mod:`.classes` — mean mAP per planted phenotype class (synthetic screens);
 * :mod:`.run` — :func:`run_diagnostics`, which runs them all and writes
   ``diagnostics/<name>.parquet``.

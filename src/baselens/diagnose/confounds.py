@@ -1,8 +1,9 @@
 """Confound control: residualize on cell count / pixel statistics, and matched strata.
 
-Seed 004 (§5.3) warns that a representation's score may come from the cell count (or
-other trivial image statistics) rather than morphology, and asks for analyses
-*conditioned on cell count*. Two such analyses:
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) (§5.3)
+warns that a representation's score may come from the cell count (or other trivial image
+statistics) rather than morphology, and asks for analyses *conditioned on cell count*. Two
+such analyses:
 
 Residualization
     For a representation with well profiles ``X`` (wells × features) and a confound

@@ -1,32 +1,32 @@
 """Benchmark curation: which bioactivity assays does the cell count alone predict?
 
-Seed 003 (Seal et al., "Counting cells can accurately predict small-molecule bioactivity
-benchmarks") recommends checking every assay of a bioactivity benchmark against the cell
+Seal et al. 2026 (Nat. Commun., "Counting cells can accurately predict small-molecule
+bioactivity benchmarks") recommend checking every assay of a bioactivity benchmark against the cell
 count before crediting a representation with predicting it (recommendations 1–4):
 
 1. compare the cell count of actives and inactives with a two-sided t-test
    (``t_statistic``, ``p_value``; here Welch's unequal-variance test on every compound
-   — seed 003 instead subsampled the larger group to the smaller one's size and used
+  — Seal et al. instead subsampled the larger group to the smaller one's size and used
    Student's test, which is ``balanced=True, equal_var=True``);
 2. threshold the cell count at every cut-off and keep the best balanced accuracy
    (:func:`baselens.evaluate.bioactivity.threshold_sweep_balanced_accuracy`, Eq. 1 of
-   seed 003; a direction-free *separation* ``max(b, 1 − b)``):
+   Seal et al. 2026; a direction-free *separation* ``max(b, 1 − b)``):
    ``cell_count_balanced_accuracy`` and the ``threshold`` where it is reached;
 3. flag assays predictable by the cell count: ``predictable_by_cell_count`` is
    ``cell_count_balanced_accuracy ≥ 0.7`` **and** Bonferroni-corrected ``p < 0.05``.
-   Seed 003 counts an assay as "predicted by cell count" at a threshold-sweep balanced
+   Seal et al. count an assay as "predicted by cell count" at a threshold-sweep balanced
    accuracy above 0.70 (Fig. 1d–f: 22–32 % of the assays of three published benchmarks)
    and tests actives vs inactives with Bonferroni correction; requiring both keeps the
    in-sample maximum of the sweep (optimistic for small groups: a handful of actives can
    reach 0.7 by chance) from flagging assays whose groups do not differ;
 4. export a curated task list: the assays *not* predictable by cell count and not of
-   ``assay_type == "viability"`` (seed 003 excludes viability endpoints by design —
+   ``assay_type == "viability"`` (Seal et al. exclude viability endpoints by design —
    their endpoint *is* cell death), noting whether they have ≥ 20 actives and ≥ 20
-   inactives (seed 003 rec. 4: fewer gives unreliable AUCs).
+   inactives (Seal et al. 2026 rec. 4: fewer gives unreliable AUCs).
 
 The cell count of a compound: the mean over its wells of ``log(count / mean count of
 the negative-control wells of the same plate)`` (normalized against plate-specific
-DMSO controls, like seed 003's normalized cell count; ``threshold`` is in these units —
+DMSO controls, like Seal et al. 2026's normalized cell count; ``threshold`` is in these units —
 0 = DMSO, −0.69 = half the cells). Monotone transforms do not change the sweep.
 """
 
@@ -49,7 +49,7 @@ ASSAY_CONFOUND_COLUMNS = ["assay", "assay_type", "n_actives", "n_inactives", "t_
                           "enough_compounds", "curated"]
 CURATED_COLUMNS = ["assay", "assay_type", "n_actives", "n_inactives",
                    "cell_count_balanced_accuracy", "p_value", "enough_compounds", "note"]
-#: seed 003 rec. 4: at least this many actives and inactives for a reliable AUC.
+#: Seal et al. 2026 rec. 4: at least this many actives and inactives for a reliable AUC.
 MIN_CLASS = 20
 PERT = "Metadata_Perturbation"
 
@@ -84,7 +84,7 @@ def assay_confounds(
         ``Metadata_Perturbation, assay, active`` (0/1), optionally ``assay_type``.
         Compounds without a cell count are ignored.
     balanced, equal_var
-        Seed 003's exact t-test: ``balanced=True`` subsamples the larger group to the
+        Seal et al. 2026's exact t-test: ``balanced=True`` subsamples the larger group to the
         smaller one's size (seeded), ``equal_var=True`` is Student's test.
 
     Returns
@@ -152,7 +152,7 @@ def curated_tasks(confounds: pd.DataFrame, *, min_class: int = MIN_CLASS) -> pd.
     cur["note"] = np.where(cur["enough_compounds"],
                            "ok",
                            f"fewer than {min_class} actives or inactives: AUCs unreliable "
-                           "(seed 003 rec. 4)")
+                           "(Seal et al. 2026, Nat. Commun., rec. 4)")
     return cur[CURATED_COLUMNS].reset_index(drop=True)
 
 

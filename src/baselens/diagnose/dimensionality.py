@@ -1,8 +1,9 @@
-"""Dimensionality and collapse of a representation (seed 004, §5.2 and Fig. 16).
+"""Dimensionality and collapse of a representation (arXiv 2603.13377, §5.2, Fig. 16).
 
-Seed 004 found that representational collapse — a few principal components carrying
-most of the variance — coincides with weak biological recall (ResNets), while
-higher-dimensional embeddings (ViTs, pixel baselines) recall more. It is a sanity check,
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) found
+that representational collapse — a few principal components carrying most of the variance —
+coincides with weak biological recall (ResNets), while higher-dimensional embeddings (ViTs,
+pixel baselines) recall more. It is a sanity check,
 not a proof of biological content.
 
 What is measured

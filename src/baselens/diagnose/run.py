@@ -156,7 +156,8 @@ def run_diagnostics(
         A :class:`baselens.profile.log.FilterLog` (or a callable taking one string):
         skips and failures are recorded there.
     seed
-        Seed of anything random (seed 003's balanced t-test subsampling, when enabled).
+        Seed of anything random (the balanced t-test subsampling of Seal et al. 2026,
+        Nat. Commun., when enabled).
     strict
         Re-raise a failing diagnostic instead of recording it (``metrics`` and
         ``beyond_baseline`` always re-raise: the run fails with their error).

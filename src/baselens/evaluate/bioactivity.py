@@ -1,10 +1,11 @@
-"""Bioactivity prediction per assay, with the seed-003 safeguards.
+"""Bioactivity prediction per assay, with the Seal et al. 2026 safeguards.
 
-Seed 003 (Seal et al., "cell count" paper) showed that many bioactivity benchmark assays
-are predicted as well by the cell count alone (``Cells_Number_Object_Number``) as by
-whole Cell Painting profiles, because their actives are cytotoxic. Its protocol, which
-this task applies identically to every representation (the cell-count baseline is just
-another representation — the ``cell_count`` extractor):
+Seal et al. 2026 (Nat. Commun., "Counting cells can accurately predict small-molecule
+bioactivity benchmarks") showed that many bioactivity benchmark assays are predicted as well
+by the cell count alone (``Cells_Number_Object_Number``) as by whole Cell Painting profiles,
+because their actives are cytotoxic. Its protocol, which this task applies identically to
+every representation (the cell-count baseline is just another representation — the
+``cell_count`` extractor):
 
 * per assay, binary labels per compound; models: logistic regression (standardized
   features, L2, balanced class weights) and XGBoost (small trees, balanced through
@@ -19,10 +20,10 @@ another representation — the ``cell_count`` extractor):
   Every (assay, fold) reports ``n_actives_test``/``n_inactives_test`` and a
   ``warning_small_test`` flag (1.0 = too few) as metric rows, plus a text ``warning``
   column, so the caveat travels with the scores, not only with the log;
-* the single-feature threshold sweep of seed 003 (Fig. 1d–f, Eq. 1) is
+* the single-feature threshold sweep of Seal et al. 2026 (Fig. 1d–f, Eq. 1) is
   :func:`threshold_sweep_balanced_accuracy`, for diagnostics.
 
-Splits. ``NR`` (default, seed 003): well profiles are averaged per compound, and
+Splits. ``NR`` (default, Seal et al. 2026): well profiles are averaged per compound, and
 compounds are split by stratified k-fold. Grouped batch levels (``NSP``, ``NSB``,
 ``NSS``, ``NSL``) work on wells with a *crossed* design: compounds are split into
 stratified folds k and wells into grouped folds g (:mod:`baselens.evaluate.splits`);
@@ -67,7 +68,7 @@ __all__ = [
 PERT = "Metadata_Perturbation"
 METRICS = ("auc_roc", "auprg", "auc_pr", "balanced_accuracy", "balanced_accuracy_train_threshold")
 MODELS = ("logistic", "xgboost")
-#: seed 003 rec. 4: AUCs need ≥ 20 actives and ≥ 20 inactives in the held-out set.
+#: Seal et al. 2026 rec. 4: AUCs need ≥ 20 actives and ≥ 20 inactives in the held-out set.
 MIN_TEST_CLASS = 20
 
 
@@ -155,11 +156,11 @@ def threshold_sweep_balanced_accuracy(
 ) -> pd.DataFrame:
     """Balanced accuracy of thresholding one feature, over a range of thresholds.
 
-    Seed 003 (Fig. 1d–f, Eq. 1): a compound is called active when its value (e.g. the
+    Seal et al. 2026 (Fig. 1d–f, Eq. 1): a compound is called active when its value (e.g. the
     normalized cell count ``Cells_Number_Object_Number``) is ≤ the threshold — the fixed
     weight −1 sigmoid ``1 / (1 + exp(v − t)) ≥ 0.5``. Because the direction is fixed, a
     balanced accuracy b below 0.5 means the feature separates the classes the other way;
-    ``separation = max(b, 1 − b)`` is what seed 003 reports ("0.10 interpreted as 0.90").
+    ``separation = max(b, 1 − b)`` is what Seal et al. report ("0.10 interpreted as 0.90").
 
     Parameters
     ----------
@@ -272,7 +273,7 @@ def bioactivity(
         ``logistic`` and/or ``xgboost`` (XGBoost: 100 trees, depth 3, hist, 1 thread;
         override with ``xgb_params``).
     unit : {"compound", "well"}
-        How ``NR`` is run: compound-averaged profiles (seed 003) or the well-level design
+        How ``NR`` is run: compound-averaged profiles (Seal et al. 2026) or the well-level design
         of the grouped levels.
     n_splits : int
         Compound folds (stratified; lowered when an assay has fewer actives) and the
@@ -475,7 +476,8 @@ def _fold_warning(y: np.ndarray, tr: np.ndarray, te: np.ndarray,
     msg = ""
     if small:
         msg = (f"test split has {n_act} actives and {n_ina} inactives "
-               f"(< {min_test_class}; seed 003 rec. 4): AUC-type metrics are unreliable")
+               f"(< {min_test_class}; Seal et al. 2026, Nat. Commun., rec. 4): AUC-type "
+               "metrics are unreliable")
     if not (y[tr].any() and (~y[tr]).any()):
         msg = ((msg + "; ") if msg else "") + "training split lacks a class: not scored"
     return small, msg

@@ -1,7 +1,8 @@
-"""Positive controls retrieved against each other, per fold of plates (JUMP-CP, seed 004 C.2).
+"""Positive controls retrieved against each other, per fold of plates (JUMP-CP).
 
-Seed 004, Appendix C.2 (after Sanchez et al. 2026): every JUMP compound plate carries the
-same eight positive-control compounds and DMSO. The benchmark takes five folds of plates
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026),
+Appendix C.2 (after Sanchez et al. 2026): every JUMP compound plate carries the same eight
+positive-control compounds and DMSO. The benchmark takes five folds of plates
 (four compound plates from each of the seven 384-well sources per fold,
 :func:`baselens.evaluate.fold_plans.jump_plate_folds`), uses the positive-control wells
 for retrieval and DMSO for normalization, and reports per-compound mAP, mean ± sd over
@@ -113,7 +114,7 @@ def control_retrieval(
     null_size: int = 10000,
     threshold: float = 0.05,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-compound mAP of positive controls against each other, per fold (seed 004 C.2).
+    """Per-compound mAP of positive controls against each other, per fold (arXiv 2603.13377 C.2).
 
     Parameters
     ----------

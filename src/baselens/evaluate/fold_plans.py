@@ -1,6 +1,7 @@
-"""Which plates form which fold: the JUMP-CP positive-control benchmark (seed 004 C.2).
+"""Which plates form which fold: the JUMP-CP positive-control benchmark.
 
-Seed 004, Appendix C.2 ("Our JUMP-CP Subset Benchmark"): *"five folds, each composed of
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026),
+Appendix C.2 ("Our JUMP-CP Subset Benchmark"): *"five folds, each composed of
 four experimental compound plates from each [of] the seven laboratories providing
 384-well plates"*; all control wells of those plates are used — the positive controls for
 retrieval, DMSO for normalization.
@@ -18,7 +19,7 @@ and the task that later re-derives the plan from the downloaded plates get the s
 a partial download (``--max-sites``) still spreads its plates over the folds round-robin.
 
 The seven sources: JUMP's compound plates come from sources 1, 2, 3, 5, 6, 7, 8, 9, 10,
-11 and 15 (``plate.csv.gz``); sources 1 and 9 use 1536-well plates. Seed 004 does not list
+11 and 15 (``plate.csv.gz``); sources 1 and 9 use 1536-well plates. arXiv 2603.13377 does not list
 its seven 384-well laboratories; :data:`JUMP_384_SOURCES` holds sources 2, 3, 5, 6, 8,
 10 and 11 — the 384-well compound sources of the first cpg0016 release (sources 7 and 15
 were added later). This is our reading, not the paper's statement; override it with
@@ -41,13 +42,13 @@ __all__ = ["JUMP_384_SOURCES", "JUMP_POSITIVE_CONTROLS", "JUMP_DMSO", "plate_key
 
 SOURCE, PLATE, PLATE_TYPE = "Metadata_Source", "Metadata_Plate", "Metadata_PlateType"
 
-#: 384-well compound sources (see the module docstring: our reading of seed 004 C.2).
+#: 384-well compound sources (see the module docstring: our reading of arXiv 2603.13377 C.2).
 JUMP_384_SOURCES: tuple[str, ...] = ("source_2", "source_3", "source_5", "source_6",
                                      "source_8", "source_10", "source_11")
 
 #: The eight positive-control compounds on every JUMP compound plate
 #: (jump-cellpainting/datasets ``metadata/perturbation_control.csv``, pert_type poscon,
-#: modality compound; seed 004 C.2 and Fig. 3 name several of them).
+#: modality compound; arXiv 2603.13377 C.2 and Fig. 3 name several of them).
 JUMP_POSITIVE_CONTROLS: dict[str, str] = {
     "JCP2022_037716": "AMG900",
     "JCP2022_025848": "dexamethasone",
@@ -76,7 +77,7 @@ def jump_plate_folds(
     sources: Sequence[str] | None = None,
     plate_types: Iterable[str] | None = ("COMPOUND",),
 ) -> pd.DataFrame:
-    """Plates per fold for the JUMP-CP control benchmark (seed 004 C.2).
+    """Plates per fold for the JUMP-CP control benchmark (arXiv 2603.13377 C.2).
 
     Parameters
     ----------
@@ -84,17 +85,17 @@ def jump_plate_folds(
         Rows with ``Metadata_Source`` and ``Metadata_Plate`` (any number of rows per
         plate), optionally ``Metadata_PlateType``.
     n_folds : int
-        Number of folds (seed 004: 5).
+        Number of folds (arXiv 2603.13377: 5).
     plates_per_source : int or None
-        Plates of each source in each fold (seed 004: 4); ``None`` keeps every plate
+        Plates of each source in each fold (arXiv 2603.13377: 4); ``None`` keeps every plate
         (dealt round-robin).
     seed : int
         Selection seed (the key of every plate changes with it).
     sources : list of str, optional
-        Sources to use (seed 004: the seven 384-well laboratories,
+        Sources to use (arXiv 2603.13377: the seven 384-well laboratories,
         :data:`JUMP_384_SOURCES`); ``None`` uses every source in ``table``.
     plate_types : list of str, optional
-        Plate types kept when ``table`` has ``Metadata_PlateType`` (seed 004: compound
+        Plate types kept when ``table`` has ``Metadata_PlateType`` (arXiv 2603.13377: compound
         plates, ``"COMPOUND"``); ignored without that column; ``None`` keeps every type.
 
     Returns
@@ -174,13 +175,13 @@ def describe_plan(plan: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m baselens.evaluate.fold_plans plate.csv.gz``: print the seed-004 plan.
+    """``python -m baselens.evaluate.fold_plans plate.csv.gz``: print the arXiv 2603.13377 plan.
 
     CSV (source, plate, fold, rank) by default; ``--list`` prints the plate barcodes
     space-separated, for ``baselens download jump-cp --plates ...``.
     """
     ap = argparse.ArgumentParser(prog="python -m baselens.evaluate.fold_plans",
-                                 description="JUMP-CP plate folds of seed 004 C.2")
+                                 description="JUMP-CP plate folds of arXiv 2603.13377 C.2")
     ap.add_argument("plate_table", help="JUMP metadata plate.csv.gz (or any table with "
                                         "Metadata_Source, Metadata_Plate[, Metadata_PlateType])")
     ap.add_argument("--n-folds", type=int, default=5)

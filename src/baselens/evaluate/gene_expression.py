@@ -1,8 +1,9 @@
 """Gene-expression probe: PCA-256 + ridge per gene, patient-stratified (HEST-Benchmark).
 
-Seed 004 (§4.2, Appendix C.3) scores tissue representations on HEST-1k with the
-HEST-Benchmark protocol (Jaume et al. 2024; code ``mahmoodlab/HEST``,
-``src/hest/bench/benchmark.py`` and ``trainer.py``): per train/test split,
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) (§4.2,
+Appendix C.3) scores tissue representations on HEST-1k with the HEST-Benchmark protocol
+(Jaume et al. 2024; code ``mahmoodlab/HEST``, ``src/hest/bench/benchmark.py`` and
+``trainer.py``): per train/test split,
 
 1. ``StandardScaler`` then ``PCA(n_components=256)``, both fitted on the training spots
    only (``Pipeline([scaler, PCA]).fit_transform(X_train)``, ``.transform(X_test)``);
@@ -36,7 +37,7 @@ Details fixed here (each leaves HEST's numbers unchanged or is forced by small d
 * A gene that is constant on a test split (or predicted as a constant) has no Pearson r
   (NaN); the split's mean skips it and the count of genes averaged is reported.
 
-Count-matched correlation (seed 004 §5.3): "Stronger evidence would require matching
+Count-matched correlation (arXiv 2603.13377 §5.3): "Stronger evidence would require matching
 analysis (conditioned on cell count)". :func:`count_matched_pearson` correlates the
 out-of-fold predictions with the targets *within* strata of spots that have the same
 number of cells, so a representation that only encodes cell count scores ≈ 0 there.
@@ -237,7 +238,7 @@ def count_matched_pearson(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, *
               / sqrt( Σ_s Σ_{i∈s} (y_i − ȳ_s)² · Σ_s Σ_{i∈s} (p_i − p̄_s)² )
 
     the pooled within-stratum correlation (the correlation that remains when cell count
-    is held fixed; seed 004 §5.3). A prediction that depends on the spot only through its
+    is held fixed; arXiv 2603.13377 §5.3). A prediction that depends on the spot only through its
     cell count is constant within every stratum: it explains none of the within-stratum
     variation and gets 0 by convention (the formula's 0/0), or ≈ 0 with near-equal counts.
     Spots alone in their stratum contribute nothing. NaN when the target itself does not

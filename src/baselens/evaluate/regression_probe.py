@@ -1,9 +1,9 @@
 """Regression probe: PCA + ridge onto continuous per-well targets (HEST protocol).
 
-Seed 004 (Appendix C.3) scores representations on HEST-1k by standardizing the
-embeddings, reducing them to 256 dimensions by PCA, fitting a ridge regression onto the
-targets and reporting the per-target Pearson correlation on held-out data, averaged over
-folds and targets. The HEST benchmark code (mahmoodlab/HEST, ``trainer.py``) fixes the
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026)
+(Appendix C.3) scores representations on HEST-1k by standardizing the embeddings, reducing
+them to 256 dimensions by PCA, fitting a ridge regression onto the targets and reporting
+the per-target Pearson correlation on held-out data, averaged over folds and targets. The HEST benchmark code (mahmoodlab/HEST, ``trainer.py``) fixes the
 ridge penalty to ``alpha = 100 / (n_components · n_targets)`` (no inner search) and fits
 without intercept on the standardized, PCA-reduced features.
 

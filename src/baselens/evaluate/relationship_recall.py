@@ -1,4 +1,5 @@
-"""Known-relationship recall (EFAAR benchmark; seed 004 C.2, RxRx3-core protocol).
+"""Known-relationship recall (EFAAR benchmark, RxRx3-core protocol
+of “Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026), C.2).
 
 Well profiles are averaged to one profile per perturbation (controls excluded); the
 cosine similarity of every pair of perturbations forms the null; an annotated pair
@@ -6,11 +7,11 @@ cosine similarity of every pair of perturbations forms the null; an annotated pa
 that null. Metrics (chance level in brackets):
 
 * ``recall_0.05_0.95`` — bottom 5 % or top 5 % (EFAAR's default, 0.10);
-* ``recall_top_0.05`` — top 5 % only, seed 004's recall@5 % (0.05);
+* ``recall_top_0.05`` — top 5 % only, arXiv 2603.13377's recall@5 % (0.05);
 * ``recall_bottom_0.05`` — bottom 5 % only (0.05): anti-correlated partners, reported
   separately so the two tails are never confused.
 
-Folds (``n_folds``, RxRx3-core style, seed 004 C.2: 3 folds, 10 images per gene): in each
+Folds (``n_folds``, RxRx3-core style, arXiv 2603.13377 C.2: 3 folds, 10 images per gene): in each
 fold every perturbation contributes a fixed number ``n_per_perturbation`` of wells (rows),
 drawn without replacement and seeded; folds are disjoint while a perturbation has enough
 rows (``n_folds × n_per_perturbation``), otherwise each fold draws independently from all

@@ -29,7 +29,8 @@ perturbation with ``null_size`` (recipe: 10000) and ``seed`` (recipe: 0). Not ap
 recipe's plate-type filter (select plates before) and its exclusion of compound
 ``JCP2022_033954`` (a JUMP-specific workaround). Needs ``Metadata_Plate``.
 
-``protocol="jump_poscon"``: the JUMP-CP positive-control benchmark of seed 004 (C.2,
+``protocol="jump_poscon"``: the JUMP-CP positive-control benchmark of
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) (C.2,
 after Sanchez et al. 2026): only the positive-control wells (``Metadata_ControlType ==
 "poscon"``) that every plate shares are used; each well is a query, its positives are the
 other wells of the same compound and its negatives the wells of the *other* positive
@@ -37,7 +38,7 @@ controls (copairs ``pos_sameby=[pert]``, ``neg_diffby=[pert]``). DMSO (negative 
 enters through the per-plate normalization of the profile stage (normalize to negcon
 before calling this), not the ranking. Scores are per-compound mAP and their mean, **per
 fold**: folds are sets of plates, drawn per source so that each fold holds plates of every
-source (seed 004: 5 folds × 4 plates × 7 sources), seeded; or given by ``fold_col``.
+source (arXiv 2603.13377: 5 folds × 4 plates × 7 sources), seeded; or given by ``fold_col``.
 
 Batch-effect levels (``batch_level``; see :mod:`baselens.evaluate.batch_levels`) add
 columns to the copairs rules — e.g. NSB adds ``Metadata_Batch`` to ``pos_diffby`` and
@@ -128,7 +129,7 @@ def assign_plate_folds(profiles: pd.DataFrame, n_folds: int, seed: int = 0,
     """Fold number per row: plates shuffled (seeded) within each source and dealt round-robin.
 
     With ``plates_per_source`` each fold takes at most that many plates of each source
-    (seed 004: 4); surplus plates get fold -1 (unused).
+    (arXiv 2603.13377: 4); surplus plates get fold -1 (unused).
     """
     plates = profiles[["Metadata_Plate"]].astype(str).copy()
     plates["src"] = (profiles["Metadata_Source"].astype(str)

@@ -241,7 +241,7 @@ class CellCount:
     confounds : bool
         Also return layer ``"confounds"`` (:func:`confound_features`: nuclei and cell
         counts, density, confluency, neighbour statistics, MitoCount). Default False,
-        so the default layer stays the seed-004 count baseline and runs stay cheap.
+        so the default layer stays the arXiv 2603.13377 count baseline and runs stay cheap.
     cell_channel, mito_channel, neighbor_distance, pixel_size_um, cell_params, mito_params
         Options of :func:`confound_features` (cells on AGP, else RNA/ER/Mito; Mito
         skeleton on ``"Mito"``; nuclei neighbours within 5 px; density per mm² only

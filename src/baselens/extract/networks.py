@@ -20,7 +20,7 @@ Architectures (``arch``; registered names are the same strings)
 --------------------------------------------------------------
 
 =================================  ===================  ==========================  ===================================
-arch (timm / torchvision name)     seed-004 weights     layers (results ``layer``)   dims per layer
+arch (timm / torchvision name)     paper's weights      layers (results ``layer``)   dims per layer
 =================================  ===================  ==========================  ===================================
 alexnet (torchvision)              IMAGENET1K_V1        conv2, conv3, conv4, conv5   192, 384, 256, 256
 resnet18                           tv_in1k              layer1 … layer4              64, 128, 256, 512
@@ -152,7 +152,7 @@ class Arch:
     name: str
     family: Literal["resnet", "vit", "alexnet"]
     source: Literal["timm", "torchvision"]
-    tag: str  # seed-004 pretrained tag
+    tag: str  # arXiv 2603.13377 pretrained tag
     layers: dict  # results layer name -> module path
     dims: tuple  # feature dim per layer (per channel group, one pooling)
     patch_size: int = 0
@@ -362,7 +362,7 @@ class Network:
     arch : str
         A key of :data:`ARCHITECTURES`.
     weights : str
-        ``"random"`` (default), ``"pretrained"`` (seed-004 tag), ``"timm:<tag>"``,
+        ``"random"`` (default), ``"pretrained"`` (arXiv 2603.13377 tag), ``"timm:<tag>"``,
         ``"hf-hub:<id>"``, an URL or a local ``.safetensors`` / ``.pt`` file
         (:mod:`baselens.extract.weights`).
     seed : int

@@ -129,8 +129,9 @@ def method_kind(name: str, params: dict | None = None) -> str:
     """The ``method_kind`` of extractor ``name`` built with ``params``.
 
     The kind follows what the representation is, not its name or label: any network with
-    random (untrained) weights is a ``"baseline"`` (seed 004 treats untrained networks as
-    baselines a pretrained model must beat), only trained weights make a ``"model"``.
+    random (untrained) weights is a ``"baseline"`` (“Deep Learning for BioImaging: What Are
+    We Learning?”, arXiv 2603.13377, ICML 2026, treats untrained networks as baselines a
+    pretrained model must beat), only trained weights make a ``"model"``.
     """
     return get_spec(name).kind_of(params)
 

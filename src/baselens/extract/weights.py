@@ -6,7 +6,7 @@ One string says it all, so a config stays a one-liner:
 ``"random"``                      untrained: the architecture's own initialization (timm /
                                   torchvision defaults), drawn under ``torch.manual_seed(seed)``
                                   in a forked RNG — same seed, same weights; global RNG untouched
-``"pretrained"``                  the seed-004 tag of the architecture (e.g. ``resnet50`` →
+``"pretrained"``                  the tag of arXiv 2603.13377 (e.g. ``resnet50`` →
                                   ``tv2_in1k``), fetched through timm / torchvision
 ``"timm:<tag>"`` or ``"<tag>"``   a named timm tag, e.g. ``"augreg2_in21k_ft_in1k"``; fetched
                                   from the Hugging Face hub by timm (needs a connection the
@@ -84,7 +84,7 @@ class WeightsSpec:
 
 def parse_weights(weights: str | os.PathLike, default_tag: str | None = None) -> WeightsSpec:
     """Parse a ``weights`` param (see the module docstring). ``default_tag`` is the
-    architecture's seed-004 tag, used for ``"pretrained"``."""
+    architecture's arXiv 2603.13377 tag, used for ``"pretrained"``."""
     if isinstance(weights, os.PathLike):
         weights = os.fspath(weights)
     if not isinstance(weights, str) or not weights:

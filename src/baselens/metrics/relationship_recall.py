@@ -114,7 +114,8 @@ def known_relationship_recall(
     * ``recall_{l}_{r}`` :math:`= \frac{1}{Q}\sum_q [\,r_R(q) \le l \;\lor\; r_L(q) \ge r\,]`
       (chance level :math:`l + 1 - r`, 0.10 for (0.05, 0.95));
     * ``recall_top_{t}`` :math:`= \frac{1}{Q}\sum_q [\,r_L(q) \ge 1 - t\,]` — upper tail
-      only, the recall@5% reported by seed 004 (section C.2); chance level ``t``.
+      only, the recall@5% reported by “Deep Learning for BioImaging: What Are We Learning?”
+      (arXiv 2603.13377, ICML 2026, section C.2); chance level ``t``.
 
     Parameters
     ----------

@@ -1,17 +1,18 @@
 """The report's tissue section: gene-wise panels for spatial-transcriptomics runs.
 
-Seed 004 scores H&E patch representations by how well they predict each spot's gene
+“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026)
+scores H&E patch representations by how well they predict each spot's gene
 expression (HEST-1k; PCA-256 + ridge, per-gene Pearson r, :mod:`baselens.evaluate.
 gene_expression`). Its tissue findings need three pictures beyond the leaderboard, drawn
 per task (HEST subset) at the headline batch level:
 
 ``#tissue-genes-<task>``
     Gene-wise scatter of the best image model against the best structure-only model
-    (seed 004 Fig. 4a): x = image, y = structure, one dot per gene (mean r over folds);
+    (arXiv 2603.13377 Fig. 4a): x = image, y = structure, one dot per gene (mean r over folds);
     dots are coloured by the gene's planted driver on synthetic tissue (density,
     clustering, regularity, appearance, mixed).
 ``#tissue-count-matched-<task>``
-    The count-matched comparison (seed 004 §5.3): every representation's Pearson r next
+    The count-matched comparison (arXiv 2603.13377 §5.3): every representation's Pearson r next
     to its r *within strata of equal cell count* (``pearson_count_matched``), and per gene
     the best structure model against the cell-count baseline. A representation whose
     score only reflects cell count falls to ≈ 0 when count is held fixed.
@@ -356,7 +357,7 @@ def _genes_panel(ctx, task, pp, mods, drivers) -> str:
                 parts.append(f"{_esc(d)}: structure {_fmt(sub['y'].mean(), digits=2)} vs image "
                              f"{_fmt(sub['x'].mean(), digits=2)}")
         by = " Mean r by driver — " + "; ".join(parts) + "."
-    return (f'<figure id="{_esc(fid)}">{svg}<figcaption><strong>Gene by gene (seed 004 '
+    return (f'<figure id="{_esc(fid)}">{svg}<figcaption><strong>Gene by gene (arXiv 2603.13377 '
             f"Fig. 4a)</strong>: each dot is one of {len(pts)} genes, x the best image model "
             f"(<strong>{_esc(il)}</strong>, mean r {_fmt(img_v)}), y the best structure-only "
             f"model (<strong>{_esc(sl)}</strong>, {_fmt(st_v)}). {k} genes lie above the "
@@ -387,7 +388,8 @@ def _count_panel(ctx, task, pp, mods, drivers) -> str:
                        x_label="mean Pearson r over genes", before_label="all spots",
                        after_label="within equal cell count")
     parts = [f'<figure id="{_esc(fid)}">{svg}<figcaption><strong>Count-matched comparison '
-             "(seed 004 §5.3)</strong>: open dots are each representation's mean Pearson r; "
+             "(arXiv 2603.13377 §5.3)</strong>: open dots are each representation's mean "
+             "Pearson r; "
              "filled dots the same predictions scored only <em>within</em> groups of spots "
              "that hold the same number of cells (each method's best layer). Whatever a "
              "representation predicts through cell count alone vanishes there; what remains "
@@ -477,7 +479,8 @@ def tissue_section_html(ctx, per_perturbation: pd.DataFrame | None,
         return ""
     mods = _modalities(ctx, diag)
     tasks = [t for t in _pearson_tasks(ctx) if t != "regression_probe"] or _pearson_tasks(ctx)
-    parts = ['<p class="lead">Spatial transcriptomics (seed 004 §4.2, §5.3): how well each '
+    parts = ['<p class="lead">Spatial transcriptomics (“Deep Learning for BioImaging: What Are '
+             "We Learning?”, arXiv 2603.13377, ICML 2026, §4.2, §5.3): how well each "
              "representation of a spot predicts its genes (Pearson r per gene on held-out "
              "patients, PCA-256 + ridge). Structure-only models see nothing but the "
              "positions of the cells; the cell-count baseline only how many there are.</p>"]
