@@ -175,8 +175,20 @@ def cache_dir() -> Path:
 
 
 def check_online(what: str, url: str | None = None) -> None:
-    """Raise :class:`WeightsError` when offline, unless ``url`` is on the loopback
-    (the guard is :func:`baselens._network.check_online`)."""
+    """Raise :class:`WeightsError` when offline, unless ``url`` is on the loopback.
+
+    Parameters
+    ----------
+    what : str
+        What needs the network (starts the message).
+    url : str, optional
+        The URL to be fetched; a loopback URL is allowed even offline.
+
+    Raises
+    ------
+    WeightsError
+        From :func:`baselens._network.check_online`, with the fix for weights.
+    """
     _check_online(what, url, error=WeightsError,
                   fix="fetch the weights once on a connected machine (or download the file) "
                       "and pass the local .safetensors file as weights")

@@ -102,19 +102,55 @@ def download_dataset(
     timeout: float = 60.0,
     log: Callable[[str], None] = print,
 ) -> DownloadReport:
-    """Fetch a dataset into ``out`` (default ``data/<dataset>``); each plan is described in
-    its module (:mod:`.jump`, :mod:`.rxrx3`, :mod:`.gallery`).
+    """Fetch a dataset into ``out``; each plan is described in its module
+    (:mod:`.jump`, :mod:`.rxrx3`, :mod:`.gallery`).
 
-    ``wells`` (jump-cp, cpg*): ``"all"`` or ``"controls"`` (only wells whose
-    ``Metadata_ControlType`` is ``negcon`` / ``poscon``). Sites are chosen in the plate's
-    table order: the well filter, then at most ``sites_per_well`` per well, then the first
-    ``max_sites`` — per plate (jump-cp, cpg*) or in all (rxrx3-core); ``None`` takes every
-    site. ``annotations`` (rxrx3-core): fetch the relationship tables into
-    ``out/annotations/``. ``moa`` (jump-cp): write ``out/compound_moa.csv`` from the Drug
-    Repurposing Hub, or from ``moa_table`` (a path or an http(s) URL; implies ``moa``).
-    ``base_url`` (else ``$BASELENS_MIRROR``) is a mirror in the ``<mirror>/<host>/<path>``
-    layout. ``dry_run`` fetches only the index files a plan must read (metadata tables,
-    load_data, the Hub listing) and prints the rest with sizes.
+    Parameters
+    ----------
+    dataset : str
+        ``jump-cp``, ``rxrx3-core`` or a Cell Painting Gallery project ``cpgNNNN-<name>``.
+    out : path, optional
+        Target folder (default ``data/<dataset>``).
+    plates, source, batch : optional
+        Which plates (jump-cp, cpg*); missing batch / plates are listed from the bucket.
+    max_sites : int or None
+        At most this many sites per plate (jump-cp, cpg*) or in all (rxrx3-core); ``None``
+        takes every site.
+    sites_per_well : int or None
+        At most this many sites per well.
+    wells : {"all", "controls"}
+        jump-cp, cpg*: every well, or only wells whose ``Metadata_ControlType`` is
+        ``negcon`` / ``poscon``. Sites are chosen in the plate's table order: the well
+        filter, then ``sites_per_well``, then ``max_sites``.
+    channels : sequence of str, optional
+        jump-cp, cpg*: channels to fetch (default: the five Cell Painting channels the
+        load_data table has, else all of its channels).
+    shards : sequence of int, optional
+        rxrx3-core image shards (default ``[0]``).
+    embeddings, annotations : bool
+        rxrx3-core: fetch the OpenPhenom embeddings; the relationship tables into
+        ``out/annotations/``.
+    moa : bool
+        jump-cp: write ``out/compound_moa.csv`` from the Drug Repurposing Hub.
+    moa_table : path or URL, optional
+        jump-cp: a MoA table to use instead of the Hub (implies ``moa``).
+    base_url : str, optional
+        Mirror in the ``<mirror>/<host>/<path>`` layout (else ``$BASELENS_MIRROR``).
+    revision : str, optional
+        Git revision of the JUMP metadata repository / the Hugging Face dataset (default
+        ``main``).
+    dry_run : bool
+        Fetch only the index files a plan must read (metadata tables, load_data, the Hub
+        listing) and print the rest with sizes.
+    retries, backoff, timeout : optional
+        :class:`baselens.data.download.Downloader` settings.
+    log : callable
+        Receives progress lines.
+
+    Returns
+    -------
+    DownloadReport
+        Paths written, counts and the printed summary.
     """
     if dataset not in ("jump-cp", "rxrx3-core") and not _CPG.match(dataset):
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: "
