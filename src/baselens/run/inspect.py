@@ -820,14 +820,16 @@ def _other_table_kind(path: Path, cols: Sequence[str]) -> str | None:
 
     if is_rxrx3_metadata(cols):
         return None
-    has_well = any(c in low for c in _WELL_NAMES)
-    if not has_well:
-        return "metadata"
-    # a plate map has a handful of descriptive columns and no numeric feature block
     sample = _head(path, 200)
     feats = [c for c in sample.columns if not str(c).startswith(("Metadata_", "Image_Metadata_"))
              and str(c).lower() not in _WELL_NAMES + _PLATE_NAMES
              and pd.api.types.is_float_dtype(sample[c])]
+    has_well = any(c in low for c in _WELL_NAMES)
+    if not has_well:
+        # a numeric feature block keyed by its own id column (e.g. RxRx3's well_id) is an
+        # embeddings table; without one it is a metadata table
+        return None if len(feats) >= 3 else "metadata"
+    # a plate map has a handful of descriptive columns and no numeric feature block
     keys = _WELL_NAMES + _PLATE_NAMES
     named = [c for c in sample.columns if str(c).lower() not in keys
              and not pd.api.types.is_numeric_dtype(sample[c])]
