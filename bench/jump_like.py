@@ -42,8 +42,9 @@ def jump_like_design(n_wells: int = 20_000, *, replicates: int = 4, sources: int
     Parameters
     ----------
     n_wells : int
-        Target number of wells; rounded to whole plates, the plate count to a multiple of
-        ``replicates``.
+        Number of wells: the design is laid out on whole plates (a multiple of
+        ``replicates``) and cut after ``n_wells`` wells (the last plates' compounds then
+        have fewer replicates).
     replicates, sources, plates_per_batch, moa_fraction, n_moa, seed
         See the module docstring.
 
@@ -54,7 +55,7 @@ def jump_like_design(n_wells: int = 20_000, *, replicates: int = 4, sources: int
         Metadata_Perturbation, Metadata_ControlType, Metadata_moa``, one row per well.
     """
     rng = np.random.default_rng(seed)
-    n_plates = max(replicates, replicates * round(n_wells / PLATE_SIZE / replicates))
+    n_plates = max(replicates, replicates * math.ceil(n_wells / PLATE_SIZE / replicates))
     per_set = n_plates // replicates
     cpd_wells = PLATE_SIZE - DMSO_PER_PLATE
     wells = np.array([f"{r}{c:02d}" for r in ROWS for c in range(1, COLS + 1)])
@@ -77,6 +78,7 @@ def jump_like_design(n_wells: int = 20_000, *, replicates: int = 4, sources: int
         for j, w in zip(cpds, cpd_pos[perm]):
             moa = f"moa{cpd_moa[j]:03d}" if cpd_moa[j] >= 0 else ""
             rows.append((f"P{p:05d}", wells[w], f"B{batch:04d}", f"S{source}", f"C{j:06d}", "", moa))
+    rows = rows[:n_wells]  # whole plates, then cut to n_wells (the last plate partly filled)
     return pd.DataFrame(rows, columns=["Metadata_Plate", "Metadata_Well", "Metadata_Batch",
                                        "Metadata_Source", "Metadata_Perturbation",
                                        "Metadata_ControlType", "Metadata_moa"])

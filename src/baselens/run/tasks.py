@@ -125,12 +125,20 @@ def validate_tasks(tasks_cfg: dict) -> None:
                 raise ConfigError(f"tasks.{name}.{key} must be a number, got {value!r}")
 
 
+def enabled_tasks(tasks_cfg: dict) -> list[str]:
+    """Names of the tasks a run scores, in scoring order."""
+    return [name for name in _tasks()
+            if dict(tasks_cfg.get(name, {})).get("enabled", name in ENABLED_BY_DEFAULT)]
+
+
 def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_cfg: dict,
-              log: FilterLog, label: str) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+              log: FilterLog, label: str, progress: Callable | None = None,
+              ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """Score every enabled task on one representation's profiles.
 
     Returns lists of score frames (``task, batch_level, metric, fold, value, n, warning``)
     and per-item frames (``task, batch_level, perturbation, metric, value, fold``).
+    ``progress(task, scores_or_None)`` is called after each enabled task (``None``: skipped).
     """
     fns = _tasks()
     scores, per = [], []
@@ -144,6 +152,8 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
         args, why = _inputs_for(name, rows, inputs, kwargs)
         if args is None:
             log.add(f"{label}: {name}", "tasks", 1, 0, f"task skipped: {why}", quiet=True)
+            if progress is not None:
+                progress(name, None)
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped levels are read from attrs
@@ -157,6 +167,8 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
                     "perturbation has a single replicate well: no positive to retrieve")
         scores.append(_stamp_scores(s, name))
         per.append(_stamp_per(p, name))
+        if progress is not None:
+            progress(name, scores[-1])
     return scores, per
 
 
