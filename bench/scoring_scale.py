@@ -158,9 +158,12 @@ def copairs_comparison(n_wells: int, n_features: int, sub_wells: list[int], null
           f"{'max|dAP|':>9} {'p shared null':>14} {'max|dp| own nulls':>18}")
     times = []
     for n in sub_wells:
-        # a subsample of whole plates keeps the design (replicates across plates, DMSO)
-        plates = meta_full["Metadata_Plate"].unique()
-        keep_pl = plates[: max(4, int(round(len(plates) * n / len(meta_full))))]
+        # a subsample of whole plates keeps the design: the first K plate slots of each of
+        # the 4 replicate sets (a compound's replicates sit per_set plates apart)
+        plates = np.sort(meta_full["Metadata_Plate"].unique())
+        per_set = max(1, len(plates) // 4)
+        k = max(1, int(round(per_set * n / len(meta_full))))
+        keep_pl = [p for i, p in enumerate(plates) if i % per_set < k]
         keep = meta_full["Metadata_Plate"].isin(keep_pl).to_numpy()
         meta, x = meta_full[keep].reset_index(drop=True), x_full[keep]
         cache = NullCache()

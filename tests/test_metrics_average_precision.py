@@ -528,9 +528,15 @@ def test_sparse_queries_score_against_their_candidates_only(monkeypatch):
         return out
 
     monkeypatch.setattr(apm, "_similarity_cols", spy)
+    monkeypatch.setattr(apm, "_FULL_KEYS_MAX_ENTRIES", 0)  # no whole-matrix reuse here
     ours = average_precision(meta, x, *rule, batch_size=600 * 50)
-    assert min(widths) < 600 // 4 and max(widths) == 600  # pruned and full blocks both ran
+    # treated wells: pruned blocks; DMSO wells (no positive, AP undefined) are never ranked
+    assert widths and max(widths) < 600 // 2
     _assert_same_ap(_copairs_ap(meta, x, *rule), ours)
+    # the same answer through the whole-matrix key cache (levels reuse it)
+    monkeypatch.setattr(apm, "_FULL_KEYS_MAX_ENTRIES", 10**8)
+    pd.testing.assert_frame_equal(average_precision(meta, x, *rule, batch_size=600 * 50), ours)
+    assert len(apm._FULL_KEYS) == 1
 
 
 @pytest.mark.parametrize("quantized", [False, True], ids=["continuous", "ties"])
@@ -548,3 +554,12 @@ def test_many_positive_rows_match_copairs(quantized):
     ours = average_precision(meta, x, *rule)
     assert ours["n_pos_pairs"].min() > 24
     _assert_same_ap(_copairs_ap(meta, x, *rule), ours)
+    import sys
+
+    apm = sys.modules["baselens.metrics.average_precision"]
+    apm._FULL_KEYS.clear()
+    old, apm._FULL_KEYS_MAX_ENTRIES = apm._FULL_KEYS_MAX_ENTRIES, 0
+    try:  # blockwise similarities (no whole-matrix cache): the same AP
+        _assert_same_ap(_copairs_ap(meta, x, *rule), average_precision(meta, x, *rule))
+    finally:
+        apm._FULL_KEYS_MAX_ENTRIES = old

@@ -20,6 +20,7 @@ per draw.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections import OrderedDict
@@ -204,7 +205,37 @@ def _similarity_cols(xp: np.ndarray, rows: np.ndarray, cols: np.ndarray, distanc
     return 1.0 / (1.0 + cdist(q, c, metric=metric))
 
 
-def _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg):
+#: rank-key matrices of at most this many entries (n x n float32) are kept between calls
+_FULL_KEYS_MAX_ENTRIES = 8192 * 8192
+_FULL_KEYS: OrderedDict = OrderedDict()  # fingerprint -> n x n float32 keys (one entry)
+
+
+def _full_keys(xp: np.ndarray, distance: str) -> np.ndarray | None:
+    """All rank keys of ``xp`` against itself, reused across calls on the same profiles.
+
+    A task scores the same profiles at several batch levels (and the MoA task several
+    rules): the similarities do not change, only which pairs count. Kept for one matrix at a
+    time (the last one asked for), keyed by a hash of the prepared profiles' bytes; ``None``
+    when ``n x n`` exceeds :data:`_FULL_KEYS_MAX_ENTRIES` (blocks are then computed per call).
+    """
+    n = xp.shape[0]
+    if n * n > _FULL_KEYS_MAX_ENTRIES:
+        return None
+    h = hashlib.blake2b(np.ascontiguousarray(xp).view(np.uint8).ravel(), digest_size=16)
+    fp = (distance, xp.shape, h.hexdigest())
+    got = _FULL_KEYS.get(fp)
+    if got is None:
+        _FULL_KEYS.clear()
+        got = np.empty((n, n), dtype=np.float32)
+        step = max(1, DEFAULT_BATCH_SIZE // n)
+        for a in range(0, n, step):
+            got[a: a + step] = _rank_keys(_similarity_block(xp, slice(a, min(n, a + step)), distance))
+        got.setflags(write=False)
+        _FULL_KEYS[fp] = got
+    return got
+
+
+def _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg, full_keys=None):
     """AP of a block of queries, computing only the similarities that are ranked.
 
     A query's candidates are its positive and negative partners; queries with few of them
@@ -214,11 +245,22 @@ def _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg):
     """
     b, n = neg.shape
     npos = np.bincount(pos_rr, minlength=b)
-    sparse = (npos + np.count_nonzero(neg, axis=1)) * 4 < n
-    groups = [sparse, ~sparse] if sparse.any() and not sparse.all() else [np.ones(b, dtype=bool)]
-    ap = np.empty(b)
-    n_pos = np.empty(b, dtype=np.int64)
-    n_neg = np.empty(b, dtype=np.int64)
+    nneg = np.count_nonzero(neg, axis=1)
+    ap = np.full(b, np.nan)  # a query without positives has no AP: nothing to rank
+    n_pos = npos.astype(np.int64)
+    n_neg = nneg.astype(np.int64)
+    has = npos > 0
+    if full_keys is not None:
+        if has.any():
+            idx = np.flatnonzero(has)
+            local = np.full(b, -1, dtype=np.int64)
+            local[idx] = np.arange(idx.size)
+            sel = has[pos_rr]
+            ap[idx] = _block_average_precision(full_keys[rows[idx]], local[pos_rr[sel]],
+                                               pos_cc[sel], neg[idx])[0]
+        return ap, n_pos, n_neg
+    sparse = (npos + nneg) * 4 < n
+    groups = [g for g in (has & sparse, has & ~sparse) if g.any()]
     for grp in groups:
         idx = np.flatnonzero(grp)
         local = np.full(b, -1, dtype=np.int64)
@@ -239,7 +281,7 @@ def _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg):
             col_of[cols] = np.arange(cols.size)
             key = _rank_keys(_similarity_cols(xp, rows[idx], cols, distance))
             cc, ng = col_of[cc], ng[:, cols]
-        ap[idx], n_pos[idx], n_neg[idx] = _block_average_precision(key, rr, cc, ng)
+        ap[idx] = _block_average_precision(key, rr, cc, ng)[0]
     return ap, n_pos, n_neg
 
 
@@ -460,6 +502,7 @@ def average_precision(
     n_neg = np.empty(n, dtype=np.int64)
     pos_groups = _group_index(codes, pos_sameby) if pos_sameby else None
     rows_per_block = max(1, int(batch_size) // n)
+    full = _full_keys(xp, distance)
     for start in range(0, n, rows_per_block):
         rows = np.arange(start, min(n, start + rows_per_block))
         if pos_groups is not None:
@@ -467,7 +510,8 @@ def average_precision(
         else:
             pos_rr, pos_cc = np.nonzero(_pair_mask(codes, pos_sameby, pos_diffby, rows, n))
         neg = _pair_mask(codes, neg_sameby, neg_diffby, rows, n)
-        ap[rows], n_pos[rows], n_neg[rows] = _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg)
+        ap[rows], n_pos[rows], n_neg[rows] = _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc,
+                                                              neg, full)
 
     if n_pos.sum() == 0:
         raise ValueError(
@@ -994,9 +1038,11 @@ def multilabel_average_precision(
     ap_any = np.full(n, np.nan)
     m_any = np.zeros(n, dtype=np.int64)
     l_any = np.zeros(n, dtype=np.int64)
+    full = _full_keys(xp, distance)
     for start in range(0, n, rows_per_block):
         rows = np.arange(start, min(n, start + rows_per_block))
-        key = _rank_keys(_similarity_block(xp, slice(rows[0], rows[-1] + 1), distance))
+        key = (full[rows[0]: rows[-1] + 1] if full is not None else
+               _rank_keys(_similarity_block(xp, slice(rows[0], rows[-1] + 1), distance)))
         shared = (ind[rows] @ ind.T) > 0
         base_pos = _pair_mask(codes, pos_sameby, pos_diffby, rows, n)
         neg = _pair_mask(codes, neg_sameby, neg_diffby, rows, n) & ~shared
