@@ -533,10 +533,13 @@ def test_sparse_queries_score_against_their_candidates_only(monkeypatch):
     # treated wells: pruned blocks; DMSO wells (no positive, AP undefined) are never ranked
     assert widths and max(widths) < 600 // 2
     _assert_same_ap(_copairs_ap(meta, x, *rule), ours)
-    # the same answer through the whole-matrix key cache (levels reuse it)
+    # repeated sparse calls (batch levels) keep pruning: no whole n x n matrix is built
     monkeypatch.setattr(apm, "_FULL_KEYS_MAX_ENTRIES", 10**8)
-    pd.testing.assert_frame_equal(average_precision(meta, x, *rule, batch_size=600 * 50), ours)
-    assert len(apm._FULL_KEYS) == 1
+    apm._FULL_KEYS.clear()
+    apm._LAST_CALL.clear()
+    for _ in range(2):
+        pd.testing.assert_frame_equal(average_precision(meta, x, *rule, batch_size=600 * 50), ours)
+    assert len(apm._FULL_KEYS) == 0
 
 
 @pytest.mark.parametrize("quantized", [False, True], ids=["continuous", "ties"])
@@ -557,9 +560,13 @@ def test_many_positive_rows_match_copairs(quantized):
     import sys
 
     apm = sys.modules["baselens.metrics.average_precision"]
+    # dense rule called again on the same profiles (another batch level): the whole rank-key
+    # matrix is built once and reused, with the same AP
     apm._FULL_KEYS.clear()
-    old, apm._FULL_KEYS_MAX_ENTRIES = apm._FULL_KEYS_MAX_ENTRIES, 0
-    try:  # blockwise similarities (no whole-matrix cache): the same AP
-        _assert_same_ap(_copairs_ap(meta, x, *rule), average_precision(meta, x, *rule))
-    finally:
-        apm._FULL_KEYS_MAX_ENTRIES = old
+    apm._LAST_CALL.clear()
+    first = average_precision(meta, x, *rule)
+    assert len(apm._FULL_KEYS) == 0
+    second = average_precision(meta, x, *rule)
+    assert len(apm._FULL_KEYS) == 1
+    pd.testing.assert_frame_equal(first, second)
+    _assert_same_ap(_copairs_ap(meta, x, *rule), second)

@@ -210,29 +210,45 @@ _FULL_KEYS_MAX_ENTRIES = 8192 * 8192
 _FULL_KEYS: OrderedDict = OrderedDict()  # fingerprint -> n x n float32 keys (one entry)
 
 
-def _full_keys(xp: np.ndarray, distance: str) -> np.ndarray | None:
+def _fingerprint(xp: np.ndarray, distance: str) -> tuple:
+    h = hashlib.blake2b(np.ascontiguousarray(xp).view(np.uint8).ravel(), digest_size=16)
+    return (distance, xp.shape, h.hexdigest())
+
+
+def _full_keys(xp: np.ndarray, distance: str, dense: bool) -> tuple[np.ndarray | None, tuple | None]:
     """All rank keys of ``xp`` against itself, reused across calls on the same profiles.
 
-    A task scores the same profiles at several batch levels (and the MoA task several
-    rules): the similarities do not change, only which pairs count. Kept for one matrix at a
-    time (the last one asked for), keyed by a hash of the prepared profiles' bytes; ``None``
-    when ``n x n`` exceeds :data:`_FULL_KEYS_MAX_ENTRIES` (blocks are then computed per call).
+    A task scores the same profiles at several batch levels (and the MoA task under several
+    rules): the similarities do not change, only which pairs count. The ``n x n`` float32
+    matrix (``n x n <=`` :data:`_FULL_KEYS_MAX_ENTRIES`) is built when the call is ``dense``
+    (queries rank against most profiles), or on a repeated call with the same profiles whose
+    previous call computed at least half of all similarities; sparse rules (treated
+    wells vs controls) keep computing only their candidates' columns. One matrix is kept at a
+    time, keyed by a hash of the prepared profiles' bytes. Returns ``(keys or None,
+    fingerprint or None)``.
     """
     n = xp.shape[0]
     if n * n > _FULL_KEYS_MAX_ENTRIES:
-        return None
-    h = hashlib.blake2b(np.ascontiguousarray(xp).view(np.uint8).ravel(), digest_size=16)
-    fp = (distance, xp.shape, h.hexdigest())
+        return None, None
+    fp = _fingerprint(xp, distance)
     got = _FULL_KEYS.get(fp)
-    if got is None:
-        _FULL_KEYS.clear()
-        got = np.empty((n, n), dtype=np.float32)
-        step = max(1, DEFAULT_BATCH_SIZE // n)
-        for a in range(0, n, step):
-            got[a: a + step] = _rank_keys(_similarity_block(xp, slice(a, min(n, a + step)), distance))
-        got.setflags(write=False)
-        _FULL_KEYS[fp] = got
-    return got
+    if got is not None:
+        return got, fp
+    last = _LAST_CALL.get("fp"), _LAST_CALL.get("entries", 0)
+    if not dense and not (last[0] == fp and last[1] * 2 >= n * n):
+        return None, fp
+    _FULL_KEYS.clear()
+    got = np.empty((n, n), dtype=np.float32)
+    step = max(1, DEFAULT_BATCH_SIZE // n)
+    for a in range(0, n, step):
+        got[a: a + step] = _rank_keys(_similarity_block(xp, slice(a, min(n, a + step)), distance))
+    got.setflags(write=False)
+    _FULL_KEYS[fp] = got
+    return got, fp
+
+
+_LAST_CALL: dict = {}  # fingerprint and similarities computed by the last blockwise call
+_SIM_ENTRIES = [0]  # similarities computed blockwise (a counter)
 
 
 def _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg, full_keys=None):
@@ -274,6 +290,7 @@ def _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg, full_keys=None):
             cols = np.flatnonzero(used)
             if cols.size * 2 >= n:
                 cols = None
+        _SIM_ENTRIES[0] += idx.size * (n if cols is None else cols.size)
         if cols is None:
             key = _rank_keys(_similarity_cols(xp, rows[idx], slice(None), distance))
         else:
@@ -502,7 +519,8 @@ def average_precision(
     n_neg = np.empty(n, dtype=np.int64)
     pos_groups = _group_index(codes, pos_sameby) if pos_sameby else None
     rows_per_block = max(1, int(batch_size) // n)
-    full = _full_keys(xp, distance)
+    full, fp = _full_keys(xp, distance, dense=False)
+    entries0 = _SIM_ENTRIES[0]
     for start in range(0, n, rows_per_block):
         rows = np.arange(start, min(n, start + rows_per_block))
         if pos_groups is not None:
@@ -512,6 +530,8 @@ def average_precision(
         neg = _pair_mask(codes, neg_sameby, neg_diffby, rows, n)
         ap[rows], n_pos[rows], n_neg[rows] = _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc,
                                                               neg, full)
+    if full is None and fp is not None:
+        _LAST_CALL.update(fp=fp, entries=_SIM_ENTRIES[0] - entries0)
 
     if n_pos.sum() == 0:
         raise ValueError(
@@ -1038,7 +1058,7 @@ def multilabel_average_precision(
     ap_any = np.full(n, np.nan)
     m_any = np.zeros(n, dtype=np.int64)
     l_any = np.zeros(n, dtype=np.int64)
-    full = _full_keys(xp, distance)
+    full, _ = _full_keys(xp, distance, dense=True)
     for start in range(0, n, rows_per_block):
         rows = np.arange(start, min(n, start + rows_per_block))
         key = (full[rows[0]: rows[-1] + 1] if full is not None else
