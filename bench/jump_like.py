@@ -120,9 +120,11 @@ def jump_like_features(meta: pd.DataFrame, n_features: int = 1000, *,
 
 
 def jump_like_profiles(n_wells: int = 20_000, n_features: int = 1000,
-                       representation: str = "profiles", seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """Design + features as one profile table; returns ``(table, feature_columns)``."""
-    meta = jump_like_design(n_wells, seed=seed)
+                       representation: str = "profiles", seed: int = 0,
+                       **design) -> tuple[pd.DataFrame, list[str]]:
+    """Design (``design``: keywords of :func:`jump_like_design`) + features as one profile
+    table; returns ``(table, feature_columns)``."""
+    meta = jump_like_design(n_wells, seed=seed, **design)
     x = jump_like_features(meta, n_features, representation=representation, seed=seed)
     feats = [f"X_{i}" for i in range(n_features)]
     return pd.concat([meta, pd.DataFrame(x, columns=feats)], axis=1), feats

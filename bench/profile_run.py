@@ -58,6 +58,10 @@ def main() -> None:
     ap.add_argument("--wells", type=int, default=2000)
     ap.add_argument("--features", type=int, default=352)
     ap.add_argument("--table", default=None, help="an existing profile table instead")
+    ap.add_argument("--n-moa", type=int, default=60,
+                    help="mechanisms in the synthetic table (few = large MoA groups: many "
+                         "positives per query, the case that made the old null slow)")
+    ap.add_argument("--moa-fraction", type=float, default=0.3)
     ap.add_argument("--baseline-src", default=None, help="another src/ folder to compare")
     ap.add_argument("--repeat", type=int, default=1, help="runs per source tree (best kept)")
     args = ap.parse_args()
@@ -65,7 +69,8 @@ def main() -> None:
         work = Path(tmp)
         table = Path(args.table) if args.table else work / "profiles.parquet"
         if not args.table:
-            df, _ = jump_like_profiles(args.wells, args.features)
+            df, _ = jump_like_profiles(args.wells, args.features, n_moa=args.n_moa,
+                                       moa_fraction=args.moa_fraction)
             df.to_parquet(table, index=False)
         _run(SRC, ["load-data", str(table), "--out", str(work / "inputs")], work)
         trees = [("this tree", SRC)]
@@ -78,7 +83,9 @@ def main() -> None:
                 r = time_run(src, work, f"{name.replace(' ', '_')}-{i}")
                 best = r if best is None or r["wall"] < best["wall"] else best
             results[name] = best
-        print(f"profile table: {table if args.table else f'{args.wells} JUMP-like wells'} x "
+        what = (table if args.table else f"{args.wells} JUMP-like wells ({args.n_moa} MoAs on "
+                f"{args.moa_fraction:.0%} of compounds)")
+        print(f"profile table: {what} x "
               f"{args.features} features; methods profiles, plate_layout, random; default tasks")
         stages = ["data", "extract", "profile", "evaluate", "diagnose", "report"]
         print(f"{'':12s} {'wall s':>7} " + " ".join(f"{s:>9s}" for s in stages)

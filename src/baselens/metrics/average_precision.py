@@ -591,10 +591,9 @@ def _random_subsets(k: int, n: int, size: int, rng: np.random.Generator) -> np.n
     if k == n:
         return np.broadcast_to(np.arange(n, dtype=np.int64), (size, n)).copy()
     if 2 * k > n:
-        keep = ~_subset_bitmap(n - k, n, size, rng)
-        return np.nonzero(keep)[1].reshape(size, k).astype(np.int64)
+        return _subset_bitmap(n - k, n, size, rng, complement=True)
     if 8 * k >= n:
-        return np.nonzero(_subset_bitmap(k, n, size, rng))[1].reshape(size, k).astype(np.int64)
+        return _subset_bitmap(k, n, size, rng)
     if k * k >= 2 * n:
         return _oversampled_subsets(k, n, size, rng)
     ranks = rng.integers(0, n, size=(size, k), dtype=np.int32)  # n < 2**31: see _null_ap
@@ -642,14 +641,17 @@ def _oversampled_subsets(k: int, n: int, size: int, rng: np.random.Generator) ->
     return out
 
 
-def _subset_bitmap(k: int, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size, n) bool, ``k`` True per row: the first ``k`` distinct values of i.i.d. draws."""
-    out = np.empty((size, n), dtype=bool)
-    step = max(1, (1 << 23) // n)
+def _subset_bitmap(k: int, n: int, size: int, rng: np.random.Generator,
+                   complement: bool = False) -> np.ndarray:
+    """Sorted ranks (size, k) of the first ``k`` distinct values of i.i.d. draws per row,
+    marked in a bitmap; with ``complement`` the (size, n - k) ranks *not* drawn."""
+    width = n - k if complement else k
+    out = np.empty((size, width), dtype=np.int64)
+    step = max(1, (1 << 18) // n)  # random writes stay within a cache-sized bitmap
     for a in range(0, size, step):
         rows_c = min(step, size - a)
         bm = np.zeros(rows_c * n, dtype=bool)
-        stamp = np.empty(rows_c * n, dtype=np.int64)
+        stamp = np.empty(rows_c * n, dtype=np.int32)
         need = np.full(rows_c, k, dtype=np.int64)
         row_base = np.arange(rows_c, dtype=np.int64) * n
         while True:
@@ -659,12 +661,16 @@ def _subset_bitmap(k: int, n: int, size: int, rng: np.random.Generator) -> np.nd
             flat = np.repeat(row_base[rows], need[rows]) + rng.integers(
                 0, n, size=int(need[rows].sum()), dtype=np.int64)
             flat = flat[~bm[flat]]
-            order = np.arange(flat.size)
+            order = np.arange(flat.size, dtype=np.int32)
             stamp[flat] = order  # the last draw of a value wins: each new value kept once
             fresh = flat[stamp[flat] == order]
             bm[fresh] = True
             need -= np.bincount(fresh // n, minlength=rows_c)
-        out[a: a + rows_c] = bm.reshape(rows_c, n)
+        if complement:
+            np.logical_not(bm, out=bm)
+        # flat indices come out row-major: each row's ranks ascending
+        idx = np.flatnonzero(bm).reshape(rows_c, width)
+        out[a: a + rows_c] = idx - row_base[:, None]
     return out
 
 
