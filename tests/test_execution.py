@@ -303,3 +303,18 @@ def test_dask_log_records_go_to_the_run_log_not_the_terminal(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "State start" not in err and "Port 8787" not in err
     assert logging.getLogger("distributed").handlers == before  # restored
+
+
+def test_evaluate_progress_lines_name_representation_task_and_levels(tmp_path):
+    from baselens.run.pipeline import _Progress, _ScoringProgress
+
+    say = _Progress(False, tmp_path / "run.log")
+    prog = _ScoringProgress(say, total=2)
+    step = prog.for_representation("profiles/default")
+    step("replicate_retrieval", pd.DataFrame({"batch_level": ["NR", "NR", "NSP"]}))
+    step("bioactivity", None)
+    prog.close()
+    lines = (tmp_path / "run.log").read_text().splitlines()
+    assert "evaluate: profiles/default: replicate_retrieval [NR, NSP]" in lines[0]
+    assert "(1/2 tasks" in lines[0]
+    assert "evaluate: profiles/default: bioactivity [skipped]" in lines[1]
