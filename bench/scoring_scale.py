@@ -181,7 +181,7 @@ def copairs_comparison(n_wells: int, n_features: int, sub_wells: list[int], null
         times.append((len(meta), t_ref, t_ours))
         print(f"{len(meta):>7} {t_ref:>10.2f} {t_ours:>11.2f} {t_ref / t_ours:>6.1f}x "
               f"{d_ap:>9.1e} {('identical' if same_p else 'DIFFER'):>14} {d_p:>18.4f}", flush=True)
-    (n1, c1, o1), (n2, c2, o2) = times[0], times[-1]
+    (n1, c1, _), (n2, c2, _) = times[0], times[-1]
     k = np.log(c2 / c1) / np.log(n2 / n1) if n2 != n1 else 2.0
     print(f"copairs scaling exponent (measured {n1} -> {n2} wells): {k:.2f}")
     if n2 < len(meta_full):
