@@ -210,11 +210,13 @@ def _pca_scores(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     if a.shape[1] <= a.shape[0]:
         pca = PCA(n_components=k, svd_solver="full").fit(a)
         return pca.transform(a), pca.transform(b)
-    vals, vecs = np.linalg.eigh(a @ a.T)
+    gram = a @ a.T
+    vals, vecs = np.linalg.eigh(gram)
     top = np.argsort(vals)[::-1][:k]
     vals, vecs = np.clip(vals[top], 1e-12, None), vecs[:, top]
-    comps = (a.T @ vecs) / np.sqrt(vals)  # d × k, orthonormal columns
-    return a @ comps, b @ comps
+    # the axes are comps = aᵀ·vecs/√vals (d × k, orthonormal); the scores follow without
+    # forming them: a·comps = G·vecs/√vals = vecs·√vals, b·comps = (b·aᵀ)·vecs/√vals
+    return vecs * np.sqrt(vals), (b @ a.T) @ vecs / np.sqrt(vals)
 
 
 def _fit_predict(x_tr, y_tr, x_te, n_components, alpha):
