@@ -1,4 +1,4 @@
-"""Tissue representations (seed 004 §3.1, D.3, E.1, E.2) and the must-show of issue 9:
+"""Tissue representations of “Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377) §3.1, D.3, E.1, E.2, and the must-show of issue 9:
 on synthetic tissue, structure-only representations predict structure-driven genes and
 not appearance-driven ones; the cell-count baseline explains the density-driven genes."""
 

@@ -1,5 +1,5 @@
 """The tissue pipeline end to end on a quick synthetic tissue: results contract, report
-panels, feature cache, and what seed 004's tissue baselines must show."""
+panels, feature cache, and what the tissue baselines of “Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377) must show."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def test_protocol_file_is_valid():
 
 def test_hest_layout_with_1nn_coarsening(run, tmp_path):
     """[data.hest] on a HEST-layout folder (the quick tissue's, read like real data, its
-    ground_truth/ included) with 1NN coarsening (seed 004 C.3)."""
+    ground_truth/ included) with 1NN coarsening (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377) C.3)."""
     from baselens.run.tissue import TissueConfig, run_tissue_pipeline
 
     cfg = TissueConfig.from_dict({

@@ -147,6 +147,10 @@ def _check(d: dict, schema: dict, where: str) -> None:
             raise ConfigError(f"{name} must be {expected.__name__}, got {value!r}")
 
 
+#: the public name of the schema check (tissue configs use it too)
+check_schema = _check
+
+
 @dataclass
 class RunConfig:
     """A validated run configuration (see the module docstring for the TOML form)."""
@@ -373,6 +377,10 @@ def _check_method(m: dict, where: str) -> None:
         raise ConfigError(f"{where}.name: unknown extractor {m['name']!r}"
                           f"{_did_you_mean(m['name'], names)} (`baselens list` shows all "
                           f"{len(names)})") from None
+    if spec.modality != "screen":
+        raise ConfigError(f"{where}.name: {m['name']!r} is a {spec.modality} representation "
+                          "(it reads the spots of [data.hest] / [data.synthetic_tissue]), not "
+                          "the sites of a screen; `baselens list` groups them by modality")
     params = m.get("params") or {}
     accepted = _accepted_params(spec.factory)
     if accepted is not None:

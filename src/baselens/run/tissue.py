@@ -67,7 +67,8 @@ import numpy as np
 import pandas as pd
 
 import baselens
-from baselens._io import write_json_atomic, write_parquet_atomic
+from baselens._io import write_parquet_atomic
+from baselens.profile.log import FilterLog
 
 __all__ = ["BATCH_LEVEL", "DEFAULT_TISSUE_METHODS", "TissueConfig", "is_tissue_config",
            "is_tissue_config_file", "run_tissue_pipeline", "tissue_splits"]
@@ -77,9 +78,9 @@ BATCH_LEVEL = "NSPT"
 
 #: Representations of the HEST synthetic protocol (``protocols/hest_synthetic.toml``).
 DEFAULT_TISSUE_METHODS: list[dict] = [
-    {"name": "ground_truth"},
-    {"name": "random"},
-    {"name": "pixel_stats"},
+    {"name": "tissue_ground_truth", "label": "ground_truth"},
+    {"name": "tissue_random", "label": "random"},
+    {"name": "tissue_pixel_stats", "label": "pixel_stats"},
     {"name": "tissue_count"},
     {"name": "structure_image"},
     {"name": "tissue_gcn", "label": "tissue_gcn_random", "params": {"trained": False}},
@@ -156,7 +157,7 @@ class TissueConfig:
         ConfigError = C.ConfigError
         if hasattr(C, "substitute_variables"):  # ${data_dir} in paths
             d = C.substitute_variables(d, C.config_variables(d, variables))
-        C._check(d, _SCHEMA, "")
+        C.check_schema(d, _SCHEMA, "")
         data = d.get("data", {})
         if ("synthetic_tissue" in data) == ("hest" in data):
             raise ConfigError("data: give exactly one of [data.synthetic_tissue] or [data.hest]")
@@ -177,14 +178,14 @@ class TissueConfig:
         for i, m in enumerate(methods):
             if not isinstance(m, dict) or "name" not in m:
                 raise ConfigError(f"methods[{i}] must be a table with a 'name'")
-            C._check(m, _METHOD_SCHEMA, f"methods[{i}]")
+            C.check_schema(m, _METHOD_SCHEMA, f"methods[{i}]")
             label = m.get("label", m["name"])
             if label in labels:
                 raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
             labels.add(label)
         _check_method_names(methods, ConfigError)
         ge = d.get("tasks", {}).get("gene_expression", {})
-        C._check(ge, _GENE_EXPRESSION_KEYS, "tasks.gene_expression")
+        C.check_schema(ge, _GENE_EXPRESSION_KEYS, "tasks.gene_expression")
         if ge.get("model", "ridge") not in _MODEL_CHOICES:
             raise ConfigError(f"tasks.gene_expression.model must be one of {_MODEL_CHOICES}, "
                               f"got {ge['model']!r}")
@@ -297,15 +298,14 @@ def _data_identity(ds, ident: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _finite_targets(ds, say, log: list) -> Any:
+def _finite_targets(ds, say, log: FilterLog) -> Any:
     """Drop spots whose targets are not all finite (counted in run.json)."""
     ok = np.isfinite(ds.targets.to_numpy(dtype=np.float64)).all(axis=1)
     if ok.all():
         return ds
     bad = ds.spots.loc[~ok, "Metadata_Spot"].astype(str).tolist()
-    log.append({"stage": "data", "what": "spots", "removed": int((~ok).sum()),
-                "kept": int(ok.sum()), "reason": "a target gene is not finite",
-                "examples": bad[:5]})
+    log.add("data", "spots", int((~ok).sum()), int(ok.sum()), "a target gene is not finite",
+            bad[:5])
     say(f"data: {int((~ok).sum())} spot(s) with a non-finite target removed (e.g. {bad[0]})")
     return ds.subset(np.flatnonzero(ok))
 
@@ -329,16 +329,17 @@ def _read_cached(feat_dir: Path, label: str, key: str, spots: pd.Series) -> dict
 
 def _write_cached(feat_dir: Path, label: str, m: dict, key: str, rep: dict,
                   spots: pd.Series) -> None:
-    files = []
+    """The shared feature cache (:func:`baselens.run.pipeline.write_feature_cache`), keyed
+    by ``Metadata_Spot``."""
+    from baselens.run.pipeline import write_feature_cache
+
+    layers = {}
     for layer, x in rep["layers"].items():
         x = np.asarray(x, dtype=np.float32)
         df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
         df.insert(0, "Metadata_Spot", spots.astype(str).to_numpy())
-        fname = f"{label}.{layer}.parquet"
-        write_parquet_atomic(df, feat_dir / fname)
-        files.append([layer, fname])
-    write_json_atomic({"key": key, "method": m, "kind": rep.get("kind", "model"),
-                       "layers": files}, feat_dir / f"{label}.json")
+        layers[layer] = df
+    write_feature_cache(feat_dir, label, key, m, layers, kind=rep.get("kind", "model"))
 
 
 def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict, dict]:
@@ -409,17 +410,19 @@ def _extract_method(item: tuple, shared: dict) -> dict:
 
 def modality(m: dict) -> str:
     """What a tissue representation sees: image, structure, count, pixel, reference, null."""
-    name = str(m["name"])
+    from baselens.extract.tissue import tissue_name
+
+    name = tissue_name(m["name"]).removeprefix("tissue_")
     params = m.get("params", {}) or {}
     if name == "ground_truth":
         return "reference"
     if name == "random":
         return "null"
-    if name == "tissue_count":
+    if name == "count":
         return "count"
     if name.startswith("pixel"):
         return "pixel"
-    if name in ("structure_image", "tissue_gcn", "tissue_egnn", "tissue_points") or \
+    if name in ("structure_image", "gcn", "egnn", "points") or \
             str(params.get("input", "image")) == "structure":
         return "structure"
     return "image"
@@ -483,7 +486,7 @@ def _score_rows(res, ident: dict, task: str, drivers: dict[str, str], seed: int)
     return rows, per
 
 
-def _evaluate(cfg: TissueConfig, ds, reps: dict, say, log: list) -> tuple[pd.DataFrame,
+def _evaluate(cfg: TissueConfig, ds, reps: dict, say, log: FilterLog) -> tuple[pd.DataFrame,
                                                                           pd.DataFrame, dict]:
     from baselens.evaluate.gene_expression import gene_expression_probe
     from baselens.run.pipeline import PER_PERT_COLUMNS, SCORE_COLUMNS
@@ -499,9 +502,8 @@ def _evaluate(cfg: TissueConfig, ds, reps: dict, say, log: list) -> tuple[pd.Dat
     counts = np.asarray(ds.n_cells, dtype=np.float64)
     use_counts = bool(ge.get("count_matched", True)) and len(np.unique(counts)) > 1
     if bool(ge.get("count_matched", True)) and not use_counts:
-        log.append({"stage": "evaluate", "what": "metrics", "removed": 1, "kept": 0,
-                    "reason": "pearson_count_matched skipped: every spot has the same number "
-                              "of nuclei (no segmentation?)"})
+        log.add("evaluate", "metrics", 1, 0, "pearson_count_matched skipped: every spot has "
+                "the same number of nuclei (no segmentation?)")
     tasks = ds.spots["Metadata_Task"].astype(str).to_numpy()
     score_rows, per_frames, split_info = [], [], {}
     by_label = {m.get("label", m["name"]): m for m in cfg.methods}
@@ -566,13 +568,13 @@ def _profile_sets(ds, reps: dict, max_spots: int, seed: int) -> list:
 
 
 def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.DataFrame,
-              out: Path, say, log: list) -> dict[str, pd.DataFrame]:
+              out: Path, say, log: FilterLog) -> dict[str, pd.DataFrame]:
     """beyond_baseline (+ paired Wilcoxon over genes), agreement, dimensionality; the Cell
     Painting–only tables written empty so the report says they do not apply."""
     from baselens.diagnose.agreement import agreement
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.dimensionality import dimensionality
-    from baselens.diagnose.run import DIAGNOSTICS, _empty, _parquet_safe
+    from baselens.diagnose.run import DIAGNOSTICS, empty_table, parquet_safe
     from baselens.evaluate.registry import metrics_table
 
     d = out / "diagnostics"
@@ -595,12 +597,11 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
                                   dimensionality=tables.get("dimensionality"))
     for name in DIAGNOSTICS:
         if name not in tables:
-            tables[name] = _empty(name)
-            log.append({"stage": f"diagnose: {name}", "what": "tables", "removed": 0, "kept": 0,
-                        "reason": "not applicable to spots (Cell Painting wells only)",
-                        "quiet": True})
+            tables[name] = empty_table(name)
+            log.add(f"diagnose: {name}", "tables", 0, 0,
+                    "not applicable to spots (Cell Painting wells only)", quiet=True)
     for name, df in tables.items():
-        write_parquet_atomic(_parquet_safe(df), d / f"{name}.parquet")
+        write_parquet_atomic(parquet_safe(df), d / f"{name}.parquet")
     # the report's tissue panels: gene drivers and representation modalities
     genes = pd.DataFrame({"gene": [str(g) for g in ds.targets.columns]})
     drv = getattr(ds, "gene_drivers", None)
@@ -613,7 +614,7 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
                         "method_kind": reps[m.get("label", m["name"])]["kind"],
                         "modality": modality(m), "name": m["name"]} for m in cfg.methods])
     write_parquet_atomic(mt, d / "tissue_methods.parquet")
-    write_parquet_atomic(tables["beyond_baseline"].pipe(_parquet_safe), out / "beyond_baseline.parquet")
+    write_parquet_atomic(tables["beyond_baseline"].pipe(parquet_safe), out / "beyond_baseline.parquet")
     return tables
 
 
@@ -623,12 +624,13 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
 
     Returns a :class:`baselens.run.pipeline.RunResult`.
     """
-    from baselens.run.pipeline import RunResult, _Progress, write_report_and_run_info
+    from baselens.run.pipeline import (Progress, RunResult, write_report_and_run_info,
+                                       write_results)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    say = _Progress(progress, out / "run.log")
-    log: list[dict] = []
+    say = Progress(progress, out / "run.log")
+    log = FilterLog()
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -648,8 +650,7 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
     t = time.perf_counter()
     scores, per, split_info = _evaluate(cfg, ds, reps, say, log)
     timings["evaluate"] = time.perf_counter() - t
-    write_parquet_atomic(scores, out / "scores.parquet")
-    write_parquet_atomic(per, out / "per_perturbation.parquet")
+    write_results(out, scores, per)
 
     t = time.perf_counter()
     diag = _diagnose(cfg, ds, reps, scores, per, out, say, log)
@@ -669,7 +670,7 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
         "genes": [str(g) for g in ds.targets.columns],
         "tasks": split_info,
         "data_info": _jsonable(getattr(ds, "info", {})),
-        "filters": log,
+        "filters": log.to_records(),
         "extract_s": {k: round(v, 2) for k, v in spent.items()},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
