@@ -75,6 +75,7 @@ __all__ = [
     "TISSUE_ALIASES",
     "TissueExtractor",
     "tissue_name",
+    "spot_extractor",
 ]
 
 
@@ -402,38 +403,55 @@ def _patch_side_px(ds) -> np.ndarray:
 _STRUCT_KEYS = ("k", "px_per_um", "node_radius", "render_size")
 
 
-def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tuple[str, dict]:
-    from baselens.extract.registry import get_extractor, method_kind
+class _NetworkOnSpots:
+    """A network of :mod:`baselens.extract.networks` on the spots' H&E patches
+    (``input = "image"``) or rendered 5-NN graphs (``input = "structure"``, kind baseline);
+    built once, applied to any spots (:meth:`__call__`), so chunks of spots share it."""
 
-    params = dict(params)
-    inp = params.pop("input", "image")
-    if inp not in ("image", "structure"):
-        raise ValueError(f"{name}: params.input must be 'image' or 'structure', got {inp!r}")
-    sp = {key: params.pop(key) for key in _STRUCT_KEYS if key in params}
-    params.setdefault("channels", "expand")
-    params.setdefault("intensity", "fixed")
-    params.setdefault("intensity_range", (0.0, 1.0) if inp == "structure" else (0.0, 255.0))
-    params.setdefault("batch_size", batch_size)
-    net = get_extractor(name, **params)
-    kind = "baseline" if inp == "structure" else method_kind(name, params)
-    size = int(sp.get("render_size", getattr(net, "input_size", 224)))
-    pum = _patch_um(ds)
-    feats: dict[str, list] = {}
-    n = len(ds)
-    for b0 in range(0, n, batch_size):
-        idx = np.arange(b0, min(n, b0 + batch_size))
-        if inp == "image":
-            x = ds.patches(idx).astype(np.float32).transpose(0, 3, 1, 2)
-        else:
-            x = np.stack([structure_image(ds.nuclei[i], ds.pixel_size_um[i], size, int(sp.get("k", 5)), pum[i],
-                                          float(sp.get("px_per_um", 1.0)), float(sp.get("node_radius", 0.0)))
-                          for i in idx])
-            x = np.repeat(x[:, None], 3, axis=1)
-        for layer, v in net.embed(x).items():
-            feats.setdefault(layer, []).append(np.asarray(v, np.float64))
-        if say and (b0 // batch_size) % 10 == 0:
-            say(f"extract {name} ({inp}): {idx[-1] + 1}/{n} spots")
-    return kind, {layer: np.concatenate(v) for layer, v in feats.items()}
+    per_spot = True  # a spot's features do not depend on the other spots
+    info = None
+
+    def __init__(self, name: str, params: dict, batch_size: int):
+        from baselens.extract.registry import get_extractor, method_kind
+
+        params = dict(params)
+        inp = params.pop("input", "image")
+        if inp not in ("image", "structure"):
+            raise ValueError(f"{name}: params.input must be 'image' or 'structure', got {inp!r}")
+        self.sp = {key: params.pop(key) for key in _STRUCT_KEYS if key in params}
+        params.setdefault("channels", "expand")
+        params.setdefault("intensity", "fixed")
+        params.setdefault("intensity_range", (0.0, 1.0) if inp == "structure" else (0.0, 255.0))
+        params.setdefault("batch_size", batch_size)
+        self.name, self.inp, self.batch_size = name, inp, batch_size
+        self.net = get_extractor(name, **params)
+        self.kind = "baseline" if inp == "structure" else method_kind(name, params)
+
+    def __call__(self, ds, say=None) -> dict[str, np.ndarray]:
+        sp, net, batch_size = self.sp, self.net, self.batch_size
+        size = int(sp.get("render_size", getattr(net, "input_size", 224)))
+        pum = _patch_um(ds)
+        feats: dict[str, list] = {}
+        n = len(ds)
+        for b0 in range(0, n, batch_size):
+            idx = np.arange(b0, min(n, b0 + batch_size))
+            if self.inp == "image":
+                x = ds.patches(idx).astype(np.float32).transpose(0, 3, 1, 2)
+            else:
+                x = np.stack([structure_image(ds.nuclei[i], ds.pixel_size_um[i], size, int(sp.get("k", 5)), pum[i],
+                                              float(sp.get("px_per_um", 1.0)), float(sp.get("node_radius", 0.0)))
+                              for i in idx])
+                x = np.repeat(x[:, None], 3, axis=1)
+            for layer, v in net.embed(x).items():
+                feats.setdefault(layer, []).append(np.asarray(v, np.float64))
+            if say and (b0 // batch_size) % 10 == 0:
+                say(f"extract {self.name} ({self.inp}): {idx[-1] + 1}/{n} spots")
+        return {layer: np.concatenate(v) for layer, v in feats.items()}
+
+
+def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tuple[str, dict]:
+    net = _NetworkOnSpots(name, params, batch_size)
+    return net.kind, net(ds, say)
 
 
 def _pixel(ds, batch_size: int, mean_only: bool) -> np.ndarray:
@@ -484,6 +502,9 @@ class TissueExtractor:
     PARAMS: tuple[str, ...] = ()
     modality = "tissue"
     needs_images = False
+    #: whether a spot's features depend only on that spot (then spots may be extracted in
+    #: chunks, :func:`spot_extractor`); False where features use every spot at once
+    per_spot = True
 
     def __init__(self, **params):
         _check_params(self.NAME, params, self.PARAMS)
@@ -516,11 +537,14 @@ class StructureImage(TissueExtractor):
     PARAMS = ("encoder", "encoder_params", *_STRUCT_KEYS)
 
     def __call__(self, ds, *, batch_size=32, say=None):
-        params = dict(self.params)
-        enc = str(params.pop("encoder", "resnet18"))
-        ep = {"weights": "random", **dict(params.pop("encoder_params", {}) or {}), **params,
-              "input": "structure"}
-        return _network_features(ds, enc, ep, batch_size, say or (lambda _m: None))[1]
+        net = getattr(self, "_net", None)
+        if net is None or net.batch_size != batch_size:
+            params = dict(self.params)
+            enc = str(params.pop("encoder", "resnet18"))
+            ep = {"weights": "random", **dict(params.pop("encoder_params", {}) or {}), **params,
+                  "input": "structure"}
+            net = self._net = _NetworkOnSpots(enc, ep, batch_size)
+        return net(ds, say or (lambda _m: None))
 
 
 class _GNN(TissueExtractor):
@@ -531,8 +555,8 @@ class _GNN(TissueExtractor):
         say = say or (lambda _m: None)
         p = self.params
         hidden, seed, k = int(p.get("hidden", 64)), int(p.get("seed", 0)), int(p.get("k", 5))
-        weights = None
-        if p.get("trained", False):
+        weights = getattr(self, "_weights", None)
+        if p.get("trained", False) and weights is None:
             weights, self.info = train_gnn(self.GNN, hidden=hidden, seed=seed, k=k,
                                            epochs=int(p.get("epochs", 6)),
                                            lr=float(p.get("lr", 3e-3)),
@@ -541,6 +565,7 @@ class _GNN(TissueExtractor):
             say(f"extract {self.NAME}: trained on {self.info['n_train']} synthetic point sets, "
                 f"accuracy {self.info['train_accuracy']:.2f} (majority class "
                 f"{self.info['majority_class']:.2f})")
+            self._weights = weights
         return {"default": gnn_embeddings(ds.nuclei, _patch_side_px(ds), self.GNN, hidden=hidden,
                                           seed=seed, k=k, weights=weights)}
 
@@ -571,6 +596,10 @@ class TissuePoints(TissueExtractor):
          "tiled to dim with tiny noise (arXiv 2603.13377 E.1)")
 class TissueCount(TissueExtractor):
     PARAMS = ("dim", "noise", "seed", "count_scale", "standardize")
+
+    @property
+    def per_spot(self) -> bool:  # standardizing and the tiling noise use every spot at once
+        return self.params.get("dim") is None and not self.params.get("standardize", False)
 
     def __call__(self, ds, *, batch_size=32, say=None):
         p = self.params
@@ -651,29 +680,61 @@ def tissue_representations(ds, methods: list[dict], *, batch_size: int = 32,
         "layers": {layer: (n_spots, d) float64}}}``; single-output methods use layer
         ``"default"``; networks their four stages; trained GNNs add ``"info"``.
     """
-    from baselens.extract.registry import get_extractor, list_extractors
-
     say = progress or (lambda _m: None)
-    tissue = {s.name for s in list_extractors("tissue")}
-    nets = None
     out: dict[str, dict] = {}
     for m in methods:
-        name = tissue_name(m["name"])
         label = str(m.get("label", m["name"]))
-        params = dict(m.get("params") or {})
         if label in out:
             raise ValueError(f"duplicate method label {label!r}; give each method a distinct label")
-        if name in tissue:
-            ex = get_extractor(name, **params)
-            out[label] = {"kind": ex.kind, "layers": ex(ds, batch_size=batch_size, say=say)}
-            if ex.info is not None:
-                out[label]["info"] = ex.info
-        else:
-            nets = nets if nets is not None else _network_names()
-            if name not in nets:
-                raise ValueError(f"unknown tissue method {name!r}; known: {', '.join(TISSUE_METHODS)} and the "
-                                 f"networks ({', '.join(sorted(nets))})")
-            kind, layers = _network_features(ds, name, params, batch_size, say)
-            out[label] = {"kind": kind, "layers": layers}
+        ex = spot_extractor(m, batch_size)
+        out[label] = {"kind": ex.kind, "layers": ex(ds, say)}
+        if ex.info is not None:
+            out[label]["info"] = ex.info
         say(f"extract {label}: " + ", ".join(f"{ly} {v.shape[1]}" for ly, v in out[label]["layers"].items()) + " dims")
     return out
+
+
+class _Bound:
+    """A registered :class:`TissueExtractor` with its batch size: ``(ds, say) -> layers``."""
+
+    def __init__(self, ex: TissueExtractor, batch_size: int):
+        self.ex, self.batch_size = ex, batch_size
+
+    kind = property(lambda self: self.ex.kind)
+    info = property(lambda self: self.ex.info)
+    per_spot = property(lambda self: self.ex.per_spot)
+
+    def __call__(self, ds, say=None) -> dict[str, np.ndarray]:
+        return self.ex(ds, batch_size=self.batch_size, say=say)
+
+
+def spot_extractor(m: dict, batch_size: int = 32):
+    """The representation of one method dict, built once for any spots.
+
+    Parameters
+    ----------
+    m : dict
+        ``{"name": ..., "params": {...}}``: a tissue extractor of the registry
+        (``baselens list``, modality tissue), an old name of :data:`TISSUE_ALIASES`, or a
+        network (on the H&E patch or, with ``input = "structure"``, the rendered graph).
+    batch_size : int
+        Patches read and embedded at a time.
+
+    Returns
+    -------
+    object
+        ``ex(ds, say=None) -> {layer: (n_spots, d) float64}`` with ``ex.kind``, ``ex.info``
+        (trained GNNs) and ``ex.per_spot`` (whether chunks of spots give the same rows as
+        all spots at once).
+    """
+    from baselens.extract.registry import get_extractor, list_extractors
+
+    name = tissue_name(m["name"])
+    params = dict(m.get("params") or {})
+    if name in {s.name for s in list_extractors("tissue")}:
+        return _Bound(get_extractor(name, **params), batch_size)
+    nets = _network_names()
+    if name not in nets:
+        raise ValueError(f"unknown tissue method {name!r}; known: {', '.join(TISSUE_METHODS)} and the "
+                         f"networks ({', '.join(sorted(nets))})")
+    return _NetworkOnSpots(name, params, batch_size)

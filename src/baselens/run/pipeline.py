@@ -139,13 +139,54 @@ def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
         ``{layer: file name}``.
     """
     files = {}
-    for layer, df in layers.items():
-        fname = f"{label}.{layer}.parquet"
-        write_parquet_atomic(df, feat_dir / fname)
-        files[layer] = fname
+    if isinstance(layers, dict):
+        for layer, df in layers.items():
+            fname = f"{label}.{layer}.parquet"
+            write_parquet_atomic(df, feat_dir / fname)
+            files[layer] = fname
+    else:
+        files = _stream_layers(feat_dir, label, layers)
     write_json_atomic({"key": key, "method": method, **extra,
                        "layers": [[k, v] for k, v in files.items()]}, feat_dir / f"{label}.json")
     return files
+
+
+def _stream_layers(feat_dir: Path, label: str, chunks) -> dict[str, str]:
+    """Write an iterable of ``{layer: DataFrame}`` chunks (rows in order) into one Parquet
+    file per layer, holding one chunk at a time; each file moves into place when complete
+    (a killed writer leaves only temp files, :func:`remove_stale_temps`)."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, tuple] = {}
+    try:
+        for chunk in chunks:
+            if writers and set(chunk) != set(writers):
+                raise RuntimeError(f"extract: {label}: a chunk has layers {sorted(chunk)}, "
+                                   f"the first {sorted(writers)}")
+            for layer, df in chunk.items():
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if layer not in writers:
+                    fname = f"{label}.{layer}.parquet"
+                    fd, tmp = tempfile.mkstemp(prefix=f".{fname}.", suffix=".tmp", dir=feat_dir)
+                    os.close(fd)
+                    writers[layer] = (pq.ParquetWriter(tmp, table.schema), tmp, fname)
+                writers[layer][0].write_table(table)
+        files = {}
+        for layer, (w, tmp, fname) in writers.items():
+            w.close()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, feat_dir / fname)
+            files[layer] = fname
+        return files
+    finally:
+        for w, tmp, _ in writers.values():
+            if os.path.exists(tmp):
+                w.close()
+                os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- data

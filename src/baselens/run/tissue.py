@@ -311,35 +311,73 @@ def _finite_targets(ds, say, log: FilterLog) -> Any:
 
 
 # --------------------------------------------------------------------------- features
+class _Layers(dict):
+    """``{layer: features file}`` read on access as an (n_spots, d) float32 array, so a run
+    holds one representation layer at a time, not every method's features at once."""
+
+    def __getitem__(self, layer):
+        df = pd.read_parquet(dict.__getitem__(self, layer))
+        return df.drop(columns=["Metadata_Spot"]).to_numpy(dtype=np.float32)
+
+    def items(self):
+        return ((k, self[k]) for k in self)
+
+    def shape(self, layer) -> tuple[int, int]:
+        import pyarrow.parquet as pq
+
+        md = pq.read_metadata(dict.__getitem__(self, layer))
+        return md.num_rows, md.num_columns - 1
+
+
 def _read_cached(feat_dir: Path, label: str, key: str, spots: pd.Series) -> dict | None:
+    """A cached representation (:func:`baselens.run.pipeline.feature_manifest`) whose
+    spots are ``spots`` in order; its layers are read when used (:class:`_Layers`)."""
     from baselens.run.pipeline import feature_manifest
 
     found = feature_manifest(feat_dir, label, key)
     if found is None:
         return None
     info, paths = found
-    layers = {}
-    for layer, p in paths.items():
-        df = pd.read_parquet(p)
-        if not df["Metadata_Spot"].astype(str).equals(spots.astype(str).reset_index(drop=True)):
+    want = spots.astype(str).reset_index(drop=True)
+    for p in paths.values():
+        got = pd.read_parquet(p, columns=["Metadata_Spot"])["Metadata_Spot"].astype(str)
+        if not got.equals(want):
             return None
-        layers[layer] = df.drop(columns=["Metadata_Spot"]).to_numpy(dtype=np.float32)
-    return {"kind": info.get("kind", "model"), "layers": layers}
+    return {"kind": info.get("kind", "model"), "layers": _Layers(paths)}
 
 
-def _write_cached(feat_dir: Path, label: str, m: dict, key: str, rep: dict,
-                  spots: pd.Series) -> None:
-    """The shared feature cache (:func:`baselens.run.pipeline.write_feature_cache`), keyed
-    by ``Metadata_Spot``."""
-    from baselens.run.pipeline import write_feature_cache
+def _chunks(ds, ex, chunk_size: int, label: str):
+    """``{layer: DataFrame(Metadata_Spot, f0…)}`` per chunk of spots (float32, as cached);
+    all spots at once for a representation that is not per spot (``ex.per_spot``)."""
+    n = len(ds)
+    size = chunk_size if getattr(ex, "per_spot", False) else max(n, 1)
+    spots = ds.spots["Metadata_Spot"].astype(str).to_numpy()
+    for c0 in range(0, n, size):
+        idx = np.arange(c0, min(n, c0 + size))
+        layers = ex(ds if len(idx) == n else ds.subset(idx), None)
+        out = {}
+        for layer, x in layers.items():
+            x = np.asarray(x, dtype=np.float32)
+            if x.shape[0] != len(idx):
+                raise RuntimeError(f"extract: {label}/{layer} has {x.shape[0]} rows for "
+                                   f"{len(idx)} spots")
+            df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+            df.insert(0, "Metadata_Spot", spots[idx])
+            out[layer] = df
+        yield out
 
-    layers = {}
-    for layer, x in rep["layers"].items():
-        x = np.asarray(x, dtype=np.float32)
-        df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
-        df.insert(0, "Metadata_Spot", spots.astype(str).to_numpy())
-        layers[layer] = df
-    write_feature_cache(feat_dir, label, key, m, layers, kind=rep.get("kind", "model"))
+
+def _chunk_size(execution: dict, batch_size: int) -> int:
+    """Spots per chunk: ``[execution] chunk_size`` rounded up to whole batches of the
+    networks (``batch_size``) and of the GNNs (64 graphs), so every spot sees the same
+    batch as without chunks."""
+    from math import lcm
+
+    from baselens.run.execution import DEFAULT_CHUNK_SIZE
+
+    unit = lcm(int(batch_size), 64)
+    want = int(execution.get("chunk_size", max(4 * DEFAULT_CHUNK_SIZE, batch_size)))
+    return max(unit, -(-want // unit) * unit)
 
 
 def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict, dict]:
@@ -364,8 +402,9 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
     if todo:
         from baselens.run import execution
 
-        shared = {"ds": ds, "feat_dir": str(feat_dir),
-                  "batch_size": int(cfg.execution.get("batch_size", 32))}
+        batch_size = int(cfg.execution.get("batch_size", 32))
+        shared = {"ds": ds, "feat_dir": str(feat_dir), "batch_size": batch_size,
+                  "chunk_size": _chunk_size(cfg.execution, batch_size)}
         executor = execution.make_executor(cfg.execution, {}, len(todo), [])
         with executor:
             say(f"extract: {len(todo)} representation(s) of {len(spots)} spots on "
@@ -380,7 +419,7 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
                                        "(a worker lost?); run again to compute them")
                 reps[label] = rep
                 spent[label] = done["seconds"]
-                dims = ", ".join(f"{k} {v.shape[1]}" for k, v in rep["layers"].items())
+                dims = ", ".join(f"{k} {rep['layers'].shape(k)[1]}" for k in rep["layers"])
                 say(f"extract: {label} ({rep['kind']}; {dims} dims) {spent[label]:.1f} s")
     # the config's order, not the order the workers finished in
     order = [m.get("label", m["name"]) for m in cfg.methods]
@@ -388,23 +427,18 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
 
 
 def _extract_method(item: tuple, shared: dict) -> dict:
-    """One representation of every spot, on a worker: computed, checked and written to
-    the feature cache (atomic); returns only its label, key and time."""
-    from baselens.extract.tissue import tissue_representations
+    """One representation of every spot, on a worker: computed chunk by chunk of spots
+    (:func:`_chunk_size`) and streamed into the shared feature cache
+    (:func:`baselens.run.pipeline.write_feature_cache`); returns its label, key and time."""
+    from baselens.extract.tissue import spot_extractor
+    from baselens.run.pipeline import write_feature_cache
 
     label, m, key = item
     ds, feat_dir = shared["ds"], Path(shared["feat_dir"])
-    spots = ds.spots["Metadata_Spot"]
     t = time.perf_counter()
-    got = tissue_representations(ds, [{**m, "label": label}], batch_size=shared["batch_size"])
-    if label not in got:
-        raise RuntimeError(f"extract: {label}: the extractor returned {sorted(got)} instead")
-    rep = got[label]
-    for layer, x in rep["layers"].items():
-        if np.asarray(x).shape[0] != len(spots):
-            raise RuntimeError(f"extract: {label}/{layer} has {np.asarray(x).shape[0]} "
-                               f"rows for {len(spots)} spots")
-    _write_cached(feat_dir, label, m, key, rep, spots)
+    ex = spot_extractor({**m, "label": label}, shared["batch_size"])
+    write_feature_cache(feat_dir, label, key, m,
+                        _chunks(ds, ex, shared["chunk_size"], label), kind=ex.kind)
     return {"label": label, "key": key, "seconds": time.perf_counter() - t}
 
 
