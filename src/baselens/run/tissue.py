@@ -33,7 +33,14 @@ read it unchanged:
     (:mod:`baselens.report.tissue`).
 ``features/``
     ``<label>.<layer>.parquet`` (``Metadata_Spot`` + features) and ``<label>.json`` (the
-    cache key: extractor, params, code version, data identity). A re-run extracts nothing.
+    cache key: extractor, params, code version, data identity), written by the screen
+    pipeline's :func:`~baselens.run.pipeline.write_feature_cache` from chunks of spots. A
+    re-run extracts nothing.
+
+Representations are the registry's tissue extractors (``baselens list``, modality
+``tissue``; :func:`baselens.extract.tissue.spot_extractor`) or networks; drops are
+counted in a :class:`~baselens.profile.log.FilterLog`; the score tables are written by
+:func:`~baselens.run.pipeline.write_results`.
 ``run.json``, ``run.log``, ``report.html``
 
 Config (TOML; see ``protocols/hest_synthetic.toml``)::
@@ -44,7 +51,7 @@ Config (TOML; see ``protocols/hest_synthetic.toml``)::
     # [data.hest]
     # root = "${data_dir}/bench_data"; task = "IDC"; coarsen = "1nn"; genes = [...]
     [[methods]]
-    name = "tissue_count"            # baselens.extract.tissue names
+    name = "tissue_count"            # `baselens list`, tissue representations
     [tasks.gene_expression]
     n_components = 256
     model = "ridge"                  # ridge | xgboost
