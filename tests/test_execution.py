@@ -89,7 +89,10 @@ def test_serial_and_local_cluster_with_1_and_2_workers_agree(screen, serial_run,
                      progress=False)
         log = (out / "run.log").read_text()
         assert f"dask LocalCluster, {workers} workers" in log
-        assert "dask dashboard http" in log
+        # a dashboard only where bokeh can serve it (no "install bokeh" link to nowhere)
+        import importlib.util
+
+        assert ("dask dashboard http" in log) == (importlib.util.find_spec("bokeh") is not None)
         for name, df in _features(out).items():
             pd.testing.assert_frame_equal(ref_feats[name], df, rtol=1e-6)
         pd.testing.assert_frame_equal(ref_scores, pd.read_parquet(out / "scores.parquet"),
@@ -251,3 +254,67 @@ def test_unknown_executor_is_a_clear_error(screen, tmp_path):
     cfg = RunConfig.from_dict(_cfg(screen, executor="slurm"))
     with pytest.raises(ValueError, match="execution.executor must be one of"):
         run_pipeline(cfg, tmp_path / "x", progress=False)
+
+
+def test_nothing_reading_pixels_runs_in_process_without_a_cluster():
+    class NoPixels:
+        needs_images = False
+
+    class Pixels:
+        needs_images = True
+
+    ex = execution.make_executor({}, {}, n_tasks=50, extractors=[NoPixels(), NoPixels()])
+    assert type(ex) is execution.SerialExecutor
+    assert isinstance(execution.make_executor({}, {}, 50, [NoPixels(), Pixels()]),
+                      execution.DaskExecutor)
+    # an explicit executor is honoured
+    assert isinstance(execution.make_executor({"executor": "processes", "workers": 2}, {}, 9,
+                                              [NoPixels()]), execution.ProcessExecutor)
+
+
+def test_dashboard_address_never_collides_and_needs_bokeh(monkeypatch):
+    import importlib.util
+    import socket
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bokeh" else real(name, *a))
+    assert execution.dashboard_address(":8787") == ":0"  # no bokeh: no dashboard, any free port
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "bokeh" else real(name, *a))
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert execution.dashboard_address(f":{port}") == ":0"  # taken: any free port
+    assert execution.dashboard_address(":0") == ":0"
+
+
+def test_dask_log_records_go_to_the_run_log_not_the_terminal(tmp_path, capfd):
+    import logging
+
+    log = tmp_path / "run.log"
+    before = logging.getLogger("distributed").handlers[:]
+    with execution.dask_logs_to(log):
+        logging.getLogger("distributed.scheduler").info("State start (test line)")
+        logging.getLogger("distributed.core").warning("Port 8787 is already in use (test)")
+    assert "State start (test line)" in log.read_text()
+    assert "Port 8787" in log.read_text()
+    err = capfd.readouterr().err
+    assert "State start" not in err and "Port 8787" not in err
+    assert logging.getLogger("distributed").handlers == before  # restored
+
+
+def test_evaluate_progress_lines_name_representation_task_and_levels(tmp_path):
+    from baselens.run.pipeline import _Progress, _ScoringProgress
+
+    say = _Progress(False, tmp_path / "run.log")
+    prog = _ScoringProgress(say, total=2)
+    step = prog.for_representation("profiles/default")
+    step("replicate_retrieval", pd.DataFrame({"batch_level": ["NR", "NR", "NSP"]}))
+    step("bioactivity", None)
+    prog.close()
+    lines = (tmp_path / "run.log").read_text().splitlines()
+    assert "evaluate: profiles/default: replicate_retrieval [NR, NSP]" in lines[0]
+    assert "(1/2 tasks" in lines[0]
+    assert "evaluate: profiles/default: bioactivity [skipped]" in lines[1]

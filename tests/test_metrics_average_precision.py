@@ -397,3 +397,176 @@ def test_mean_average_precision_invalid_inputs(small):
         mean_average_precision(ap, ["cpd"], null_size=0)
     with pytest.raises(ValueError, match="threshold"):
         mean_average_precision(ap, ["cpd"], threshold=0)
+
+
+# ------------------------------------------------------- nulls: sampler, exact, shared cache
+from math import comb  # noqa: E402
+
+from baselens.metrics.average_precision import (  # noqa: E402
+    NullCache,
+    _random_subsets,
+)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 7], ids=lambda k: f"k{k}")
+def test_random_subsets_are_uniform_over_all_subsets(k):
+    """n = 8 exercises the sort/redraw (k=1,2), bitmap (k=3) and complement (k=5,7) paths:
+    every k-subset must come out with frequency 1/C(8,k) (chi-square, 6 sigma)."""
+    n, size = 8, 60_000
+    r = _random_subsets(k, n, size, np.random.default_rng(k))
+    assert r.shape == (size, k) and r.dtype == np.int64
+    assert (np.diff(r, axis=1) > 0).all() and r.min() >= 0 and r.max() < n
+    codes = (r * (n ** np.arange(k))).sum(axis=1)
+    _, counts = np.unique(codes, return_counts=True)
+    c = comb(n, k)
+    assert counts.size == c  # every subset is reachable
+    expected = size / c
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert abs(chi2 - (c - 1)) < 6 * np.sqrt(2 * (c - 1)) + 1
+
+
+@pytest.mark.parametrize("k,n", [(17, 140), (30, 100), (4, 400), (60, 70)],
+                         ids=["oversample", "bitmap", "sort", "complement"])
+def test_random_subsets_match_exact_rank_laws(k, n):
+    """Large supports: inclusion frequency k/n per rank, and the law of the smallest rank
+    P(min >= t) = C(n-t, k) / C(n, k), against the exact values."""
+    size = 40_000
+    r = _random_subsets(k, n, size, np.random.default_rng(n))
+    assert (np.diff(r, axis=1) > 0).all() and r.min() >= 0 and r.max() < n
+    incl = np.bincount(r.ravel(), minlength=n) / size
+    p = k / n
+    assert np.max(np.abs(incl - p)) < 6 * np.sqrt(p * (1 - p) / size)
+    t = np.arange(n)
+    surv_exact = np.array([comb(n - s, k) / comb(n, k) for s in t])
+    surv_obs = (r[:, :1] >= t[None, :]).mean(axis=0)
+    assert np.max(np.abs(surv_obs - surv_exact)) < 6 * 0.5 / np.sqrt(size)
+
+
+def test_null_is_exact_enumeration_when_rankings_are_few():
+    # C(5, 2) = 10 rankings <= null_size: each appears exactly null_size / 10 times
+    v = _null_ap(2, 5, 1000, np.random.default_rng(0))
+    ranks = np.array([[a, b] for a in range(5) for b in range(a + 1, 5)])
+    exact = ((np.arange(1, 3, dtype=np.float32) / (ranks.astype(np.uint16) + 1)).sum(axis=1) / 2
+             ).astype(np.float32)
+    vals, counts = np.unique(v, return_counts=True)
+    # two rankings can share an AP value: compare the multiset
+    ev, ec = np.unique(exact, return_counts=True)
+    np.testing.assert_array_equal(vals, ev)
+    np.testing.assert_array_equal(counts, ec * 100)
+    # the exact mean is copairs' expected AP (to float32 rounding)
+    assert abs(float(v.astype(np.float64).mean()) - float(expected_ap(2, 3))) < 1e-6
+    # a remainder (null_size not a multiple of C) is spread: counts differ by at most 1
+    w = _null_ap(1, 3, 10, np.random.default_rng(0))  # C = 3
+    _, cw = np.unique(w, return_counts=True)
+    assert sorted(cw) == [3, 3, 4]
+    # a single possible ranking (all positives): the null is all ones
+    np.testing.assert_array_equal(_null_ap(4, 4, 7, np.random.default_rng(0)), np.ones(7, np.float32))
+
+
+def test_null_cache_shares_nulls_and_never_changes_p_values():
+    meta, x = _map_screen()
+    ap = average_precision(meta, x, ["grp"], [], [], ["grp"])
+    cache = NullCache()
+    a = mean_average_precision(ap, ["grp"], null_size=2000, seed=1, null_cache=cache)
+    first = cache.stats()
+    assert first["misses"] == ap[["n_pos_pairs", "n_total_pairs"]].drop_duplicates().shape[0]
+    # a second representation with the same design reuses every null (no new draw)
+    b = mean_average_precision(ap.assign(average_precision=ap["average_precision"] * 0.9),
+                               ["grp"], null_size=2000, seed=1, null_cache=cache)
+    assert cache.stats()["misses"] == first["misses"] and cache.stats()["hits"] >= first["misses"]
+    # a fresh cache (a fresh process) gives identical p-values: nulls depend on the key only
+    c = mean_average_precision(ap, ["grp"], null_size=2000, seed=1, null_cache=NullCache())
+    pd.testing.assert_frame_equal(a, c)
+    assert not b["p_value"].equals(a["p_value"])  # the cache did not freeze the answers
+    # another seed, another null
+    d = mean_average_precision(ap, ["grp"], null_size=2000, seed=2, null_cache=cache)
+    assert not d["p_value"].equals(a["p_value"])
+    # the LRU bound holds
+    small = NullCache(max_bytes=3 * 2000 * 4)
+    mean_average_precision(ap, ["grp"], null_size=2000, seed=1, null_cache=small)
+    assert len(small) <= 3
+
+
+def test_p_values_identical_to_copairs_under_a_shared_null(tmp_path, monkeypatch):
+    """copairs handed our null vectors (its get_null_dists replaced) gives bit-identical
+    p-values, corrected p-values and calls: the estimator is copairs' own."""
+    meta, x = _map_screen()
+    ap = _copairs_ap(meta, x, ["grp"], [], [], ["grp"])
+    null_size, cache = 3000, NullCache()
+    ours = mean_average_precision(ap, ["grp"], null_size=null_size, seed=0, null_cache=cache)
+
+    def shared(confs, null_size, seed, cache_dir=None, progress_bar=True):
+        return np.stack([cache.get(int(m), int(t), null_size, 0) for m, t in confs])
+
+    import copairs.map.map as copairs_map_module
+
+    monkeypatch.setattr(copairs_map_module.compute, "get_null_dists", shared)
+    ref = _copairs_map(ap, ["grp"], null_size, 0, tmp_path)
+    for col in ("mean_average_precision", "p_value", "corrected_p_value", "below_p",
+                "below_corrected_p"):
+        np.testing.assert_array_equal(ours[col].to_numpy(), ref[col].to_numpy(), err_msg=col)
+
+
+# ------------------------------------------------------------- full-sort-free AP paths
+def test_sparse_queries_score_against_their_candidates_only(monkeypatch):
+    """Treated wells ranked against replicates + 5 % DMSO: similarities are computed for
+    the candidates' columns only, and AP still equals copairs (ties included)."""
+    import sys
+
+    apm = sys.modules["baselens.metrics.average_precision"]  # the package exports a function of that name
+    meta, x = _screen(n=600, n_cpd=140, n_dmso=30, seed=7)
+    x = np.round(x * 2) / 2  # ties
+    meta = assign_reference_index(meta, "cpd == 'DMSO'", reference_col="Metadata_Reference_Index",
+                                  default_value=-1)
+    rule = (["cpd", "Metadata_Reference_Index"], [], [], ["cpd", "Metadata_Reference_Index"])
+    widths = []
+    real = apm._similarity_cols
+
+    def spy(xp, rows, cols, distance):
+        out = real(xp, rows, cols, distance)
+        widths.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(apm, "_similarity_cols", spy)
+    monkeypatch.setattr(apm, "_FULL_KEYS_MAX_ENTRIES", 0)  # no whole-matrix reuse here
+    ours = average_precision(meta, x, *rule, batch_size=600 * 50)
+    # treated wells: pruned blocks; DMSO wells (no positive, AP undefined) are never ranked
+    assert widths and max(widths) < 600 // 2
+    _assert_same_ap(_copairs_ap(meta, x, *rule), ours)
+    # repeated sparse calls (batch levels) keep pruning: no whole n x n matrix is built
+    monkeypatch.setattr(apm, "_FULL_KEYS_MAX_ENTRIES", 10**8)
+    apm._FULL_KEYS.clear()
+    apm._LAST_CALL.clear()
+    for _ in range(2):
+        pd.testing.assert_frame_equal(average_precision(meta, x, *rule, batch_size=600 * 50), ours)
+    assert len(apm._FULL_KEYS) == 0
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["continuous", "ties"])
+def test_many_positive_rows_match_copairs(quantized):
+    """Queries with > 24 positives (binary search among positives) equal copairs."""
+    rng = np.random.default_rng(3)
+    n = 500
+    grp = rng.integers(0, 6, n).astype(str)  # ~80 positives per query
+    meta = pd.DataFrame({"grp": grp, "plate": rng.integers(0, 3, n).astype(str)})
+    x = rng.normal(size=(n, 16)) + (pd.factorize(grp)[0][:, None] == np.arange(16)) * 1.5
+    if quantized:
+        x = np.round(x)
+        x[np.abs(x).sum(axis=1) == 0, 0] = 1.0
+    rule = (["grp"], ["plate"], ["plate"], ["grp"])
+    ours = average_precision(meta, x, *rule)
+    assert ours["n_pos_pairs"].min() > 24
+    _assert_same_ap(_copairs_ap(meta, x, *rule), ours)
+    import sys
+
+    apm = sys.modules["baselens.metrics.average_precision"]
+    # dense rule called again on the same profiles (another batch level): the whole rank-key
+    # matrix is built once and reused, with the same AP
+    apm._FULL_KEYS.clear()
+    apm._LAST_CALL.clear()
+    first = average_precision(meta, x, *rule)
+    assert len(apm._FULL_KEYS) == 0
+    second = average_precision(meta, x, *rule)
+    assert len(apm._FULL_KEYS) == 1
+    pd.testing.assert_frame_equal(first, second)
+    _assert_same_ap(_copairs_ap(meta, x, *rule), second)

@@ -20,6 +20,10 @@ per draw.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +37,8 @@ __all__ = [
     "fraction_retrieved",
     "benjamini_hochberg",
     "SUPPORTED_DISTANCES",
+    "NullCache",
+    "NULL_CACHE",
 ]
 
 #: similarity functions, named as in ``copairs.compute.get_similarity_fn``
@@ -188,6 +194,114 @@ def _similarity_block(xp: np.ndarray, rows: slice, distance: str) -> np.ndarray:
     return 1.0 / (1.0 + cdist(q, xp, metric=metric))
 
 
+def _similarity_cols(xp: np.ndarray, rows: np.ndarray, cols: np.ndarray, distance: str) -> np.ndarray:
+    """Similarities (float64) of profiles ``rows`` against profiles ``cols`` only."""
+    q, c = xp[rows], xp[cols]
+    if distance == "cosine" or distance == "correlation":
+        return q @ c.T
+    if distance == "abs_cosine":
+        return np.abs(q @ c.T)
+    metric = {"euclidean": "euclidean", "manhattan": "cityblock", "chebyshev": "chebyshev"}[distance]
+    return 1.0 / (1.0 + cdist(q, c, metric=metric))
+
+
+#: rank-key matrices of at most this many entries (n x n float32) are kept between calls
+_FULL_KEYS_MAX_ENTRIES = 8192 * 8192
+_FULL_KEYS: OrderedDict = OrderedDict()  # fingerprint -> n x n float32 keys (one entry)
+
+
+def _fingerprint(xp: np.ndarray, distance: str) -> tuple:
+    h = hashlib.blake2b(np.ascontiguousarray(xp).view(np.uint8).ravel(), digest_size=16)
+    return (distance, xp.shape, h.hexdigest())
+
+
+def _full_keys(xp: np.ndarray, distance: str, dense: bool) -> tuple[np.ndarray | None, tuple | None]:
+    """All rank keys of ``xp`` against itself, reused across calls on the same profiles.
+
+    A task scores the same profiles at several batch levels (and the MoA task under several
+    rules): the similarities do not change, only which pairs count. The ``n x n`` float32
+    matrix (``n x n <=`` :data:`_FULL_KEYS_MAX_ENTRIES`) is built when the call is ``dense``
+    (queries rank against most profiles), or on a repeated call with the same profiles whose
+    previous call computed at least half of all similarities; sparse rules (treated
+    wells vs controls) keep computing only their candidates' columns. One matrix is kept at a
+    time, keyed by a hash of the prepared profiles' bytes. Returns ``(keys or None,
+    fingerprint or None)``.
+    """
+    n = xp.shape[0]
+    if n * n > _FULL_KEYS_MAX_ENTRIES:
+        return None, None
+    fp = _fingerprint(xp, distance)
+    got = _FULL_KEYS.get(fp)
+    if got is not None:
+        return got, fp
+    last = _LAST_CALL.get("fp"), _LAST_CALL.get("entries", 0)
+    if not dense and not (last[0] == fp and last[1] * 2 >= n * n):
+        return None, fp
+    _FULL_KEYS.clear()
+    got = np.empty((n, n), dtype=np.float32)
+    step = max(1, DEFAULT_BATCH_SIZE // n)
+    for a in range(0, n, step):
+        got[a: a + step] = _rank_keys(_similarity_block(xp, slice(a, min(n, a + step)), distance))
+    got.setflags(write=False)
+    _FULL_KEYS[fp] = got
+    return got, fp
+
+
+_LAST_CALL: dict = {}  # fingerprint and similarities computed by the last blockwise call
+_SIM_ENTRIES = [0]  # similarities computed blockwise (a counter)
+
+
+def _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc, neg, full_keys=None):
+    """AP of a block of queries, computing only the similarities that are ranked.
+
+    A query's candidates are its positive and negative partners; queries with few of them
+    (e.g. treated wells ranked against their replicates and the plate's DMSO wells) are
+    scored against the union of their candidates' columns only, the others against every
+    profile. Ranks, ties and results are those of the full block.
+    """
+    b, n = neg.shape
+    npos = np.bincount(pos_rr, minlength=b)
+    nneg = np.count_nonzero(neg, axis=1)
+    ap = np.full(b, np.nan)  # a query without positives has no AP: nothing to rank
+    n_pos = npos.astype(np.int64)
+    n_neg = nneg.astype(np.int64)
+    has = npos > 0
+    if full_keys is not None:
+        if has.any():
+            idx = np.flatnonzero(has)
+            local = np.full(b, -1, dtype=np.int64)
+            local[idx] = np.arange(idx.size)
+            sel = has[pos_rr]
+            ap[idx] = _block_average_precision(full_keys[rows[idx]], local[pos_rr[sel]],
+                                               pos_cc[sel], neg[idx])[0]
+        return ap, n_pos, n_neg
+    sparse = (npos + nneg) * 4 < n
+    groups = [g for g in (has & sparse, has & ~sparse) if g.any()]
+    for grp in groups:
+        idx = np.flatnonzero(grp)
+        local = np.full(b, -1, dtype=np.int64)
+        local[idx] = np.arange(idx.size)
+        sel = grp[pos_rr]
+        rr, cc, ng = local[pos_rr[sel]], pos_cc[sel], neg[idx]
+        cols = None
+        if sparse[idx[0]]:
+            used = ng.any(axis=0)
+            used[cc] = True
+            cols = np.flatnonzero(used)
+            if cols.size * 2 >= n:
+                cols = None
+        _SIM_ENTRIES[0] += idx.size * (n if cols is None else cols.size)
+        if cols is None:
+            key = _rank_keys(_similarity_cols(xp, rows[idx], slice(None), distance))
+        else:
+            col_of = np.full(n, -1, dtype=np.int64)
+            col_of[cols] = np.arange(cols.size)
+            key = _rank_keys(_similarity_cols(xp, rows[idx], cols, distance))
+            cc, ng = col_of[cc], ng[:, cols]
+        ap[idx] = _block_average_precision(key, rr, cc, ng)[0]
+    return ap, n_pos, n_neg
+
+
 def _rank_keys(sim: np.ndarray) -> np.ndarray:
     """copairs' sort key: similarities are stored as float32, then ``1 - sim`` (float32)."""
     key = sim.astype(np.float32)
@@ -241,14 +355,47 @@ def _block_average_precision(key: np.ndarray, pos_rr: np.ndarray, pos_cc: np.nda
         prec[np.arange(m_max)[None, :] >= n_pos[:, None]] = 0.0
         ap[light_rows] = prec[light_rows].sum(axis=1) / n_pos[light_rows]
 
-    for r in np.flatnonzero(heavy):
-        seg = slice(starts[r], starts[r] + n_pos[r])
-        neg_sorted = np.sort(key[r][neg[r]])
-        c = np.searchsorted(neg_sorted, pk[seg], side="left")
-        j = np.arange(1, n_pos[r] + 1, dtype=np.float64)
-        ap[r] = np.sum(j / (j + c)) / n_pos[r]
-
+    if heavy.any():
+        ap[heavy] = _heavy_rows_ap(key, neg, heavy, n_pos, rr, pk)
     return ap, n_pos, n_neg
+
+
+def _sortable(key: np.ndarray) -> np.ndarray:
+    """float32 keys -> uint64 with the same order (sign-magnitude -> offset binary)."""
+    bits = np.ascontiguousarray(key, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    neg = bits >= np.uint64(0x80000000)
+    return np.where(neg, np.uint64(0xFFFFFFFF) - bits, bits + np.uint64(0x80000000))
+
+
+def _heavy_rows_ap(key, neg, heavy, n_pos, rr, pk) -> np.ndarray:
+    """AP of rows with many positives, without sorting their candidates.
+
+    For each negative ``x`` of row ``r``, ``b(x)`` = number of the row's positives with key
+    ``<= x`` (one binary search among the row's *positives*, keys made row-unique by
+    prefixing the row number). The ``j``-th positive is preceded by the negatives with
+    ``b(x) < j`` (strictly smaller key; ties positives first), so ``c_j`` is a cumulative
+    count of ``b``: O(N log M) per row instead of O(N log N).
+    """
+    rows = np.flatnonzero(heavy)
+    local = np.full(heavy.size, -1, dtype=np.int64)
+    local[rows] = np.arange(rows.size)
+    m = n_pos[rows]
+    sel = heavy[rr]
+    # positives of heavy rows, sorted by (row, key) already (lexsort in the caller)
+    pos_comb = (local[rr[sel]].astype(np.uint64) << np.uint64(32)) | _sortable(pk[sel])
+    nr, nc = np.nonzero(neg[rows])
+    neg_comb = (nr.astype(np.uint64) << np.uint64(32)) | _sortable(key[rows[nr], nc])
+    pos_start = np.cumsum(m) - m
+    b = np.searchsorted(pos_comb, neg_comb, side="right") - pos_start[nr]
+    # histogram of b per row over 0..M_r (M_r + 1 slots per row); c_j = #{b < j}
+    slot_start = pos_start + np.arange(rows.size)
+    hist = np.bincount(slot_start[nr] + b, minlength=int(m.sum() + rows.size))
+    csum = np.concatenate([[0], np.cumsum(hist)])
+    row_of = np.repeat(np.arange(rows.size), m)
+    jj = np.arange(row_of.size) - pos_start[row_of]  # 0-based rank among the row's positives
+    c = csum[slot_start[row_of] + jj + 1] - csum[slot_start[row_of]]
+    j = jj + 1.0
+    return np.bincount(row_of, weights=j / (j + c), minlength=rows.size) / m
 
 
 def _expected_ap(m: np.ndarray, n_tot: np.ndarray) -> np.ndarray:
@@ -372,15 +519,19 @@ def average_precision(
     n_neg = np.empty(n, dtype=np.int64)
     pos_groups = _group_index(codes, pos_sameby) if pos_sameby else None
     rows_per_block = max(1, int(batch_size) // n)
+    full, fp = _full_keys(xp, distance, dense=False)
+    entries0 = _SIM_ENTRIES[0]
     for start in range(0, n, rows_per_block):
         rows = np.arange(start, min(n, start + rows_per_block))
-        key = _rank_keys(_similarity_block(xp, slice(rows[0], rows[-1] + 1), distance))
         if pos_groups is not None:
             pos_rr, pos_cc = _pair_list(codes, pos_sameby, pos_diffby, pos_groups, rows, n)
         else:
             pos_rr, pos_cc = np.nonzero(_pair_mask(codes, pos_sameby, pos_diffby, rows, n))
         neg = _pair_mask(codes, neg_sameby, neg_diffby, rows, n)
-        ap[rows], n_pos[rows], n_neg[rows] = _block_average_precision(key, pos_rr, pos_cc, neg)
+        ap[rows], n_pos[rows], n_neg[rows] = _pruned_block_ap(xp, rows, distance, pos_rr, pos_cc,
+                                                              neg, full)
+    if full is None and fp is not None:
+        _LAST_CALL.update(fp=fp, entries=_SIM_ENTRIES[0] - entries0)
 
     if n_pos.sum() == 0:
         raise ValueError(
@@ -411,40 +562,226 @@ def average_precision(
 # --------------------------------------------------------------------------------------
 # null distributions and mAP
 # --------------------------------------------------------------------------------------
-def _null_ap(num_pos: int, total: int, null_size: int, rng: np.random.Generator) -> np.ndarray:
-    """``null_size`` AP values of a random ranking of ``num_pos`` positives among ``total``.
+def _n_rankings_at_most(total: int, num_pos: int, cap: int) -> int:
+    """``C(total, num_pos)`` (the number of distinct rankings), or ``cap + 1`` once above ``cap``."""
+    k = min(num_pos, total - num_pos)
+    c = 1
+    for i in range(k):  # c grows monotonically for i < k <= total / 2: stop early
+        c = c * (total - i) // (i + 1)
+        if c > cap:
+            return cap + 1
+    return c
 
-    Draws a uniformly random ``num_pos``-subset of the ``total`` ranks per sample (only the
-    positive ranks are materialised) and evaluates AP with the exact expression and dtypes of
-    ``copairs.compute.average_precision`` so that null values are bit-identical functions of
-    the drawn ranks (float32, as copairs).
+
+def _random_subsets(k: int, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` uniformly random ``k``-subsets of ``{0, ..., n-1}``, each row sorted (int64).
+
+    Each row keeps the first ``k`` *distinct* values of an i.i.d. uniform stream over
+    ``{0..n-1}``: draw as many values as a row still lacks, keep the new distinct ones,
+    repeat. The law of that set is invariant under any relabelling of ``{0..n-1}``, so every
+    ``k``-subset is equally likely (exact). Few expected collisions (``k^2 < 2n``): the
+    drawn ranks are sorted and duplicates redrawn, O(k log k) per row. Otherwise the row's
+    distinct values are marked in a bitmap (sorted ranks come out of its ``nonzero``;
+    ``n < k^2 / 2``, so O(n) is O(k^2 / n) <= O(k)). For ``k > n / 2`` the complement
+    (``n - k`` ranks) is drawn instead. Draws per row: ``n (H_n - H_{n-k}) <= 1.4 k``.
+    Between the two (``2n <= k^2``, ``n > 8k``), :func:`_oversampled_subsets`.
     """
-    dtype = np.uint16 if total < 2**16 else np.uint32
+    if k == 0:
+        return np.empty((size, 0), dtype=np.int64)
+    if k == n:
+        return np.broadcast_to(np.arange(n, dtype=np.int64), (size, n)).copy()
+    if 2 * k > n:
+        return _subset_bitmap(n - k, n, size, rng, complement=True)
+    if 8 * k >= n:
+        return _subset_bitmap(k, n, size, rng)
+    if k * k >= 2 * n:
+        return _oversampled_subsets(k, n, size, rng)
+    ranks = rng.integers(0, n, size=(size, k), dtype=np.int32)  # n < 2**31: see _null_ap
+    ranks.sort(axis=1)
+    todo = np.arange(size)
+    while todo.size:
+        sub = ranks[todo]
+        dup = np.zeros(sub.shape, dtype=bool)
+        dup[:, 1:] = sub[:, 1:] == sub[:, :-1]
+        bad = dup.any(axis=1)
+        if not bad.any():
+            break
+        todo, sub, dup = todo[bad], sub[bad], dup[bad]
+        sub[dup] = rng.integers(0, n, size=int(dup.sum()), dtype=np.int32)
+        sub.sort(axis=1)
+        ranks[todo] = sub
+    return ranks.astype(np.int64)
+
+
+def _oversampled_subsets(k: int, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform sorted ``k``-subsets (``k <= n / 8``) from ``m ~ k + k^2/2n`` i.i.d. draws.
+
+    A row's distinct values ``D`` (kept when ``|D| >= k``, else the row is drawn again) have
+    a relabelling-invariant law; a uniformly random ``k``-subset of ``D`` (random keys,
+    duplicates excluded) therefore is a uniform ``k``-subset of ``{0..n-1}`` (exact).
+    O(m log m) per row.
+    """
+    expected = float(np.sum(n / (n - np.arange(k, dtype=np.float64))))
+    m = int(expected + 4.0 * np.sqrt(expected)) + 1
+    out = np.empty((size, k), dtype=np.int64)
+    todo = np.arange(size)
+    while todo.size:
+        v = rng.integers(0, n, size=(todo.size, m), dtype=np.int64)
+        v.sort(axis=1)
+        dup = np.zeros(v.shape, dtype=bool)
+        dup[:, 1:] = v[:, 1:] == v[:, :-1]
+        ok = (m - dup.sum(axis=1)) >= k
+        keys = rng.random(v.shape)
+        keys[dup] = 2.0
+        pick = np.argpartition(keys[ok], k - 1, axis=1)[:, :k]
+        sel = np.take_along_axis(v[ok], pick, axis=1)
+        sel.sort(axis=1)
+        out[todo[ok]] = sel
+        todo = todo[~ok]
+    return out
+
+
+def _subset_bitmap(k: int, n: int, size: int, rng: np.random.Generator,
+                   complement: bool = False) -> np.ndarray:
+    """Sorted ranks (size, k) of the first ``k`` distinct values of i.i.d. draws per row,
+    marked in a bitmap; with ``complement`` the (size, n - k) ranks *not* drawn."""
+    width = n - k if complement else k
+    out = np.empty((size, width), dtype=np.int64)
+    step = max(1, (1 << 18) // n)  # random writes stay within a cache-sized bitmap
+    for a in range(0, size, step):
+        rows_c = min(step, size - a)
+        bm = np.zeros(rows_c * n, dtype=bool)
+        stamp = np.empty(rows_c * n, dtype=np.int32)
+        need = np.full(rows_c, k, dtype=np.int64)
+        row_base = np.arange(rows_c, dtype=np.int64) * n
+        while True:
+            rows = np.flatnonzero(need)
+            if rows.size == 0:
+                break
+            flat = np.repeat(row_base[rows], need[rows]) + rng.integers(
+                0, n, size=int(need[rows].sum()), dtype=np.int64)
+            flat = flat[~bm[flat]]
+            order = np.arange(flat.size, dtype=np.int32)
+            stamp[flat] = order  # the last draw of a value wins: each new value kept once
+            fresh = flat[stamp[flat] == order]
+            bm[fresh] = True
+            need -= np.bincount(fresh // n, minlength=rows_c)
+        if complement:
+            np.logical_not(bm, out=bm)
+        # flat indices come out row-major: each row's ranks ascending
+        idx = np.flatnonzero(bm).reshape(rows_c, width)
+        out[a: a + rows_c] = idx - row_base[:, None]
+    return out
+
+
+def _copairs_ap_of_ranks(rel_k: np.ndarray, total: int) -> np.ndarray:
+    """AP of rankings given the sorted 0-based ranks of their positives (one row each).
+
+    Verbatim ``copairs.compute.average_precision`` (0.5.5) with copairs' rank dtype
+    (uint16 below 2**16 candidates, else uint32), so a null value is a bit-identical
+    function of the drawn ranks.
+    """
+    num_pos = rel_k.shape[1]
+    rel_k = rel_k.astype(np.uint16 if total < 2**16 else np.uint32)
+    pr_k = np.arange(1, num_pos + 1, dtype=np.float32) / (rel_k + 1)
+    return (pr_k.sum(axis=1) / num_pos).astype(np.float32)
+
+
+def _null_ap(num_pos: int, total: int, null_size: int, rng: np.random.Generator) -> np.ndarray:
+    r"""``null_size`` AP values of a random ranking of ``num_pos`` positives among ``total``.
+
+    Estimator (the null of one configuration :math:`(M, L)`):
+
+    * **exact** when the number of distinct rankings :math:`\binom{L}{M} \le` ``null_size``:
+      every ranking is enumerated and appears :math:`\lfloor s / C \rfloor` or
+      :math:`\lceil s / C \rceil` times among the ``s = null_size`` values (the remainder
+      drawn without replacement), shuffled — the empirical null *is* the exact distribution
+      up to that rounding;
+    * otherwise ``null_size`` i.i.d. uniform rankings, each represented only by the sorted
+      ranks of its ``M`` positives (:func:`_random_subsets`; time O(``null_size`` ·
+      :math:`M \log M`), independent of :math:`L` — copairs permutes all :math:`L` items per
+      draw).
+
+    AP values use copairs' exact expression and dtypes (float32).
+    """
+    n_rank = _n_rankings_at_most(total, num_pos, null_size)
+    if n_rank <= null_size:
+        subsets = np.array(list(itertools.combinations(range(total), num_pos)), dtype=np.int64)
+        vals = _copairs_ap_of_ranks(subsets.reshape(n_rank, num_pos), total)
+        reps, rem = divmod(null_size, n_rank)
+        out = np.concatenate([np.tile(vals, reps), vals[rng.choice(n_rank, rem, replace=False)]])
+        rng.shuffle(out)
+        return out.astype(np.float32)
     out = np.empty(null_size, dtype=np.float32)
-    chunk = max(1, min(null_size, (1 << 22) // max(num_pos, 1)))
-    # rejection sampling is cheap while the chance of a duplicate draw is moderate
-    use_rejection = num_pos * (num_pos - 1) / 2.0 <= 3.0 * total
+    chunk = max(1, min(null_size, (1 << 22) // max(2 * num_pos, 1)))
     for s in range(0, null_size, chunk):
         size = min(chunk, null_size - s)
-        if use_rejection:
-            ranks = np.sort(rng.integers(0, total, size=(size, num_pos)), axis=1)
-            bad = np.flatnonzero((np.diff(ranks, axis=1) == 0).any(axis=1))
-            while bad.size:
-                redraw = np.sort(rng.integers(0, total, size=(bad.size, num_pos)), axis=1)
-                ranks[bad] = redraw
-                bad = bad[(np.diff(redraw, axis=1) == 0).any(axis=1)]
-        else:
-            ranks = np.empty((size, num_pos), dtype=np.int64)
-            sub = max(1, (1 << 22) // total)
-            for a in range(0, size, sub):
-                u = rng.random((min(sub, size - a), total))  # float64: ties are negligible
-                pick = np.argpartition(u, num_pos - 1, axis=1)[:, :num_pos] if num_pos < total else np.argsort(u, axis=1)
-                ranks[a : a + pick.shape[0]] = np.sort(pick, axis=1)
-        rel_k = ranks.astype(dtype)
-        # verbatim copairs.compute.average_precision
-        pr_k = np.arange(1, num_pos + 1, dtype=np.float32) / (rel_k + 1)
-        out[s : s + size] = (pr_k.sum(axis=1) / num_pos).astype(np.float32)
+        out[s: s + size] = _copairs_ap_of_ranks(_random_subsets(num_pos, total, size, rng), total)
     return out
+
+
+class NullCache:
+    """Null AP distributions shared by every call in a process (representations, layers,
+    batch levels, tasks).
+
+    A null depends only on its key ``(num_pos, total, null_size, seed)``: it is drawn from
+    ``numpy.random.SeedSequence([seed, num_pos, total])``, so a cached vector equals a
+    freshly drawn one and caching never changes a p-value. Least-recently-used vectors are
+    evicted beyond ``max_bytes`` (``null_size`` x 4 bytes each; 40 kB at 10,000 draws).
+
+    Parameters
+    ----------
+    max_bytes : int
+        Memory bound of the cached vectors.
+    """
+
+    def __init__(self, max_bytes: int = 512 << 20):
+        self.max_bytes = int(max_bytes)
+        self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.seconds = 0.0  # spent drawing
+
+    def get(self, num_pos: int, total: int, null_size: int, seed: int) -> np.ndarray:
+        """The null vector of one configuration (read-only float32, length ``null_size``)."""
+        key = (int(num_pos), int(total), int(null_size), int(seed))
+        got = self._store.get(key)
+        if got is not None:
+            self.hits += 1
+            self._store.move_to_end(key)
+            return got
+        self.misses += 1
+        t = time.perf_counter()
+        rng = np.random.default_rng(np.random.SeedSequence([key[3], key[0], key[1]]))
+        vec = _null_ap(key[0], key[1], key[2], rng)
+        vec.setflags(write=False)
+        self.seconds += time.perf_counter() - t
+        self._store[key] = vec
+        self._bytes += vec.nbytes
+        while self._bytes > self.max_bytes and len(self._store) > 1:
+            _, old = self._store.popitem(last=False)
+            self._bytes -= old.nbytes
+        return vec
+
+    def clear(self) -> None:
+        """Drop every cached null (counters too)."""
+        self._store.clear()
+        self._bytes = 0
+        self.hits = self.misses = 0
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def stats(self) -> dict:
+        """``{"configurations", "hits", "misses", "seconds", "bytes"}``."""
+        return {"configurations": len(self._store), "hits": self.hits, "misses": self.misses,
+                "seconds": round(self.seconds, 3), "bytes": self._bytes}
+
+
+#: The process-wide cache :func:`mean_average_precision` uses unless given another.
+NULL_CACHE = NullCache()
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:
@@ -476,6 +813,7 @@ def mean_average_precision(
     null_size: int = 10000,
     threshold: float = 0.05,
     seed: int = 0,
+    null_cache: NullCache | None = None,
 ) -> pd.DataFrame:
     r"""Mean AP per group with permutation p-values and Benjamini–Hochberg correction.
 
@@ -496,10 +834,18 @@ def mean_average_precision(
     * ``corrected_p_value``: Benjamini–Hochberg over all groups; ``below_p`` /
       ``below_corrected_p``: ``p < threshold``.
 
-    Nulls are generated in memory (nothing is cached to disk): each draw keeps only the
-    ``M`` positive ranks, so memory is ``null_size x n_configurations`` float32.
-    The random stream differs from copairs' for the same ``seed``; p-values agree within
-    Monte-Carlo error.
+    Null estimator (:func:`_null_ap`): per configuration, ``null_size`` uniformly random
+    rankings, each drawn as the sorted ranks of its ``M`` positives only (time
+    O(``null_size`` · M log M), not O(``null_size`` · L) as copairs' full permutations);
+    **exact** — every one of the :math:`\binom{L}{M}` rankings enumerated, each appearing
+    ⌊null_size / C⌋ or ⌈null_size / C⌉ times — when :math:`\binom{L}{M} \le` ``null_size``.
+    A configuration's null is drawn from ``SeedSequence([seed, M, L])`` and kept in a
+    :class:`NullCache` (``null_cache``; default the process-wide :data:`NULL_CACHE`), so it is
+    computed once per run and shared by every representation, layer, batch level and task
+    that meets the same ``(M, L, null_size, seed)``; nothing is written to disk.
+    The random stream differs from copairs' for the same ``seed``: p-values agree within
+    Monte-Carlo error, and are bit-identical when copairs is handed the same null vectors
+    (tested).
 
     Parameters
     ----------
@@ -513,7 +859,9 @@ def mean_average_precision(
     threshold : float
         Significance level for ``below_p`` / ``below_corrected_p``.
     seed : int
-        Seed of the null sampler (``numpy.random.SeedSequence``).
+        Seed of the null sampler (``numpy.random.SeedSequence([seed, M, L])``), >= 0.
+    null_cache : NullCache, optional
+        Where nulls are looked up / kept; default :data:`NULL_CACHE` (process-wide).
 
     Returns
     -------
@@ -541,6 +889,8 @@ def mean_average_precision(
         )
     if isinstance(null_size, bool) or not isinstance(null_size, (int, np.integer)) or null_size < 1:
         raise ValueError(f"null_size must be a positive integer; got {null_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold!r}")
 
@@ -559,10 +909,10 @@ def mean_average_precision(
         raise ValueError("n_total_pairs must be >= n_pos_pairs")
     confs, conf_ix = np.unique(confs, axis=0, return_inverse=True)
     conf_ix = conf_ix.ravel()
-    children = np.random.SeedSequence(seed).spawn(len(confs))
+    cache = NULL_CACHE if null_cache is None else null_cache
     null = np.empty((len(confs), null_size), dtype=np.float32)
-    for i, ((m, tot), ss) in enumerate(zip(confs, children)):
-        null[i] = _null_ap(int(m), int(tot), int(null_size), np.random.default_rng(ss))
+    for i, (m, tot) in enumerate(confs):
+        null[i] = cache.get(int(m), int(tot), int(null_size), int(seed))
 
     agg = {"average_precision": "mean"}
     if has_norm:
@@ -583,12 +933,20 @@ def mean_average_precision(
     p_values = np.empty(len(res))
     n_queries = np.empty(len(res), dtype=np.int64)
     map_values = res["mean_average_precision"].to_numpy()
+    sorted_nulls: dict[bytes, np.ndarray] = {}  # groups with the same configurations share it
     for g in range(len(res)):
         idx = rows_sorted[bounds[g] : bounds[g + 1]]
-        # copairs: null_dists[rev_ix[indices]].mean(axis=0) (float32, shared draws per conf)
-        null_mean = null[conf_ix[idx]].mean(axis=0)
-        # copairs compares against a Python float, which NumPy casts to the null's float32
-        num = int((null_mean > np.float32(map_values[g])).sum())
+        confs_g = conf_ix[idx]
+        key = confs_g.tobytes()
+        null_sorted = sorted_nulls.get(key)
+        if null_sorted is None:
+            # copairs: null_dists[rev_ix[indices]].mean(axis=0) (float32, shared draws per
+            # conf; the same rows in the same order, so bit-identical means)
+            null_sorted = np.sort(null[confs_g].mean(axis=0))
+            sorted_nulls[key] = null_sorted
+        # copairs compares against a Python float, which NumPy casts to the null's float32:
+        # #{null > mAP} = null_size - #{null <= mAP}
+        num = null_size - int(np.searchsorted(null_sorted, np.float32(map_values[g]), side="right"))
         p_values[g] = (num + 1) / (null_size + 1)
         n_queries[g] = idx.size
     res["n_queries"] = n_queries
@@ -706,9 +1064,11 @@ def multilabel_average_precision(
     ap_any = np.full(n, np.nan)
     m_any = np.zeros(n, dtype=np.int64)
     l_any = np.zeros(n, dtype=np.int64)
+    full, _ = _full_keys(xp, distance, dense=True)
     for start in range(0, n, rows_per_block):
         rows = np.arange(start, min(n, start + rows_per_block))
-        key = _rank_keys(_similarity_block(xp, slice(rows[0], rows[-1] + 1), distance))
+        key = (full[rows[0]: rows[-1] + 1] if full is not None else
+               _rank_keys(_similarity_block(xp, slice(rows[0], rows[-1] + 1), distance)))
         shared = (ind[rows] @ ind.T) > 0
         base_pos = _pair_mask(codes, pos_sameby, pos_diffby, rows, n)
         neg = _pair_mask(codes, neg_sameby, neg_diffby, rows, n) & ~shared

@@ -48,6 +48,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -451,12 +452,15 @@ class DaskExecutor(SerialExecutor):
     name = "dask"
 
     def __init__(self, payload: dict, workers: int | None, scheduler: str | None = None,
-                 gpus: list[str] | None = None, dashboard_address: str = ":8787"):
+                 gpus: list[str] | None = None, dashboard_address: str | None = ":8787",
+                 log_path: str | os.PathLike | None = None):
         self.payload = payload
         self.workers = workers
         self.scheduler = scheduler
         self.gpus = gpus or []
         self.dashboard_address = dashboard_address
+        self.log_path = log_path
+        self._logs = self._log_handler = None
         self.client = self.cluster = None
         self.n_workers = workers or 0
 
@@ -465,32 +469,58 @@ class DaskExecutor(SerialExecutor):
 
         from distributed import Client, LocalCluster
 
+        self._logs = dask_logs_to(self.log_path)
+        self._log_handler = self._logs.__enter__()
+        try:
+            return self._start(Client, LocalCluster, logging)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def _start(self, Client, LocalCluster, logging):
         if self.scheduler:
             self.client = Client(self.scheduler)
             self.n_workers = len(self.client.scheduler_info().get("workers", {}))
         else:
             n = self.workers or (len(self.gpus) if self.gpus else (os.cpu_count() or 1))
-            with _worker_environ():
+            with _worker_environ(), warnings.catch_warnings():
+                # a port taken between our check and dask's bind: dask moves on quietly
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
                 self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                            dashboard_address=self.dashboard_address,
+                                            dashboard_address=dashboard_address(
+                                                self.dashboard_address),
                                             silence_logs=logging.ERROR)
+            if self._log_handler is not None:
+                # silence_logs lowers every StreamHandler (FileHandler is one) of
+                # "distributed" to ERROR: the run log keeps the scheduler's INFO lines
+                self._log_handler.setLevel(logging.NOTSET)
             self.client = Client(self.cluster)
             self.n_workers = n
             if self.gpus:
                 self.client.register_plugin(_PinGPU(self.gpus))
             # one torch thread per core share (LocalCluster workers are single-threaded)
             self.payload = dict(self.payload, threads=max(1, (os.cpu_count() or 1) // n))
-        self.dashboard_link = self.client.dashboard_link
+        try:  # no link to a dashboard that cannot be served (no bokeh here)
+            self.dashboard_link = (self.client.dashboard_link
+                                   if self.scheduler or _has_bokeh() else None)
+        except (KeyError, AttributeError):
+            self.dashboard_link = None
         # extractors (fitted in the client) travel once to each worker, then stay there
         self._payload_future = self.client.scatter(self.payload, broadcast=True, hash=False)
         return self
 
     def __exit__(self, *exc):
         try:
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
         finally:
-            if self.cluster is not None:
-                self.cluster.close()
+            try:
+                if self.cluster is not None:
+                    self.cluster.close()
+            finally:
+                if self._logs is not None:
+                    self._logs.__exit__(None, None, None)
+                    self._logs = None
         return False
 
     def describe(self) -> str:
@@ -525,14 +555,26 @@ class DaskExecutor(SerialExecutor):
             self.client.cancel(futures)
 
 
-def make_executor(execution: dict, payload: dict, n_tasks: int, extractors) -> SerialExecutor:
-    """The executor ``[execution]`` asks for, sized to the work (see the module doc)."""
+def make_executor(execution: dict, payload: dict, n_tasks: int, extractors,
+                  log_path: str | os.PathLike | None = None) -> SerialExecutor:
+    """The executor ``[execution]`` asks for, sized to the work (see the module doc).
+
+    Without an explicit ``executor``, work whose extractors all declare
+    ``needs_images = False`` runs in this process (no cluster start-up). ``log_path``:
+    where a dask executor writes dask's own log records (never the terminal).
+    """
     kind = execution.get("executor")
     if kind is not None and kind not in EXECUTORS:
         raise ValueError(f"execution.executor must be one of {EXECUTORS}, got {kind!r}")
     scheduler = execution.get("scheduler")
     if scheduler and kind not in (None, "dask"):
         raise ValueError(f"execution.scheduler needs executor 'dask', not {kind!r}")
+    extractors = list(extractors)
+    if kind is None and extractors and not any(getattr(ex, "needs_images", True)
+                                               for ex in extractors):
+        # nothing reads pixels (precomputed, profiles, plate_layout, random, ...): joining
+        # tables takes milliseconds, a cluster seconds to start
+        return SerialExecutor(payload)
     gpus = _gpu_ids() if _uses_gpu(extractors) else []
     workers = execution.get("workers")
     if workers is not None:
@@ -553,8 +595,79 @@ def make_executor(execution: dict, payload: dict, n_tasks: int, extractors) -> S
         return ProcessExecutor(payload, max(1, n)) if n > 1 else SerialExecutor(payload)
     n = None if scheduler else min(workers or (len(gpus) if gpus else (os.cpu_count() or 1)),
                                    max(1, n_tasks))
-    return DaskExecutor(payload, n, scheduler, gpus,
-                        str(execution.get("dashboard_address", ":8787")))
+    return DaskExecutor(payload, n, scheduler, gpus, execution.get("dashboard_address"),
+                        log_path=log_path)
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def dashboard_address(requested: str | None = None) -> str:
+    """Where a LocalCluster's scheduler serves HTTP: ``requested`` (default ``":8787"``)
+    when that port is free, else ``":0"`` (any free port); ``":0"`` when bokeh is absent
+    (the scheduler always opens its HTTP server; without bokeh there is no dashboard to
+    reserve 8787 for). Never dask's "Port 8787 is already in use" warning."""
+    import socket
+
+    if not _has_bokeh():
+        return ":0"
+    addr = requested or ":8787"
+    host, _, port = addr.rpartition(":")
+    try:
+        port_n = int(port)
+    except ValueError:
+        return addr
+    if port_n == 0:
+        return addr
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host or "", port_n))
+        except OSError:
+            return f"{host}:0"
+    return addr
+
+
+@contextlib.contextmanager
+def dask_logs_to(log_path: str | os.PathLike | None):
+    """Route dask/distributed's own log records to ``log_path`` (the run log) only.
+
+    While the block runs, the ``distributed`` and ``dask`` loggers get a file handler on
+    ``log_path`` and stop propagating to the root logger / stderr: the terminal shows
+    baselens' lines, never dask's INFO chatter; ``run.log`` keeps everything. Restored on
+    exit.
+    """
+    import logging
+
+    names = ("distributed", "dask", "bokeh", "tornado")
+    saved = []
+    handler = None
+    if log_path is not None:
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(name)s %(levelname)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+    for name in names:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.handlers[:], lg.propagate, lg.level))
+        lg.handlers = [h for h in lg.handlers
+                       if not (isinstance(h, logging.StreamHandler)
+                               and not isinstance(h, logging.FileHandler))]
+        if handler is not None:
+            lg.addHandler(handler)
+        lg.propagate = False
+        if name == "distributed":
+            lg.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        for lg, handlers, propagate, level in saved:
+            lg.handlers = handlers
+            lg.propagate = propagate
+            lg.setLevel(level)
+        if handler is not None:
+            handler.close()
 
 
 # --------------------------------------------------------------------------- status

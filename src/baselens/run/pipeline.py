@@ -36,7 +36,7 @@ from baselens.profile.log import FilterLog
 from baselens.profile.normalize import normalize
 from baselens.run import execution
 from baselens.run.config import RunConfig, synthetic_config
-from baselens.run.tasks import run_tasks
+from baselens.run.tasks import enabled_tasks, run_tasks
 
 logger = logging.getLogger("baselens")
 
@@ -366,6 +366,55 @@ def _param_files(m: dict) -> dict:
     return out
 
 
+class _ScoringProgress:
+    """Progress of the evaluate stage: one unit per (representation layer, task).
+
+    On an interactive stderr a tqdm bar names the representation and task being scored;
+    every finished task is a ``run.log`` line (its batch levels and seconds), and without a
+    bar a terminal line at most every 10 s.
+    """
+
+    def __init__(self, say: "_Progress", total: int):
+        self.say, self.total, self.done = say, max(total, 1), 0
+        self.t0 = self.t_last = time.perf_counter()
+        self.t_task = self.t0
+        self.bar = None
+        if say.enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.total, unit="task", desc="[baselens] evaluate",
+                                file=sys.stderr, leave=False)
+            except ImportError:  # pragma: no cover - tqdm is optional
+                self.bar = None
+
+    def for_representation(self, label: str):
+        self.t_task = time.perf_counter()
+        if self.bar is not None:
+            self.bar.set_description(f"[baselens] evaluate {label}")
+
+        def step(task: str, scores) -> None:
+            now = time.perf_counter()
+            self.done += 1
+            levels = ("skipped" if scores is None else
+                      ", ".join(pd.unique(scores["batch_level"].astype(str))) or "no level")
+            self.say.log(f"evaluate: {label}: {task} [{levels}] {now - self.t_task:.1f} s "
+                         f"({self.done}/{self.total} tasks, {now - self.t0:.0f} s)")
+            self.t_task = now
+            if self.bar is not None:
+                self.bar.set_postfix_str(task, refresh=False)
+                self.bar.update(1)
+            elif self.say.enabled and now - self.t_last > 10:
+                self.t_last = now
+                print(f"[baselens] evaluate: {label}: {task} done ({self.done}/{self.total} "
+                      "tasks)", file=sys.stderr, flush=True)
+        return step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _method_base(m: dict) -> str:
     """Extractor name, its parameters, the files they name and the code version."""
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}),
@@ -463,13 +512,47 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
         "data_id": data_id, "methods": plan,
         "chunks": [{"id": c.id, "plate": c.plate, "n": c.n, "identity": idents[c.id]}
                    for c in chunks]})
-    if todo:
-        _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta, batch_size)
-    for label, m, key, base, _ in todo:
+    # representations that read no pixels (precomputed tables, plate_layout, random, ...)
+    # are computed here in one call over every site; only pixel readers are chunked onto
+    # the executor (a cluster)
+    pixel_free = [t for t in todo if not getattr(t[4], "needs_images", True)]
+    readers = [t for t in todo if getattr(t[4], "needs_images", True)]
+    for label, m, key, _, ex in pixel_free:
+        results[label] = _extract_pixel_free(ld, context, feat_dir, say, label, m, key, ex, meta)
+    if readers:
+        _extract_chunks(cfg, ld, context, feat_dir, say, readers, chunks, idents, meta,
+                        batch_size)
+    for label, m, key, base, _ in readers:
         results[label] = _consolidate(feat_dir, label, m, key, base, chunks, idents, meta)
     for label, same in aliases.items():
         results[label] = results[same]
     return results
+
+
+def _extract_pixel_free(ld, context, feat_dir, say, label, m, key, ex,
+                        meta) -> dict[str, pd.DataFrame]:
+    """A representation that reads no pixels, in this process over all sites at once:
+    ``features/<label>.<layer>.parquet`` + manifest, as consolidation writes them."""
+    from baselens.extract.registry import SiteBatch
+
+    t = time.perf_counter()
+    fit = getattr(ex, "fit", None)
+    if callable(fit):
+        fit(ld, progress=say)
+    batch = SiteBatch(images=None, channels=list(ld.channels), meta=meta, context=context)
+    layers, _ = execution.run_extractors({label: ex}, batch, len(meta))
+    out, files = {}, {}
+    for layer, df in layers[label].items():
+        df.columns = [str(c) for c in df.columns]
+        full = pd.concat([meta, df.astype(np.float64)], axis=1)
+        fname = f"{label}.{layer}.parquet"
+        write_parquet_atomic(full, feat_dir / fname)
+        out[layer], files[layer] = full, fname
+    write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
+                      feat_dir / f"{label}.json")
+    say(f"extract: {label}: {len(meta)} sites in this process (reads no pixels), "
+        f"{time.perf_counter() - t:.1f} s")
+    return out
 
 
 def _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta,
@@ -521,7 +604,7 @@ def _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta,
     total = sum(len(t.meta) for t in tasks)
     payload = {"todo": {label: ex for label, _, ex in needed}, "context": context, "threads": None}
     executor = execution.make_executor(cfg.execution, payload, len(tasks),
-                                       [ex for *_, ex in needed])
+                                       [ex for *_, ex in needed], log_path=say.log_path)
     t0 = time.perf_counter()
     done_sites = done_chunks = 0
     t_read = 0.0
@@ -702,6 +785,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     well_counts = _well_cell_counts(feats_by_method)
     t_prof = t_eval = 0.0
     task_record: dict = {}  # warnings counted and fold plans of every task (run.json)
+    scoring = _ScoringProgress(say, sum(len(v) for v in feats_by_method.values())
+                               * len(enabled_tasks(tasks_cfg)))
     for m in cfg.methods:
         label = m.get("label", m["name"])
         kind = method_kind(m["name"], m.get("params"))  # follows the weights, not the label
@@ -712,7 +797,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
             t_prof += time.perf_counter() - t
             t = time.perf_counter()
             scores, per = run_tasks(profiles, feats, inputs, tasks_cfg, log, f"{label}/{layer}",
-                                    record=task_record)
+                                    record=task_record,
+                                    progress=scoring.for_representation(f"{label}/{layer}"))
             scores = _warn_probes(scores, {**cfg.profile, **m.get("profile", {})})
             t_eval += time.perf_counter() - t
             ident = {"method": label, "method_kind": kind, "layer": layer}
@@ -722,6 +808,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
             say(f"evaluate: {label}/{layer}: {_headline(scores)}")
             profile_sets.append(ProfileSet(method=label, method_kind=kind, layer=layer,
                                            profiles=profiles, features=list(feats)))
+    scoring.close()
     timings["profile"], timings["evaluate"] = t_prof, t_eval
 
     scores = pd.concat(score_frames, ignore_index=True)[SCORE_COLUMNS]

@@ -58,16 +58,6 @@ def _tasks() -> dict[str, Callable]:
             if spec.pipeline == "cell_painting"}
 
 
-def _lower_is_better() -> tuple[str, ...]:
-    """Base names of the registry's lower-is-better metrics (for callers that still pass a
-    ``lower_is_better`` list; the registry is the source)."""
-    return tuple(sorted({m.name for spec in TASKS.values() for m in spec.metrics
-                         if not m.higher_is_better and m.kind == "score"}))
-
-
-#: Derived from :data:`baselens.evaluate.registry.TASKS` (not a second list): kept for
-#: ``run/compare.py`` until it reads the verdicts of ``beyond_baseline.parquet``.
-LOWER_IS_BETTER = _lower_is_better()
 
 #: Batch-level names a warning message may mention (to count it at that level).
 _LEVEL_RE = re.compile(r"\b(SP|NR|NSP|NSB|NSS|NSL|NSSL)\b")
@@ -99,8 +89,15 @@ def validate_tasks(tasks_cfg: dict) -> None:
                 raise ConfigError(f"tasks.{name}.{key} must be a number, got {value!r}")
 
 
+def enabled_tasks(tasks_cfg: dict) -> list[str]:
+    """Names of the tasks a run scores, in scoring order."""
+    return [name for name in _tasks()
+            if dict(tasks_cfg.get(name, {})).get("enabled", TASKS[name].enabled_by_default)]
+
+
 def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_cfg: dict,
-              log: FilterLog, label: str, record: dict | None = None
+              log: FilterLog, label: str, record: dict | None = None,
+              progress: Callable | None = None,
               ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """Score every enabled task on one representation's profiles.
 
@@ -133,6 +130,9 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
         ``method/layer``, prefixed to every record.
     record
         Optional dict collecting ``warnings`` and ``fold_plans`` lists (for ``run.json``).
+    progress
+        Optional ``progress(task, scores_or_None)``, called after each enabled task
+        (``None``: skipped).
 
     Returns
     -------
@@ -152,6 +152,8 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
         args, why = _inputs_for(name, rows, inputs, kwargs)
         if args is None:
             log.add(f"{label}: {name}", "tasks", 1, 0, f"task skipped: {why}", quiet=True)
+            if progress is not None:
+                progress(name, None)
             continue
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -178,6 +180,8 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
                     {"method": label, "task": name, "fold_plan": _plan_text(s.attrs["fold_plan"])})
         scores.append(_stamp_scores(s, name))
         per.append(_stamp_per(p, name))
+        if progress is not None:
+            progress(name, scores[-1])
     return scores, per
 
 
