@@ -162,6 +162,9 @@ class _Layers(dict):
     def items(self):
         return ((k, self[k]) for k in self)
 
+    def values(self):
+        return (self[k] for k in self)
+
     def shape(self, layer) -> tuple[int, int]:
         import pyarrow.parquet as pq
 
