@@ -32,9 +32,10 @@ class FilterLog:
         ev = FilterEvent(stage, what, int(removed), int(kept), reason, list(examples or [])[:5],
                          quiet)
         self.events.append(ev)
-        if removed and not quiet:
-            logger.warning("%s: removed %d %s (%d kept): %s%s", stage, removed, what, kept, reason,
-                           f" e.g. {', '.join(ev.examples)}" if ev.examples else "")
+        if removed:
+            (logger.info if quiet else logger.warning)(
+                "%s: removed %d %s (%d kept): %s%s", stage, removed, what, kept, reason,
+                f" e.g. {', '.join(ev.examples)}" if ev.examples else "")
         else:
             logger.info("%s: kept all %d %s (%s)", stage, kept, what, reason)
 

@@ -166,8 +166,11 @@ def run_tasks(profiles: pd.DataFrame, features: list[str], inputs: dict, tasks_c
             log.add(f"{label}: {name}", "wells", int(s.attrs["n_single_replicate_wells"]), 0,
                     "perturbation has a single replicate well: no positive to retrieve")
         for d in s.attrs.get("dropped", []) or []:
+            # counted in run.json and the report's filters, and in run.log; not a terminal
+            # warning per representation (every layer drops the same unlabeled wells)
             log.add(f"{label}: {name}", str(d.get("what", "rows")), int(d.get("n_removed", 0)),
-                    int(d.get("n_kept", 0)), str(d.get("reason", "dropped by the task")))
+                    int(d.get("n_kept", 0)), str(d.get("reason", "dropped by the task")),
+                    quiet=True)
         counted = count_warnings(caught)
         for w in counted:
             logger.warning("%s: %s: %d × %s at %s: %s", label, name, w["count"], w["category"],
