@@ -1,4 +1,4 @@
-"""Tissue representations (seed 004 §3.1, D.3, E.1, E.2) and the must-show of issue 9:
+"""Tissue representations of “Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377) §3.1, D.3, E.1, E.2, and the must-show of issue 9:
 on synthetic tissue, structure-only representations predict structure-driven genes and
 not appearance-driven ones; the cell-count baseline explains the density-driven genes."""
 
@@ -170,3 +170,30 @@ def test_image_encoder_smoke_on_real_he_patch(realdata):
     assert ps.shape == (2, 9)
     # H&E: eosin-pink background, so red and blue means exceed green
     assert ps[0, 0] > ps[0, 1] and ps[0, 2] > ps[0, 1]
+
+
+def test_tissue_extractors_register_with_their_modality(quick):
+    """One registry: the tissue representations are listed with modality ``tissue``, the
+    names that mean other code on a screen are ``tissue_*`` (old names aliased in tissue
+    configs), and a screen config naming a tissue representation is refused."""
+    from baselens.extract.registry import get_spec, list_extractors
+    from baselens.extract.tissue import TISSUE_ALIASES
+    from baselens.run.config import ConfigError, RunConfig
+
+    tissue = {s.name: s.kind for s in list_extractors("tissue")}
+    assert tissue == {"structure_image": "baseline", "tissue_gcn": "baseline",
+                      "tissue_egnn": "baseline", "tissue_points": "baseline",
+                      "tissue_count": "baseline", "tissue_pixel_stats": "baseline",
+                      "tissue_pixel_mean": "baseline", "tissue_random": "null",
+                      "tissue_ground_truth": "reference"}
+    assert get_spec("pixel_stats").modality == "screen"  # the screen's, uint16 channels
+    assert set(tissue).isdisjoint(s.name for s in list_extractors("screen"))
+    sub = quick.subset(np.arange(4))
+    for old, new in TISSUE_ALIASES.items():
+        a = tissue_representations(sub, [{"name": old}])[old]
+        b = tissue_representations(sub, [{"name": new}])[new]
+        assert a["kind"] == b["kind"] == tissue[new]
+        np.testing.assert_array_equal(a["layers"]["default"], b["layers"]["default"])
+    with pytest.raises(ConfigError, match="tissue representation"):
+        RunConfig.from_dict({"data": {"synthetic": {"preset": "quick"}},
+                             "methods": [{"name": "tissue_count"}]})

@@ -1,5 +1,5 @@
 """The tissue pipeline end to end on a quick synthetic tissue: results contract, report
-panels, feature cache, and what seed 004's tissue baselines must show."""
+panels, feature cache, and what the tissue baselines of “Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377) must show."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def test_protocol_file_is_valid():
 
 def test_hest_layout_with_1nn_coarsening(run, tmp_path):
     """[data.hest] on a HEST-layout folder (the quick tissue's, read like real data, its
-    ground_truth/ included) with 1NN coarsening (seed 004 C.3)."""
+    ground_truth/ included) with 1NN coarsening (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377) C.3)."""
     from baselens.run.tissue import TissueConfig, run_tissue_pipeline
 
     cfg = TissueConfig.from_dict({
@@ -275,3 +275,27 @@ def test_representations_run_on_a_local_cluster_and_in_process_alike(run, tmp_pa
     res = run_tissue_pipeline(cfg, out, progress=False)
     assert "in this process" in (out / "run.log").read_text()
     pd.testing.assert_frame_equal(res.scores, pd.read_parquet(run / "scores.parquet"))
+
+
+def test_spots_in_chunks_give_the_same_features_and_scores(run, tmp_path):
+    """Spots extracted in chunks (here 64 of the 144 quick spots at a time, in process)
+    give the features and scores of the one-chunk run, through the shared feature cache."""
+    from baselens.run.tissue import TissueConfig, _chunk_size, run_tissue_pipeline
+
+    assert _chunk_size({"chunk_size": 10}, 32) == 64  # whole network and GNN batches
+    assert _chunk_size({"chunk_size": 100}, 48) == 192
+    out = tmp_path / "chunked"
+    shutil.copytree(run / "data", out / "data")
+    cfg = TissueConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
+                                  "methods": METHODS,
+                                  "execution": {"executor": "serial", "chunk_size": 64}})
+    res = run_tissue_pipeline(cfg, out, progress=False)
+    n = len(pd.read_parquet(run / "features" / "random.default.parquet"))
+    assert n > 64  # more than one chunk
+    for f in sorted((run / "features").glob("*.parquet")):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / "features" / f.name),
+                                      pd.read_parquet(f), check_exact=True)
+    pd.testing.assert_frame_equal(res.scores, pd.read_parquet(run / "scores.parquet"))
+    info = json.loads((out / "run.json").read_text())
+    assert all({"stage", "what", "removed", "kept", "reason", "examples", "quiet"} <= set(e)
+               for e in info["filters"])  # FilterLog records, as screens write them

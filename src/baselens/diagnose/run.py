@@ -258,3 +258,8 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
             df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str)
                               else (None if isinstance(v, float) and np.isnan(v) else str(v)))
     return df
+
+
+#: public names of the helpers every run (screen or tissue) writes its tables with
+empty_table = _empty
+parquet_safe = _parquet_safe

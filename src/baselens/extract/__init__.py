@@ -22,6 +22,8 @@ from baselens.extract import networks, openphenom, precomputed  # noqa: E402,F40
 from baselens.extract import cell_graph, classic, plate_layout, segmentation  # noqa: E402,F401
 # no-pixel cell_count / classic baselines from a profile table
 from baselens.extract import profile_table  # noqa: E402,F401
+# tissue representations (modality "tissue": spots of a TissueDataset)
+from baselens.extract import tissue  # noqa: E402,F401
 
 __all__ = [
     "DEFAULT_LAYER",

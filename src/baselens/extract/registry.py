@@ -8,7 +8,11 @@ An extractor turns a batch of sites into per-site features, one table per *layer
         def __init__(self, **params): ...
         def __call__(self, batch: SiteBatch) -> dict[str, pd.DataFrame]: ...
 
-``get_extractor(name, **params)`` builds one; ``list_extractors()`` lists them.
+Tissue representations (:mod:`baselens.extract.tissue`) register here too, with
+``modality="tissue"``: they turn the spots of a
+:class:`~baselens.data.hest.TissueDataset` into per-spot features instead of a
+:class:`SiteBatch` into per-site ones. ``get_extractor(name, **params)`` builds one;
+``list_extractors(modality=None)`` lists them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ import pandas as pd
 #: "reference" marks upper bounds such as the simulator's ground truth; "null" marks
 #: chance-level controls such as random features.
 KINDS = ("baseline", "model", "reference", "null")
+
+#: What an extractor reads: imaging sites of a screen (Cell Painting wells) or the spots
+#: of a tissue section (H&E patch + nuclei; :mod:`baselens.extract.tissue`).
+MODALITIES = ("screen", "tissue")
 
 DEFAULT_LAYER = "default"
 
@@ -76,6 +84,8 @@ class ExtractorSpec:
     #: the kind for given params, where the params decide it (a network's ``weights``:
     #: random weights make a baseline, whatever the name or label); ``None`` = ``kind``
     kind_for: Callable[[dict], str] | None = None
+    #: ``"screen"`` (sites of a Cell Painting screen) or ``"tissue"`` (spots)
+    modality: str = "screen"
 
     def kind_of(self, params: dict | None = None) -> str:
         """The kind of this extractor built with ``params`` (see ``kind_for``)."""
@@ -91,21 +101,39 @@ _REGISTRY: dict[str, ExtractorSpec] = {}
 
 
 def register(name: str, *, kind: str, description: str = "",
-             kind_for: Callable[[dict], str] | None = None) -> Callable:
+             kind_for: Callable[[dict], str] | None = None,
+             modality: str = "screen") -> Callable:
     """Class/function decorator registering an extractor factory under ``name``.
 
-    ``kind`` is the registered kind; ``kind_for(params) -> kind`` (optional) decides it from
-    the params where they change what the representation is (an untrained network is a
-    baseline: :func:`weights_kind`).
+    Parameters
+    ----------
+    name : str
+        The name configs use (``[[methods]] name``); one name, one implementation.
+    kind : str
+        One of :data:`KINDS`.
+    description : str
+        One line for ``baselens list`` (default: the factory's first docstring line).
+    kind_for : callable, optional
+        ``kind_for(params) -> kind`` where the params change what the representation is
+        (an untrained network is a baseline: :func:`weights_kind`).
+    modality : str
+        One of :data:`MODALITIES`: what the extractor reads.
+
+    Returns
+    -------
+    callable
+        The decorator (it returns the factory unchanged).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
 
     def deco(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"extractor {name!r} is already registered")
         doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = ExtractorSpec(name, kind, factory, doc, kind_for)
+        _REGISTRY[name] = ExtractorSpec(name, kind, factory, doc, kind_for, modality)
         return factory
 
     return deco
@@ -156,6 +184,20 @@ def get_extractor(name: str, **params) -> Extractor:
         raise TypeError(f"bad parameters for extractor {name!r}: {exc}") from None
 
 
-def list_extractors() -> list[ExtractorSpec]:
+def list_extractors(modality: str | None = None) -> list[ExtractorSpec]:
+    """Registered extractors by name, all or those of one ``modality``.
+
+    Parameters
+    ----------
+    modality : str, optional
+        ``"screen"`` or ``"tissue"`` (:data:`MODALITIES`); ``None`` lists every one.
+
+    Returns
+    -------
+    list of ExtractorSpec
+    """
     _load_builtins()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    if modality is not None and modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)
+            if modality is None or _REGISTRY[k].modality == modality]

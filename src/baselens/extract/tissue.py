@@ -1,5 +1,9 @@
 """Tissue representations of H&E spots: images, structure only, cell count (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) §3.1, E).
 
+Every non-network name is registered in :mod:`baselens.extract.registry` with
+``modality="tissue"`` (:class:`TissueExtractor`); the screen's ``pixel_stats``, ``random``
+and ``ground_truth`` are different code, so the tissue ones are ``tissue_*`` and the old
+names are aliases in tissue configs (:data:`TISSUE_ALIASES`).
 :func:`tissue_representations` turns a :class:`~baselens.data.hest.TissueDataset` into
 ``{label: {"kind", "layers": {layer: (n_spots, d) array}}}`` for the methods of a run.
 Method dicts follow the Cell Painting config (``name``, optional ``label`` and
@@ -22,11 +26,12 @@ name                        kind        what it sees
 ``tissue_points``           baseline    19 point-set statistics (:func:`point_features`)
 ``tissue_count``            baseline    E.1: the 16 count transforms, optionally tiled to
                                         ``dim`` with tiny noise
-``pixel_stats`` /           baseline    §3.1: RGB per-channel mean, SD, skewness / mean
-``pixel_mean``
-``random``                  null        seeded Gaussian noise per spot
-``ground_truth``            reference   synthetic tissue: the four standardized latent
-                                        drivers (``TissueDataset.latents``)
+``tissue_pixel_stats`` /    baseline    §3.1: RGB per-channel mean, SD, skewness / mean
+``tissue_pixel_mean``                   (old names ``pixel_stats`` / ``pixel_mean``)
+``tissue_random``           null        seeded Gaussian noise per spot (old name ``random``)
+``tissue_ground_truth``     reference   synthetic tissue: the four standardized latent
+                                        drivers (``TissueDataset.latents``; old name
+                                        ``ground_truth``)
 ==========================  ==========  ======================================================
 
 Networks read H&E patches as RGB in [0, 255] (``intensity = "fixed"``,
@@ -67,11 +72,11 @@ __all__ = [
     "gnn_embeddings",
     "train_gnn",
     "TISSUE_METHODS",
+    "TISSUE_ALIASES",
+    "TissueExtractor",
+    "tissue_name",
+    "spot_extractor",
 ]
-
-#: Method names handled here besides the networks of :mod:`baselens.extract.networks`.
-TISSUE_METHODS: tuple[str, ...] = ("structure_image", "tissue_gcn", "tissue_egnn", "tissue_points", "tissue_count",
-                                   "pixel_stats", "pixel_mean", "random", "ground_truth")
 
 
 # ------------------------------------------------------------------------------ structure image
@@ -398,38 +403,55 @@ def _patch_side_px(ds) -> np.ndarray:
 _STRUCT_KEYS = ("k", "px_per_um", "node_radius", "render_size")
 
 
-def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tuple[str, dict]:
-    from baselens.extract.registry import get_extractor, method_kind
+class _NetworkOnSpots:
+    """A network of :mod:`baselens.extract.networks` on the spots' H&E patches
+    (``input = "image"``) or rendered 5-NN graphs (``input = "structure"``, kind baseline);
+    built once, applied to any spots (:meth:`__call__`), so chunks of spots share it."""
 
-    params = dict(params)
-    inp = params.pop("input", "image")
-    if inp not in ("image", "structure"):
-        raise ValueError(f"{name}: params.input must be 'image' or 'structure', got {inp!r}")
-    sp = {key: params.pop(key) for key in _STRUCT_KEYS if key in params}
-    params.setdefault("channels", "expand")
-    params.setdefault("intensity", "fixed")
-    params.setdefault("intensity_range", (0.0, 1.0) if inp == "structure" else (0.0, 255.0))
-    params.setdefault("batch_size", batch_size)
-    net = get_extractor(name, **params)
-    kind = "baseline" if inp == "structure" else method_kind(name, params)
-    size = int(sp.get("render_size", getattr(net, "input_size", 224)))
-    pum = _patch_um(ds)
-    feats: dict[str, list] = {}
-    n = len(ds)
-    for b0 in range(0, n, batch_size):
-        idx = np.arange(b0, min(n, b0 + batch_size))
-        if inp == "image":
-            x = ds.patches(idx).astype(np.float32).transpose(0, 3, 1, 2)
-        else:
-            x = np.stack([structure_image(ds.nuclei[i], ds.pixel_size_um[i], size, int(sp.get("k", 5)), pum[i],
-                                          float(sp.get("px_per_um", 1.0)), float(sp.get("node_radius", 0.0)))
-                          for i in idx])
-            x = np.repeat(x[:, None], 3, axis=1)
-        for layer, v in net.embed(x).items():
-            feats.setdefault(layer, []).append(np.asarray(v, np.float64))
-        if say and (b0 // batch_size) % 10 == 0:
-            say(f"extract {name} ({inp}): {idx[-1] + 1}/{n} spots")
-    return kind, {layer: np.concatenate(v) for layer, v in feats.items()}
+    per_spot = True  # a spot's features do not depend on the other spots
+    info = None
+
+    def __init__(self, name: str, params: dict, batch_size: int):
+        from baselens.extract.registry import get_extractor, method_kind
+
+        params = dict(params)
+        inp = params.pop("input", "image")
+        if inp not in ("image", "structure"):
+            raise ValueError(f"{name}: params.input must be 'image' or 'structure', got {inp!r}")
+        self.sp = {key: params.pop(key) for key in _STRUCT_KEYS if key in params}
+        params.setdefault("channels", "expand")
+        params.setdefault("intensity", "fixed")
+        params.setdefault("intensity_range", (0.0, 1.0) if inp == "structure" else (0.0, 255.0))
+        params.setdefault("batch_size", batch_size)
+        self.name, self.inp, self.batch_size = name, inp, batch_size
+        self.net = get_extractor(name, **params)
+        self.kind = "baseline" if inp == "structure" else method_kind(name, params)
+
+    def __call__(self, ds, say=None) -> dict[str, np.ndarray]:
+        sp, net, batch_size = self.sp, self.net, self.batch_size
+        size = int(sp.get("render_size", getattr(net, "input_size", 224)))
+        pum = _patch_um(ds)
+        feats: dict[str, list] = {}
+        n = len(ds)
+        for b0 in range(0, n, batch_size):
+            idx = np.arange(b0, min(n, b0 + batch_size))
+            if self.inp == "image":
+                x = ds.patches(idx).astype(np.float32).transpose(0, 3, 1, 2)
+            else:
+                x = np.stack([structure_image(ds.nuclei[i], ds.pixel_size_um[i], size, int(sp.get("k", 5)), pum[i],
+                                              float(sp.get("px_per_um", 1.0)), float(sp.get("node_radius", 0.0)))
+                              for i in idx])
+                x = np.repeat(x[:, None], 3, axis=1)
+            for layer, v in net.embed(x).items():
+                feats.setdefault(layer, []).append(np.asarray(v, np.float64))
+            if say and (b0 // batch_size) % 10 == 0:
+                say(f"extract {self.name} ({self.inp}): {idx[-1] + 1}/{n} spots")
+        return {layer: np.concatenate(v) for layer, v in feats.items()}
+
+
+def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tuple[str, dict]:
+    net = _NetworkOnSpots(name, params, batch_size)
+    return net.kind, net(ds, say)
 
 
 def _pixel(ds, batch_size: int, mean_only: bool) -> np.ndarray:
@@ -457,6 +479,184 @@ def _check_params(name: str, params: dict, allowed: Sequence[str]) -> None:
         raise ValueError(f"{name}: unknown params {bad}; allowed: {sorted(allowed)}")
 
 
+# ------------------------------------------------------------------------------ registry
+#: Old tissue-config names of representations that mean different code on a screen
+#: (``pixel_stats`` of a screen reads uint16 channels of a site, of tissue the RGB patch):
+#: in a tissue config they still work, as these registered tissue extractors.
+TISSUE_ALIASES: dict[str, str] = {"pixel_stats": "tissue_pixel_stats",
+                                  "pixel_mean": "tissue_pixel_mean",
+                                  "random": "tissue_random",
+                                  "ground_truth": "tissue_ground_truth"}
+
+
+class TissueExtractor:
+    """A registered tissue representation (``modality="tissue"``): the spots of a
+    :class:`~baselens.data.hest.TissueDataset` → ``{layer: (n_spots, d) float64}``.
+
+    Subclasses set ``NAME``, ``KIND``, ``PARAMS`` (allowed keys) and implement
+    :meth:`__call__`; ``info`` may carry what training found (trained GNNs).
+    """
+
+    NAME = ""
+    KIND = "baseline"
+    PARAMS: tuple[str, ...] = ()
+    modality = "tissue"
+    needs_images = False
+    #: whether a spot's features depend only on that spot (then spots may be extracted in
+    #: chunks, :func:`spot_extractor`); False where features use every spot at once
+    per_spot = True
+
+    def __init__(self, **params):
+        _check_params(self.NAME, params, self.PARAMS)
+        self.params = params
+        self.info: dict | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.KIND
+
+    def __call__(self, ds, *, batch_size: int = 32,
+                 say: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def _tissue(name: str, kind: str, description: str):
+    """Register a :class:`TissueExtractor` subclass under ``name`` (modality tissue)."""
+    from baselens.extract.registry import register
+
+    def deco(cls):
+        cls.NAME, cls.KIND = name, kind
+        return register(name, kind=kind, description=description, modality="tissue")(cls)
+
+    return deco
+
+
+@_tissue("structure_image", "baseline", "5-NN graph of the nuclei drawn as an image, through "
+         "an untrained encoder (arXiv 2603.13377 §3.1, E.2); structure only")
+class StructureImage(TissueExtractor):
+    PARAMS = ("encoder", "encoder_params", *_STRUCT_KEYS)
+
+    def __call__(self, ds, *, batch_size=32, say=None):
+        net = getattr(self, "_net", None)
+        if net is None or net.batch_size != batch_size:
+            params = dict(self.params)
+            enc = str(params.pop("encoder", "resnet18"))
+            ep = {"weights": "random", **dict(params.pop("encoder_params", {}) or {}), **params,
+                  "input": "structure"}
+            net = self._net = _NetworkOnSpots(enc, ep, batch_size)
+        return net(ds, say or (lambda _m: None))
+
+
+class _GNN(TissueExtractor):
+    PARAMS = ("trained", "hidden", "seed", "k", "epochs", "lr", "train_seed", "batch_size")
+    GNN = "gcn"
+
+    def __call__(self, ds, *, batch_size=32, say=None):
+        say = say or (lambda _m: None)
+        p = self.params
+        hidden, seed, k = int(p.get("hidden", 64)), int(p.get("seed", 0)), int(p.get("k", 5))
+        weights = getattr(self, "_weights", None)
+        if p.get("trained", False) and weights is None:
+            weights, self.info = train_gnn(self.GNN, hidden=hidden, seed=seed, k=k,
+                                           epochs=int(p.get("epochs", 6)),
+                                           lr=float(p.get("lr", 3e-3)),
+                                           batch_size=int(p.get("batch_size", 32)),
+                                           train_seed=int(p.get("train_seed", 1)), progress=say)
+            say(f"extract {self.NAME}: trained on {self.info['n_train']} synthetic point sets, "
+                f"accuracy {self.info['train_accuracy']:.2f} (majority class "
+                f"{self.info['majority_class']:.2f})")
+            self._weights = weights
+        return {"default": gnn_embeddings(ds.nuclei, _patch_side_px(ds), self.GNN, hidden=hidden,
+                                          seed=seed, k=k, weights=weights)}
+
+
+@_tissue("tissue_gcn", "baseline", "GCN on the nuclei kNN graph, untrained or trained on "
+         "synthetic point sets (arXiv 2603.13377 D.3, E.3)")
+class TissueGCN(_GNN):
+    GNN = "gcn"
+
+
+@_tissue("tissue_egnn", "baseline", "E(n)-equivariant GNN on the nuclei kNN graph, untrained "
+         "or trained on synthetic point sets (arXiv 2603.13377 D.3, E.3)")
+class TissueEGNN(_GNN):
+    GNN = "egnn"
+
+
+@_tissue("tissue_points", "baseline", "19 point-set statistics of the nuclei centroids")
+class TissuePoints(TissueExtractor):
+    PARAMS = ("k",)
+
+    def __call__(self, ds, *, batch_size=32, say=None):
+        side = _patch_side_px(ds)
+        f = [point_features(p, (s, s), int(self.params.get("k", 5))) for p, s in zip(ds.nuclei, side)]
+        return {"default": pd.DataFrame(f, columns=list(POINT_FEATURE_NAMES)).to_numpy(np.float64)}
+
+
+@_tissue("tissue_count", "baseline", "the 16 cell-count transforms of a spot, optionally "
+         "tiled to dim with tiny noise (arXiv 2603.13377 E.1)")
+class TissueCount(TissueExtractor):
+    PARAMS = ("dim", "noise", "seed", "count_scale", "standardize")
+
+    @property
+    def per_spot(self) -> bool:  # standardizing and the tiling noise use every spot at once
+        return self.params.get("dim") is None and not self.params.get("standardize", False)
+
+    def __call__(self, ds, *, batch_size=32, say=None):
+        p = self.params
+        return {"default": tissue_count_features(ds.n_cells, p.get("dim"), float(p.get("noise", 1e-3)),
+                                                 int(p.get("seed", 0)), float(p.get("count_scale", 100.0)),
+                                                 bool(p.get("standardize", False)))}
+
+
+@_tissue("tissue_pixel_stats", "baseline", "RGB per-channel mean, SD and skewness of the H&E "
+         "patch (arXiv 2603.13377 §3.1); tissue configs also accept 'pixel_stats'")
+class TissuePixelStats(TissueExtractor):
+    MEAN_ONLY = False
+
+    def __call__(self, ds, *, batch_size=32, say=None):
+        return {"default": _pixel(ds, batch_size, self.MEAN_ONLY)}
+
+
+@_tissue("tissue_pixel_mean", "baseline", "RGB per-channel mean of the H&E patch; tissue "
+         "configs also accept 'pixel_mean'")
+class TissuePixelMean(TissuePixelStats):
+    MEAN_ONLY = True
+
+
+@_tissue("tissue_random", "null", "seeded Gaussian noise per spot (chance level); tissue "
+         "configs also accept 'random'")
+class TissueRandom(TissueExtractor):
+    PARAMS = ("n_features", "seed")
+
+    def __call__(self, ds, *, batch_size=32, say=None):
+        return {"default": _random(ds, int(self.params.get("n_features", 32)),
+                                   int(self.params.get("seed", 0)))}
+
+
+@_tissue("tissue_ground_truth", "reference", "synthetic tissue: the four standardized latent "
+         "drivers of each spot (upper bound); tissue configs also accept 'ground_truth'")
+class TissueGroundTruth(TissueExtractor):
+    def __call__(self, ds, *, batch_size=32, say=None):
+        if ds.latents is None:
+            raise ValueError("ground_truth needs the synthetic tissue's latent drivers "
+                             "(TissueDataset.latents); this dataset has none (real HEST data): "
+                             "drop the method")
+        return {"default": ds.latents.to_numpy(np.float64)}
+
+
+#: Registered tissue representation names, then the old names still accepted
+#: (:data:`TISSUE_ALIASES`); networks of :mod:`baselens.extract.networks` come on top.
+TISSUE_METHODS: tuple[str, ...] = ("structure_image", "tissue_gcn", "tissue_egnn", "tissue_points",
+                                   "tissue_count", "tissue_pixel_stats", "tissue_pixel_mean",
+                                   "tissue_random", "tissue_ground_truth", *TISSUE_ALIASES)
+
+
+def tissue_name(name: str) -> str:
+    """The registered tissue extractor an old tissue-config name means (:data:`TISSUE_ALIASES`),
+    else ``name`` unchanged."""
+    return TISSUE_ALIASES.get(str(name), str(name))
+
+
 def tissue_representations(ds, methods: list[dict], *, batch_size: int = 32,
                            progress: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Representations of every spot of ``ds`` for each method (module docstring).
@@ -465,7 +665,9 @@ def tissue_representations(ds, methods: list[dict], *, batch_size: int = 32,
     ----------
     ds : TissueDataset
     methods : list of dict
-        ``{"name": ..., "label": ... (default name), "params": {...}}``.
+        ``{"name": ..., "label": ... (default name), "params": {...}}``; ``name`` is a
+        tissue extractor of the registry (``baselens list``, modality tissue), an old
+        name of :data:`TISSUE_ALIASES`, or a network.
     batch_size : int
         Patches read and embedded at a time (bounds memory).
     progress : callable, optional
@@ -479,66 +681,60 @@ def tissue_representations(ds, methods: list[dict], *, batch_size: int = 32,
         ``"default"``; networks their four stages; trained GNNs add ``"info"``.
     """
     say = progress or (lambda _m: None)
-    nets = None
     out: dict[str, dict] = {}
     for m in methods:
-        name = str(m["name"])
-        label = str(m.get("label", name))
-        params = dict(m.get("params") or {})
+        label = str(m.get("label", m["name"]))
         if label in out:
             raise ValueError(f"duplicate method label {label!r}; give each method a distinct label")
-        if name == "structure_image":
-            _check_params(name, params, ("encoder", "encoder_params", *_STRUCT_KEYS))
-            enc = str(params.pop("encoder", "resnet18"))
-            ep = {"weights": "random", **dict(params.pop("encoder_params", {}) or {}), **params, "input": "structure"}
-            _, layers = _network_features(ds, enc, ep, batch_size, say)
-            out[label] = {"kind": "baseline", "layers": layers}
-        elif name in ("tissue_gcn", "tissue_egnn"):
-            kind = "gcn" if name == "tissue_gcn" else "egnn"
-            _check_params(name, params, ("trained", "hidden", "seed", "k", "epochs", "lr", "train_seed", "batch_size"))
-            hidden, seed, k = int(params.get("hidden", 64)), int(params.get("seed", 0)), int(params.get("k", 5))
-            weights, info = None, None
-            if params.get("trained", False):
-                weights, info = train_gnn(kind, hidden=hidden, seed=seed, k=k, epochs=int(params.get("epochs", 6)),
-                                          lr=float(params.get("lr", 3e-3)), batch_size=int(params.get("batch_size", 32)),
-                                          train_seed=int(params.get("train_seed", 1)), progress=say)
-                say(f"extract {label}: trained on {info['n_train']} synthetic point sets, accuracy "
-                    f"{info['train_accuracy']:.2f} (majority class {info['majority_class']:.2f})")
-            z = gnn_embeddings(ds.nuclei, _patch_side_px(ds), kind, hidden=hidden, seed=seed, k=k, weights=weights)
-            out[label] = {"kind": "baseline", "layers": {"default": z}}
-            if info is not None:
-                out[label]["info"] = info
-        elif name == "tissue_points":
-            _check_params(name, params, ("k",))
-            side = _patch_side_px(ds)
-            f = [point_features(p, (s, s), int(params.get("k", 5))) for p, s in zip(ds.nuclei, side)]
-            out[label] = {"kind": "baseline",
-                          "layers": {"default": pd.DataFrame(f, columns=list(POINT_FEATURE_NAMES)).to_numpy(np.float64)}}
-        elif name == "tissue_count":
-            _check_params(name, params, ("dim", "noise", "seed", "count_scale", "standardize"))
-            x = tissue_count_features(ds.n_cells, params.get("dim"), float(params.get("noise", 1e-3)),
-                                      int(params.get("seed", 0)), float(params.get("count_scale", 100.0)),
-                                      bool(params.get("standardize", False)))
-            out[label] = {"kind": "baseline", "layers": {"default": x}}
-        elif name in ("pixel_stats", "pixel_mean"):
-            _check_params(name, params, ())
-            out[label] = {"kind": "baseline", "layers": {"default": _pixel(ds, batch_size, name == "pixel_mean")}}
-        elif name == "random":
-            _check_params(name, params, ("n_features", "seed"))
-            out[label] = {"kind": "null", "layers": {"default": _random(ds, int(params.get("n_features", 32)),
-                                                                         int(params.get("seed", 0)))}}
-        elif name == "ground_truth":
-            _check_params(name, params, ())
-            if ds.latents is None:
-                raise ValueError("ground_truth needs the synthetic tissue's latent drivers (TissueDataset.latents); "
-                                 "this dataset has none (real HEST data): drop the method")
-            out[label] = {"kind": "reference", "layers": {"default": ds.latents.to_numpy(np.float64)}}
-        else:
-            nets = nets if nets is not None else _network_names()
-            if name not in nets:
-                raise ValueError(f"unknown tissue method {name!r}; known: {', '.join(TISSUE_METHODS)} and the "
-                                 f"networks ({', '.join(sorted(nets))})")
-            kind, layers = _network_features(ds, name, params, batch_size, say)
-            out[label] = {"kind": kind, "layers": layers}
+        ex = spot_extractor(m, batch_size)
+        out[label] = {"kind": ex.kind, "layers": ex(ds, say)}
+        if ex.info is not None:
+            out[label]["info"] = ex.info
         say(f"extract {label}: " + ", ".join(f"{ly} {v.shape[1]}" for ly, v in out[label]["layers"].items()) + " dims")
     return out
+
+
+class _Bound:
+    """A registered :class:`TissueExtractor` with its batch size: ``(ds, say) -> layers``."""
+
+    def __init__(self, ex: TissueExtractor, batch_size: int):
+        self.ex, self.batch_size = ex, batch_size
+
+    kind = property(lambda self: self.ex.kind)
+    info = property(lambda self: self.ex.info)
+    per_spot = property(lambda self: self.ex.per_spot)
+
+    def __call__(self, ds, say=None) -> dict[str, np.ndarray]:
+        return self.ex(ds, batch_size=self.batch_size, say=say)
+
+
+def spot_extractor(m: dict, batch_size: int = 32):
+    """The representation of one method dict, built once for any spots.
+
+    Parameters
+    ----------
+    m : dict
+        ``{"name": ..., "params": {...}}``: a tissue extractor of the registry
+        (``baselens list``, modality tissue), an old name of :data:`TISSUE_ALIASES`, or a
+        network (on the H&E patch or, with ``input = "structure"``, the rendered graph).
+    batch_size : int
+        Patches read and embedded at a time.
+
+    Returns
+    -------
+    object
+        ``ex(ds, say=None) -> {layer: (n_spots, d) float64}`` with ``ex.kind``, ``ex.info``
+        (trained GNNs) and ``ex.per_spot`` (whether chunks of spots give the same rows as
+        all spots at once).
+    """
+    from baselens.extract.registry import get_extractor, list_extractors
+
+    name = tissue_name(m["name"])
+    params = dict(m.get("params") or {})
+    if name in {s.name for s in list_extractors("tissue")}:
+        return _Bound(get_extractor(name, **params), batch_size)
+    nets = _network_names()
+    if name not in nets:
+        raise ValueError(f"unknown tissue method {name!r}; known: {', '.join(TISSUE_METHODS)} and the "
+                         f"networks ({', '.join(sorted(nets))})")
+    return _NetworkOnSpots(name, params, batch_size)

@@ -145,12 +145,27 @@ def cmd_list(args) -> int:
     from baselens._extras import install_hint, method_extras, missing_extras
     from baselens.extract.registry import list_extractors
 
+    from baselens.extract.registry import KINDS, MODALITIES
+    from baselens.extract.tissue import TISSUE_ALIASES
+
     lacking: set[str] = set()
-    for spec in list_extractors():
-        missing = missing_extras(method_extras(spec.name))
-        lacking.update(missing)
-        mark = "available" if not missing else f"needs [{','.join(missing)}]"
-        print(f"{spec.name:<16} {spec.kind:<10} {mark:<23} {spec.description}")
+    specs = list_extractors()
+    for modality in MODALITIES:
+        print(f"{modality} representations"
+              + (" (sites of a Cell Painting screen)" if modality == "screen" else
+                 " (spots of [data.hest] / [data.synthetic_tissue]; networks above run on "
+                 "the H&E patch too)"))
+        for kind in KINDS:
+            for spec in specs:
+                if spec.modality != modality or spec.kind != kind:
+                    continue
+                missing = missing_extras(method_extras(spec.name, tissue=modality == "tissue"))
+                lacking.update(missing)
+                mark = "available" if not missing else f"needs [{','.join(missing)}]"
+                print(f"  {spec.name:<24} {spec.kind:<10} {mark:<23} {spec.description}")
+        if modality == "tissue":
+            print("  old names in tissue configs: " + ", ".join(
+                f"{old} = {new}" for old, new in TISSUE_ALIASES.items()))
     if lacking:
         print(f"representations marked 'needs [...]' are not installed here: {install_hint(lacking)}")
     print("\n" + "\n".join(f"{k}: {v}" for k, v in PAPERS.items()))

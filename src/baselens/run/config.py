@@ -147,6 +147,10 @@ def _check(d: dict, schema: dict, where: str) -> None:
             raise ConfigError(f"{name} must be {expected.__name__}, got {value!r}")
 
 
+#: the public name of the schema check (tissue configs use it too)
+check_schema = _check
+
+
 @dataclass
 class RunConfig:
     """A validated run configuration (see the module docstring for the TOML form)."""
@@ -373,6 +377,10 @@ def _check_method(m: dict, where: str) -> None:
         raise ConfigError(f"{where}.name: unknown extractor {m['name']!r}"
                           f"{_did_you_mean(m['name'], names)} (`baselens list` shows all "
                           f"{len(names)})") from None
+    if spec.modality != "screen":
+        raise ConfigError(f"{where}.name: {m['name']!r} is a {spec.modality} representation "
+                          "(it reads the spots of [data.hest] / [data.synthetic_tissue]), not "
+                          "the sites of a screen; `baselens list` groups them by modality")
     params = m.get("params") or {}
     accepted = _accepted_params(spec.factory)
     if accepted is not None:
@@ -417,3 +425,167 @@ def _asdict(obj) -> dict:
     from dataclasses import asdict
 
     return asdict(obj)
+
+
+# --------------------------------------------------------------------------- tissue
+# The tissue run configuration ([data.synthetic_tissue] / [data.hest]; the TOML form is in
+# baselens.run.tissue's module docstring), validated with the same schema check and
+# variables as a screen's.
+
+#: Representations of the HEST synthetic protocol (``protocols/hest_synthetic.toml``).
+DEFAULT_TISSUE_METHODS: list[dict] = [
+    {"name": "tissue_ground_truth", "label": "ground_truth"},
+    {"name": "tissue_random", "label": "random"},
+    {"name": "tissue_pixel_stats", "label": "pixel_stats"},
+    {"name": "tissue_count"},
+    {"name": "structure_image"},
+    {"name": "tissue_gcn", "label": "tissue_gcn_random", "params": {"trained": False}},
+    {"name": "tissue_gcn", "label": "tissue_gcn_trained", "params": {"trained": True}},
+    {"name": "tissue_egnn", "label": "tissue_egnn_random", "params": {"trained": False}},
+    {"name": "tissue_egnn", "label": "tissue_egnn_trained", "params": {"trained": True}},
+    {"name": "resnet18", "label": "resnet18_random",
+     "params": {"weights": "random", "input": "image"}},
+]
+
+_GENE_EXPRESSION_KEYS = {"n_components": int, "model": str, "alpha": (str, int, float),
+                         "n_splits": int, "seed": int, "count_matched": bool,
+                         "stratum_size": int, "xgb_params": dict, "n_jobs": int,
+                         "hest_splits": bool}
+_TISSUE_SCHEMA: dict[str, Any] = {
+    "title": str,
+    "dataset": str,
+    "data": {"synthetic_tissue": dict,
+             "hest": {"root": str, "task": str, "genes": list, "sample_ids": list,
+                      "n_genes": int, "coarsen": str, "grid": str}},
+    "methods": list,
+    "tasks": {"gene_expression": dict},
+    "diagnostics": {"max_spots": int, "enabled": bool},
+    # representations run as one task per method on baselens.run.execution's executors
+    "execution": {"batch_size": int, "workers": int, "executor": str, "scheduler": str,
+                  "dashboard_address": str, "chunk_size": int},
+}
+_METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
+_MODEL_CHOICES = ("ridge", "xgboost")
+_COARSEN_CHOICES = ("none", "1nn")
+
+
+def is_tissue_config(d: dict) -> bool:
+    """Whether a parsed config describes tissue data (``[data.synthetic_tissue]`` or
+    ``[data.hest]``)."""
+    data = d.get("data") if isinstance(d, dict) else None
+    return isinstance(data, dict) and ("synthetic_tissue" in data or "hest" in data)
+
+
+def is_tissue_config_file(path: str | os.PathLike) -> bool:
+    """Whether the TOML file at ``path`` is a tissue config (False when unreadable: the
+    Cell Painting loader then reports the problem)."""
+    try:
+        return is_tissue_config(tomllib.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class TissueConfig:
+    """A validated tissue run configuration (module docstring for the TOML form)."""
+
+    title: str = "baselens tissue run"
+    data: dict = field(default_factory=lambda: {"synthetic_tissue": {"preset": "demo"}})
+    methods: list[dict] = field(default_factory=lambda: [dict(m) for m in DEFAULT_TISSUE_METHODS])
+    tasks: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
+    execution: dict = field(default_factory=dict)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @classmethod
+    def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None,
+                  variables: dict | None = None) -> "TissueConfig":
+        d = substitute_variables(d, config_variables(d, variables))  # ${data_dir} in paths
+        check_schema(d, _TISSUE_SCHEMA, "")
+        data = d.get("data", {})
+        if ("synthetic_tissue" in data) == ("hest" in data):
+            raise ConfigError("data: give exactly one of [data.synthetic_tissue] or [data.hest]")
+        if "synthetic_tissue" in data:
+            try:
+                synthetic_tissue_config(data["synthetic_tissue"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ConfigError(f"data.synthetic_tissue: {exc}") from None
+        else:
+            h = data["hest"]
+            if "root" not in h:
+                raise ConfigError("data.hest needs a root (the HEST-1k or bench_data folder)")
+            if h.get("coarsen", "none") not in _COARSEN_CHOICES:
+                raise ConfigError(f"data.hest.coarsen must be one of {_COARSEN_CHOICES}, "
+                                  f"got {h['coarsen']!r}")
+        methods = d.get("methods", [dict(m) for m in DEFAULT_TISSUE_METHODS])
+        labels: set[str] = set()
+        for i, m in enumerate(methods):
+            if not isinstance(m, dict) or "name" not in m:
+                raise ConfigError(f"methods[{i}] must be a table with a 'name'")
+            check_schema(m, _METHOD_SCHEMA, f"methods[{i}]")
+            label = m.get("label", m["name"])
+            if label in labels:
+                raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
+            labels.add(label)
+        _check_method_names(methods, ConfigError)
+        ge = d.get("tasks", {}).get("gene_expression", {})
+        check_schema(ge, _GENE_EXPRESSION_KEYS, "tasks.gene_expression")
+        if ge.get("model", "ridge") not in _MODEL_CHOICES:
+            raise ConfigError(f"tasks.gene_expression.model must be one of {_MODEL_CHOICES}, "
+                              f"got {ge['model']!r}")
+        if isinstance(ge.get("alpha"), str) and ge["alpha"] != "hest":
+            raise ConfigError(f"tasks.gene_expression.alpha must be 'hest' or a number, "
+                              f"got {ge['alpha']!r}")
+        check_extras(methods, data, d.get("tasks", {}), tissue=True)  # before any work
+        return cls(title=d.get("title", "baselens tissue run"), data=data,
+                   methods=[dict(m) for m in methods], tasks=d.get("tasks", {}),
+                   diagnostics=d.get("diagnostics", {}), execution=d.get("execution", {}),
+                   base_dir=Path(base_dir) if base_dir is not None else Path.cwd())
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, variables: dict | None = None) -> "TissueConfig":
+        return load_toml_config(cls, path, variables)
+
+    def resolve(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.base_dir / q
+
+    @property
+    def gene_expression(self) -> dict:
+        return dict(self.tasks.get("gene_expression", {}))
+
+    def to_dict(self) -> dict:
+        return {"title": self.title, "data": self.data, "methods": self.methods,
+                "tasks": self.tasks, "diagnostics": self.diagnostics,
+                "execution": self.execution}
+
+
+def _check_method_names(methods: list[dict], error) -> None:
+    """Unknown representation names fail before any data is generated or read."""
+    try:
+        from baselens.extract.networks import ARCHITECTURES
+        from baselens.extract.tissue import TISSUE_METHODS
+    except ImportError:  # pragma: no cover - extraction reports it later
+        return
+    known = set(TISSUE_METHODS) | {"network"} | set(ARCHITECTURES) | {f"{a}_random" for a in ARCHITECTURES}
+    for i, m in enumerate(methods):
+        if m["name"] not in known:
+            import difflib
+
+            close = difflib.get_close_matches(m["name"], sorted(known), n=1)
+            raise error(f"methods[{i}]: unknown tissue representation {m['name']!r}"
+                        + (f" — did you mean {close[0]!r}?" if close else "")
+                        + f" (tissue methods: {', '.join(TISSUE_METHODS)}, or a network such "
+                        "as resnet50 / vit_small_patch16_224)")
+
+
+def synthetic_tissue_config(d: dict):
+    """``SyntheticTissueConfig`` from ``{"preset": "demo"|"quick", **overrides}``."""
+    from baselens.data.tissue import SyntheticTissueConfig
+
+    d = dict(d)
+    preset = d.pop("preset", "demo")
+    if preset not in ("demo", "quick"):
+        raise ValueError(f"preset must be 'demo' or 'quick', got {preset!r}")
+    base = getattr(SyntheticTissueConfig, preset)()
+    return SyntheticTissueConfig.from_dict({**base.to_dict(), **d})

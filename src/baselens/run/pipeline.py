@@ -91,6 +91,104 @@ class _Progress:
             print(f"[baselens] {msg}", file=sys.stderr, flush=True)
 
 
+#: the public name of the stage-line printer (tissue runs use it too)
+Progress = _Progress
+
+
+def write_results(out: Path, scores: pd.DataFrame, per_perturbation: pd.DataFrame) -> None:
+    """The results contract's score tables, for screens and tissue alike.
+
+    Parameters
+    ----------
+    out : Path
+        The run folder.
+    scores : DataFrame
+        Score rows; written as ``scores.parquet`` with :data:`SCORE_COLUMNS`.
+    per_perturbation : DataFrame
+        Per-item rows (a perturbation, or a gene for tissue); written as
+        ``per_perturbation.parquet`` with :data:`PER_PERT_COLUMNS`.
+    """
+    write_parquet_atomic(scores[SCORE_COLUMNS], out / "scores.parquet")
+    write_parquet_atomic(per_perturbation[PER_PERT_COLUMNS], out / "per_perturbation.parquet")
+
+
+def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
+                        layers: dict[str, pd.DataFrame], **extra) -> dict[str, str]:
+    """``features/<label>.<layer>.parquet`` per layer, then the manifest
+    ``features/<label>.json`` (written last: :func:`feature_manifest` reads a cache only
+    when its manifest carries ``key`` and every layer file exists).
+
+    Parameters
+    ----------
+    feat_dir : Path
+        The run's ``features/`` folder.
+    label : str
+        The method's label.
+    key : str
+        Its cache key (:func:`method_key`).
+    method : dict
+        The method's config entry, kept in the manifest.
+    layers : dict of str to DataFrame
+        Per-unit features (key columns + features), in the extractor's layer order.
+    **extra
+        More manifest entries (e.g. a tissue representation's ``kind``).
+
+    Returns
+    -------
+    dict
+        ``{layer: file name}``.
+    """
+    files = {}
+    if isinstance(layers, dict):
+        for layer, df in layers.items():
+            fname = f"{label}.{layer}.parquet"
+            write_parquet_atomic(df, feat_dir / fname)
+            files[layer] = fname
+    else:
+        files = _stream_layers(feat_dir, label, layers)
+    write_json_atomic({"key": key, "method": method, **extra,
+                       "layers": [[k, v] for k, v in files.items()]}, feat_dir / f"{label}.json")
+    return files
+
+
+def _stream_layers(feat_dir: Path, label: str, chunks) -> dict[str, str]:
+    """Write an iterable of ``{layer: DataFrame}`` chunks (rows in order) into one Parquet
+    file per layer, holding one chunk at a time; each file moves into place when complete
+    (a killed writer leaves only temp files, :func:`remove_stale_temps`)."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, tuple] = {}
+    try:
+        for chunk in chunks:
+            if writers and set(chunk) != set(writers):
+                raise RuntimeError(f"extract: {label}: a chunk has layers {sorted(chunk)}, "
+                                   f"the first {sorted(writers)}")
+            for layer, df in chunk.items():
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if layer not in writers:
+                    fname = f"{label}.{layer}.parquet"
+                    fd, tmp = tempfile.mkstemp(prefix=f".{fname}.", suffix=".tmp", dir=feat_dir)
+                    os.close(fd)
+                    writers[layer] = (pq.ParquetWriter(tmp, table.schema), tmp, fname)
+                writers[layer][0].write_table(table)
+        files = {}
+        for layer, (w, tmp, fname) in writers.items():
+            w.close()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, feat_dir / fname)
+            files[layer] = fname
+        return files
+    finally:
+        for w, tmp, _ in writers.values():
+            if os.path.exists(tmp):
+                w.close()
+                os.unlink(tmp)
+
+
 # --------------------------------------------------------------------------- data
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
@@ -573,15 +671,11 @@ def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunk
                 pd.read_parquet(execution.part_path(feat_dir, label, layer, c.id)))
     site_order = np.argsort(np.concatenate([np.asarray(c.rows, dtype=np.int64) for c in chunks]),
                             kind="stable")
-    out, files = {}, {}
+    out = {}
     for layer in order or []:
         feats = pd.concat(frames[layer], ignore_index=True).iloc[site_order].reset_index(drop=True)
-        df = pd.concat([meta, feats], axis=1)
-        fname = f"{label}.{layer}.parquet"
-        write_parquet_atomic(df, feat_dir / fname)
-        out[layer], files[layer] = df, fname
-    write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
-                      feat_dir / f"{label}.json")
+        out[layer] = pd.concat([meta, feats], axis=1)
+    write_feature_cache(feat_dir, label, key, m, out)
     return out
 
 
@@ -720,8 +814,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) 
     scores = pd.concat(score_frames, ignore_index=True)[SCORE_COLUMNS]
     per_pert = (pd.concat(per_frames, ignore_index=True)[PER_PERT_COLUMNS]
                 if per_frames else pd.DataFrame(columns=PER_PERT_COLUMNS))
-    write_parquet_atomic(scores, out / "scores.parquet")
-    write_parquet_atomic(per_pert, out / "per_perturbation.parquet")
+    write_results(out, scores, per_pert)
 
     t = time.perf_counter()
     classes = None

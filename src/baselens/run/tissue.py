@@ -33,7 +33,14 @@ read it unchanged:
     (:mod:`baselens.report.tissue`).
 ``features/``
     ``<label>.<layer>.parquet`` (``Metadata_Spot`` + features) and ``<label>.json`` (the
-    cache key: extractor, params, code version, data identity). A re-run extracts nothing.
+    cache key: extractor, params, code version, data identity), written by the screen
+    pipeline's :func:`~baselens.run.pipeline.write_feature_cache` from chunks of spots. A
+    re-run extracts nothing.
+
+Representations are the registry's tissue extractors (``baselens list``, modality
+``tissue``; :func:`baselens.extract.tissue.spot_extractor`) or networks; drops are
+counted in a :class:`~baselens.profile.log.FilterLog`; the score tables are written by
+:func:`~baselens.run.pipeline.write_results`.
 ``run.json``, ``run.log``, ``report.html``
 
 Config (TOML; see ``protocols/hest_synthetic.toml``)::
@@ -44,7 +51,7 @@ Config (TOML; see ``protocols/hest_synthetic.toml``)::
     # [data.hest]
     # root = "${data_dir}/bench_data"; task = "IDC"; coarsen = "1nn"; genes = [...]
     [[methods]]
-    name = "tissue_count"            # baselens.extract.tissue names
+    name = "tissue_count"            # `baselens list`, tissue representations
     [tasks.gene_expression]
     n_components = 256
     model = "ridge"                  # ridge | xgboost
@@ -56,10 +63,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,185 +72,21 @@ import numpy as np
 import pandas as pd
 
 import baselens
-from baselens._io import write_json_atomic, write_parquet_atomic
+from baselens._io import write_parquet_atomic
+from baselens.profile.log import FilterLog
+from baselens.run.config import (  # noqa: F401  (the tissue config lives with the screen's)
+    DEFAULT_TISSUE_METHODS,
+    TissueConfig,
+    is_tissue_config,
+    is_tissue_config_file,
+    synthetic_tissue_config,
+)
 
 __all__ = ["BATCH_LEVEL", "DEFAULT_TISSUE_METHODS", "TissueConfig", "is_tissue_config",
            "is_tissue_config_file", "run_tissue_pipeline", "tissue_splits"]
 
 #: The batch level of every tissue score: not same patient (HEST's patient-stratified splits).
 BATCH_LEVEL = "NSPT"
-
-#: Representations of the HEST synthetic protocol (``protocols/hest_synthetic.toml``).
-DEFAULT_TISSUE_METHODS: list[dict] = [
-    {"name": "ground_truth"},
-    {"name": "random"},
-    {"name": "pixel_stats"},
-    {"name": "tissue_count"},
-    {"name": "structure_image"},
-    {"name": "tissue_gcn", "label": "tissue_gcn_random", "params": {"trained": False}},
-    {"name": "tissue_gcn", "label": "tissue_gcn_trained", "params": {"trained": True}},
-    {"name": "tissue_egnn", "label": "tissue_egnn_random", "params": {"trained": False}},
-    {"name": "tissue_egnn", "label": "tissue_egnn_trained", "params": {"trained": True}},
-    {"name": "resnet18", "label": "resnet18_random",
-     "params": {"weights": "random", "input": "image"}},
-]
-
-_GENE_EXPRESSION_KEYS = {"n_components": int, "model": str, "alpha": (str, int, float),
-                         "n_splits": int, "seed": int, "count_matched": bool,
-                         "stratum_size": int, "xgb_params": dict, "n_jobs": int,
-                         "hest_splits": bool}
-_SCHEMA: dict[str, Any] = {
-    "title": str,
-    "dataset": str,
-    "data": {"synthetic_tissue": dict,
-             "hest": {"root": str, "task": str, "genes": list, "sample_ids": list,
-                      "n_genes": int, "coarsen": str, "grid": str}},
-    "methods": list,
-    "tasks": {"gene_expression": dict},
-    "diagnostics": {"max_spots": int, "enabled": bool},
-    # representations run as one task per method on baselens.run.execution's executors
-    "execution": {"batch_size": int, "workers": int, "executor": str, "scheduler": str,
-                  "dashboard_address": str, "chunk_size": int},
-}
-_METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
-_MODEL_CHOICES = ("ridge", "xgboost")
-_COARSEN_CHOICES = ("none", "1nn")
-
-
-def _config_error():
-    from baselens.run.config import ConfigError
-
-    return ConfigError
-
-
-def is_tissue_config(d: dict) -> bool:
-    """Whether a parsed config describes tissue data (``[data.synthetic_tissue]`` or
-    ``[data.hest]``)."""
-    data = d.get("data") if isinstance(d, dict) else None
-    return isinstance(data, dict) and ("synthetic_tissue" in data or "hest" in data)
-
-
-def is_tissue_config_file(path: str | os.PathLike) -> bool:
-    """Whether the TOML file at ``path`` is a tissue config (False when unreadable: the
-    Cell Painting loader then reports the problem)."""
-    from baselens.run.config import tomllib
-
-    try:
-        return is_tissue_config(tomllib.loads(Path(path).read_text()))
-    except (OSError, ValueError):
-        return False
-
-
-@dataclass
-class TissueConfig:
-    """A validated tissue run configuration (module docstring for the TOML form)."""
-
-    title: str = "baselens tissue run"
-    data: dict = field(default_factory=lambda: {"synthetic_tissue": {"preset": "demo"}})
-    methods: list[dict] = field(default_factory=lambda: [dict(m) for m in DEFAULT_TISSUE_METHODS])
-    tasks: dict = field(default_factory=dict)
-    diagnostics: dict = field(default_factory=dict)
-    execution: dict = field(default_factory=dict)
-    base_dir: Path = field(default_factory=Path.cwd)
-
-    @classmethod
-    def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None,
-                  variables: dict | None = None) -> "TissueConfig":
-        from baselens.run import config as C
-
-        ConfigError = C.ConfigError
-        if hasattr(C, "substitute_variables"):  # ${data_dir} in paths
-            d = C.substitute_variables(d, C.config_variables(d, variables))
-        C._check(d, _SCHEMA, "")
-        data = d.get("data", {})
-        if ("synthetic_tissue" in data) == ("hest" in data):
-            raise ConfigError("data: give exactly one of [data.synthetic_tissue] or [data.hest]")
-        if "synthetic_tissue" in data:
-            try:
-                synthetic_tissue_config(data["synthetic_tissue"])
-            except (ValueError, TypeError, KeyError) as exc:
-                raise ConfigError(f"data.synthetic_tissue: {exc}") from None
-        else:
-            h = data["hest"]
-            if "root" not in h:
-                raise ConfigError("data.hest needs a root (the HEST-1k or bench_data folder)")
-            if h.get("coarsen", "none") not in _COARSEN_CHOICES:
-                raise ConfigError(f"data.hest.coarsen must be one of {_COARSEN_CHOICES}, "
-                                  f"got {h['coarsen']!r}")
-        methods = d.get("methods", [dict(m) for m in DEFAULT_TISSUE_METHODS])
-        labels: set[str] = set()
-        for i, m in enumerate(methods):
-            if not isinstance(m, dict) or "name" not in m:
-                raise ConfigError(f"methods[{i}] must be a table with a 'name'")
-            C._check(m, _METHOD_SCHEMA, f"methods[{i}]")
-            label = m.get("label", m["name"])
-            if label in labels:
-                raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
-            labels.add(label)
-        _check_method_names(methods, ConfigError)
-        ge = d.get("tasks", {}).get("gene_expression", {})
-        C._check(ge, _GENE_EXPRESSION_KEYS, "tasks.gene_expression")
-        if ge.get("model", "ridge") not in _MODEL_CHOICES:
-            raise ConfigError(f"tasks.gene_expression.model must be one of {_MODEL_CHOICES}, "
-                              f"got {ge['model']!r}")
-        if isinstance(ge.get("alpha"), str) and ge["alpha"] != "hest":
-            raise ConfigError(f"tasks.gene_expression.alpha must be 'hest' or a number, "
-                              f"got {ge['alpha']!r}")
-        C.check_extras(methods, data, d.get("tasks", {}), tissue=True)  # before any work
-        return cls(title=d.get("title", "baselens tissue run"), data=data,
-                   methods=[dict(m) for m in methods], tasks=d.get("tasks", {}),
-                   diagnostics=d.get("diagnostics", {}), execution=d.get("execution", {}),
-                   base_dir=Path(base_dir) if base_dir is not None else Path.cwd())
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike, variables: dict | None = None) -> "TissueConfig":
-        from baselens.run.config import load_toml_config
-
-        return load_toml_config(cls, path, variables)
-
-    def resolve(self, p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else self.base_dir / q
-
-    @property
-    def gene_expression(self) -> dict:
-        return dict(self.tasks.get("gene_expression", {}))
-
-    def to_dict(self) -> dict:
-        return {"title": self.title, "data": self.data, "methods": self.methods,
-                "tasks": self.tasks, "diagnostics": self.diagnostics,
-                "execution": self.execution}
-
-
-def _check_method_names(methods: list[dict], error) -> None:
-    """Unknown representation names fail before any data is generated or read."""
-    try:
-        from baselens.extract.networks import ARCHITECTURES
-        from baselens.extract.tissue import TISSUE_METHODS
-    except ImportError:  # pragma: no cover - extraction reports it later
-        return
-    known = set(TISSUE_METHODS) | {"network"} | set(ARCHITECTURES) | {f"{a}_random" for a in ARCHITECTURES}
-    for i, m in enumerate(methods):
-        if m["name"] not in known:
-            import difflib
-
-            close = difflib.get_close_matches(m["name"], sorted(known), n=1)
-            raise error(f"methods[{i}]: unknown tissue representation {m['name']!r}"
-                        + (f" — did you mean {close[0]!r}?" if close else "")
-                        + f" (tissue methods: {', '.join(TISSUE_METHODS)}, or a network such "
-                        "as resnet50 / vit_small_patch16_224)")
-
-
-def synthetic_tissue_config(d: dict):
-    """``SyntheticTissueConfig`` from ``{"preset": "demo"|"quick", **overrides}``."""
-    from baselens.data.tissue import SyntheticTissueConfig
-
-    d = dict(d)
-    preset = d.pop("preset", "demo")
-    if preset not in ("demo", "quick"):
-        raise ValueError(f"preset must be 'demo' or 'quick', got {preset!r}")
-    base = getattr(SyntheticTissueConfig, preset)()
-    return SyntheticTissueConfig.from_dict({**base.to_dict(), **d})
 
 
 # --------------------------------------------------------------------------- data
@@ -297,48 +138,89 @@ def _data_identity(ds, ident: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _finite_targets(ds, say, log: list) -> Any:
+def _finite_targets(ds, say, log: FilterLog) -> Any:
     """Drop spots whose targets are not all finite (counted in run.json)."""
     ok = np.isfinite(ds.targets.to_numpy(dtype=np.float64)).all(axis=1)
     if ok.all():
         return ds
     bad = ds.spots.loc[~ok, "Metadata_Spot"].astype(str).tolist()
-    log.append({"stage": "data", "what": "spots", "removed": int((~ok).sum()),
-                "kept": int(ok.sum()), "reason": "a target gene is not finite",
-                "examples": bad[:5]})
+    log.add("data", "spots", int((~ok).sum()), int(ok.sum()), "a target gene is not finite",
+            bad[:5])
     say(f"data: {int((~ok).sum())} spot(s) with a non-finite target removed (e.g. {bad[0]})")
     return ds.subset(np.flatnonzero(ok))
 
 
 # --------------------------------------------------------------------------- features
+class _Layers(dict):
+    """``{layer: features file}`` read on access as an (n_spots, d) float32 array, so a run
+    holds one representation layer at a time, not every method's features at once."""
+
+    def __getitem__(self, layer):
+        df = pd.read_parquet(dict.__getitem__(self, layer))
+        return df.drop(columns=["Metadata_Spot"]).to_numpy(dtype=np.float32)
+
+    def items(self):
+        return ((k, self[k]) for k in self)
+
+    def values(self):
+        return (self[k] for k in self)
+
+    def shape(self, layer) -> tuple[int, int]:
+        import pyarrow.parquet as pq
+
+        md = pq.read_metadata(dict.__getitem__(self, layer))
+        return md.num_rows, md.num_columns - 1
+
+
 def _read_cached(feat_dir: Path, label: str, key: str, spots: pd.Series) -> dict | None:
+    """A cached representation (:func:`baselens.run.pipeline.feature_manifest`) whose
+    spots are ``spots`` in order; its layers are read when used (:class:`_Layers`)."""
     from baselens.run.pipeline import feature_manifest
 
     found = feature_manifest(feat_dir, label, key)
     if found is None:
         return None
     info, paths = found
-    layers = {}
-    for layer, p in paths.items():
-        df = pd.read_parquet(p)
-        if not df["Metadata_Spot"].astype(str).equals(spots.astype(str).reset_index(drop=True)):
+    want = spots.astype(str).reset_index(drop=True)
+    for p in paths.values():
+        got = pd.read_parquet(p, columns=["Metadata_Spot"])["Metadata_Spot"].astype(str)
+        if not got.equals(want):
             return None
-        layers[layer] = df.drop(columns=["Metadata_Spot"]).to_numpy(dtype=np.float32)
-    return {"kind": info.get("kind", "model"), "layers": layers}
+    return {"kind": info.get("kind", "model"), "layers": _Layers(paths)}
 
 
-def _write_cached(feat_dir: Path, label: str, m: dict, key: str, rep: dict,
-                  spots: pd.Series) -> None:
-    files = []
-    for layer, x in rep["layers"].items():
-        x = np.asarray(x, dtype=np.float32)
-        df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
-        df.insert(0, "Metadata_Spot", spots.astype(str).to_numpy())
-        fname = f"{label}.{layer}.parquet"
-        write_parquet_atomic(df, feat_dir / fname)
-        files.append([layer, fname])
-    write_json_atomic({"key": key, "method": m, "kind": rep.get("kind", "model"),
-                       "layers": files}, feat_dir / f"{label}.json")
+def _chunks(ds, ex, chunk_size: int, label: str):
+    """``{layer: DataFrame(Metadata_Spot, f0…)}`` per chunk of spots (float32, as cached);
+    all spots at once for a representation that is not per spot (``ex.per_spot``)."""
+    n = len(ds)
+    size = chunk_size if getattr(ex, "per_spot", False) else max(n, 1)
+    spots = ds.spots["Metadata_Spot"].astype(str).to_numpy()
+    for c0 in range(0, n, size):
+        idx = np.arange(c0, min(n, c0 + size))
+        layers = ex(ds if len(idx) == n else ds.subset(idx), None)
+        out = {}
+        for layer, x in layers.items():
+            x = np.asarray(x, dtype=np.float32)
+            if x.shape[0] != len(idx):
+                raise RuntimeError(f"extract: {label}/{layer} has {x.shape[0]} rows for "
+                                   f"{len(idx)} spots")
+            df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+            df.insert(0, "Metadata_Spot", spots[idx])
+            out[layer] = df
+        yield out
+
+
+def _chunk_size(execution: dict, batch_size: int) -> int:
+    """Spots per chunk: ``[execution] chunk_size`` rounded up to whole batches of the
+    networks (``batch_size``) and of the GNNs (64 graphs), so every spot sees the same
+    batch as without chunks."""
+    from math import lcm
+
+    from baselens.run.execution import DEFAULT_CHUNK_SIZE
+
+    unit = lcm(int(batch_size), 64)
+    want = int(execution.get("chunk_size", max(4 * DEFAULT_CHUNK_SIZE, batch_size)))
+    return max(unit, -(-want // unit) * unit)
 
 
 def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict, dict]:
@@ -363,8 +245,9 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
     if todo:
         from baselens.run import execution
 
-        shared = {"ds": ds, "feat_dir": str(feat_dir),
-                  "batch_size": int(cfg.execution.get("batch_size", 32))}
+        batch_size = int(cfg.execution.get("batch_size", 32))
+        shared = {"ds": ds, "feat_dir": str(feat_dir), "batch_size": batch_size,
+                  "chunk_size": _chunk_size(cfg.execution, batch_size)}
         executor = execution.make_executor(cfg.execution, {}, len(todo), [])
         with executor:
             say(f"extract: {len(todo)} representation(s) of {len(spots)} spots on "
@@ -379,7 +262,7 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
                                        "(a worker lost?); run again to compute them")
                 reps[label] = rep
                 spent[label] = done["seconds"]
-                dims = ", ".join(f"{k} {v.shape[1]}" for k, v in rep["layers"].items())
+                dims = ", ".join(f"{k} {rep['layers'].shape(k)[1]}" for k in rep["layers"])
                 say(f"extract: {label} ({rep['kind']}; {dims} dims) {spent[label]:.1f} s")
     # the config's order, not the order the workers finished in
     order = [m.get("label", m["name"]) for m in cfg.methods]
@@ -387,39 +270,36 @@ def _extract(cfg: TissueConfig, ds, data_id: str, out: Path, say) -> tuple[dict,
 
 
 def _extract_method(item: tuple, shared: dict) -> dict:
-    """One representation of every spot, on a worker: computed, checked and written to
-    the feature cache (atomic); returns only its label, key and time."""
-    from baselens.extract.tissue import tissue_representations
+    """One representation of every spot, on a worker: computed chunk by chunk of spots
+    (:func:`_chunk_size`) and streamed into the shared feature cache
+    (:func:`baselens.run.pipeline.write_feature_cache`); returns its label, key and time."""
+    from baselens.extract.tissue import spot_extractor
+    from baselens.run.pipeline import write_feature_cache
 
     label, m, key = item
     ds, feat_dir = shared["ds"], Path(shared["feat_dir"])
-    spots = ds.spots["Metadata_Spot"]
     t = time.perf_counter()
-    got = tissue_representations(ds, [{**m, "label": label}], batch_size=shared["batch_size"])
-    if label not in got:
-        raise RuntimeError(f"extract: {label}: the extractor returned {sorted(got)} instead")
-    rep = got[label]
-    for layer, x in rep["layers"].items():
-        if np.asarray(x).shape[0] != len(spots):
-            raise RuntimeError(f"extract: {label}/{layer} has {np.asarray(x).shape[0]} "
-                               f"rows for {len(spots)} spots")
-    _write_cached(feat_dir, label, m, key, rep, spots)
+    ex = spot_extractor({**m, "label": label}, shared["batch_size"])
+    write_feature_cache(feat_dir, label, key, m,
+                        _chunks(ds, ex, shared["chunk_size"], label), kind=ex.kind)
     return {"label": label, "key": key, "seconds": time.perf_counter() - t}
 
 
 def modality(m: dict) -> str:
     """What a tissue representation sees: image, structure, count, pixel, reference, null."""
-    name = str(m["name"])
+    from baselens.extract.tissue import tissue_name
+
+    name = tissue_name(m["name"]).removeprefix("tissue_")
     params = m.get("params", {}) or {}
     if name == "ground_truth":
         return "reference"
     if name == "random":
         return "null"
-    if name == "tissue_count":
+    if name == "count":
         return "count"
     if name.startswith("pixel"):
         return "pixel"
-    if name in ("structure_image", "tissue_gcn", "tissue_egnn", "tissue_points") or \
+    if name in ("structure_image", "gcn", "egnn", "points") or \
             str(params.get("input", "image")) == "structure":
         return "structure"
     return "image"
@@ -483,7 +363,7 @@ def _score_rows(res, ident: dict, task: str, drivers: dict[str, str], seed: int)
     return rows, per
 
 
-def _evaluate(cfg: TissueConfig, ds, reps: dict, say, log: list) -> tuple[pd.DataFrame,
+def _evaluate(cfg: TissueConfig, ds, reps: dict, say, log: FilterLog) -> tuple[pd.DataFrame,
                                                                           pd.DataFrame, dict]:
     from baselens.evaluate.gene_expression import gene_expression_probe
     from baselens.run.pipeline import PER_PERT_COLUMNS, SCORE_COLUMNS
@@ -499,9 +379,8 @@ def _evaluate(cfg: TissueConfig, ds, reps: dict, say, log: list) -> tuple[pd.Dat
     counts = np.asarray(ds.n_cells, dtype=np.float64)
     use_counts = bool(ge.get("count_matched", True)) and len(np.unique(counts)) > 1
     if bool(ge.get("count_matched", True)) and not use_counts:
-        log.append({"stage": "evaluate", "what": "metrics", "removed": 1, "kept": 0,
-                    "reason": "pearson_count_matched skipped: every spot has the same number "
-                              "of nuclei (no segmentation?)"})
+        log.add("evaluate", "metrics", 1, 0, "pearson_count_matched skipped: every spot has "
+                "the same number of nuclei (no segmentation?)")
     tasks = ds.spots["Metadata_Task"].astype(str).to_numpy()
     score_rows, per_frames, split_info = [], [], {}
     by_label = {m.get("label", m["name"]): m for m in cfg.methods}
@@ -566,13 +445,13 @@ def _profile_sets(ds, reps: dict, max_spots: int, seed: int) -> list:
 
 
 def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.DataFrame,
-              out: Path, say, log: list) -> dict[str, pd.DataFrame]:
+              out: Path, say, log: FilterLog) -> dict[str, pd.DataFrame]:
     """beyond_baseline (+ paired Wilcoxon over genes), agreement, dimensionality; the Cell
     Painting–only tables written empty so the report says they do not apply."""
     from baselens.diagnose.agreement import agreement
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.dimensionality import dimensionality
-    from baselens.diagnose.run import DIAGNOSTICS, _empty, _parquet_safe
+    from baselens.diagnose.run import DIAGNOSTICS, empty_table, parquet_safe
     from baselens.evaluate.registry import metrics_table
 
     d = out / "diagnostics"
@@ -595,12 +474,11 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
                                   dimensionality=tables.get("dimensionality"))
     for name in DIAGNOSTICS:
         if name not in tables:
-            tables[name] = _empty(name)
-            log.append({"stage": f"diagnose: {name}", "what": "tables", "removed": 0, "kept": 0,
-                        "reason": "not applicable to spots (Cell Painting wells only)",
-                        "quiet": True})
+            tables[name] = empty_table(name)
+            log.add(f"diagnose: {name}", "tables", 0, 0,
+                    "not applicable to spots (Cell Painting wells only)", quiet=True)
     for name, df in tables.items():
-        write_parquet_atomic(_parquet_safe(df), d / f"{name}.parquet")
+        write_parquet_atomic(parquet_safe(df), d / f"{name}.parquet")
     # the report's tissue panels: gene drivers and representation modalities
     genes = pd.DataFrame({"gene": [str(g) for g in ds.targets.columns]})
     drv = getattr(ds, "gene_drivers", None)
@@ -613,7 +491,7 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
                         "method_kind": reps[m.get("label", m["name"])]["kind"],
                         "modality": modality(m), "name": m["name"]} for m in cfg.methods])
     write_parquet_atomic(mt, d / "tissue_methods.parquet")
-    write_parquet_atomic(tables["beyond_baseline"].pipe(_parquet_safe), out / "beyond_baseline.parquet")
+    write_parquet_atomic(tables["beyond_baseline"].pipe(parquet_safe), out / "beyond_baseline.parquet")
     return tables
 
 
@@ -623,12 +501,13 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
 
     Returns a :class:`baselens.run.pipeline.RunResult`.
     """
-    from baselens.run.pipeline import RunResult, _Progress, write_report_and_run_info
+    from baselens.run.pipeline import (Progress, RunResult, write_report_and_run_info,
+                                       write_results)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    say = _Progress(progress, out / "run.log")
-    log: list[dict] = []
+    say = Progress(progress, out / "run.log")
+    log = FilterLog()
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -648,8 +527,7 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
     t = time.perf_counter()
     scores, per, split_info = _evaluate(cfg, ds, reps, say, log)
     timings["evaluate"] = time.perf_counter() - t
-    write_parquet_atomic(scores, out / "scores.parquet")
-    write_parquet_atomic(per, out / "per_perturbation.parquet")
+    write_results(out, scores, per)
 
     t = time.perf_counter()
     diag = _diagnose(cfg, ds, reps, scores, per, out, say, log)
@@ -669,7 +547,7 @@ def run_tissue_pipeline(cfg: TissueConfig, out_dir: str | Path, *, progress: boo
         "genes": [str(g) for g in ds.targets.columns],
         "tasks": split_info,
         "data_info": _jsonable(getattr(ds, "info", {})),
-        "filters": log,
+        "filters": log.to_records(),
         "extract_s": {k: round(v, 2) for k, v in spent.items()},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
