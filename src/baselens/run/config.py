@@ -464,7 +464,7 @@ _TISSUE_SCHEMA: dict[str, Any] = {
     "execution": {"batch_size": int, "workers": int, "executor": str, "scheduler": str,
                   "dashboard_address": str, "chunk_size": int},
 }
-_METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
+_TISSUE_METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
 _MODEL_CHOICES = ("ridge", "xgboost")
 _COARSEN_CHOICES = ("none", "1nn")
 
@@ -522,7 +522,7 @@ class TissueConfig:
         for i, m in enumerate(methods):
             if not isinstance(m, dict) or "name" not in m:
                 raise ConfigError(f"methods[{i}] must be a table with a 'name'")
-            check_schema(m, _METHOD_SCHEMA, f"methods[{i}]")
+            check_schema(m, _TISSUE_METHOD_SCHEMA, f"methods[{i}]")
             label = m.get("label", m["name"])
             if label in labels:
                 raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
