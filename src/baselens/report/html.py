@@ -103,7 +103,12 @@ def _context_html(context: Mapping[str, Any] | None) -> str:
         return ""
     top = {k: v for k, v in context.items() if k in VISIBLE_CONTEXT}
     rest = {k: v for k, v in context.items() if k not in VISIBLE_CONTEXT}
+    folds = top.pop("folds", None)
     out = f'<div class="context runline">{_kv_html(top)}</div>' if top else ""
+    if folds is not None:  # one line in view; every probe's plan per level one click away
+        out += ('<details class="context" id="fold-plans"><summary>How folds were formed: '
+                "per probe and batch level</summary>"
+                f"{_kv_html({'folds': folds})}</details>")
     if rest:
         out += ('<details class="context" id="run-info"><summary>Run information: data, '
                 f"filters, timings</summary>{_kv_html(rest)}</details>")
