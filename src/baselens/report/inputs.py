@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from baselens._tables import aggregate_scores, per_perturbation_differential
+
 log = logging.getLogger(__name__)
 
 #: The diagnostics tables the report reads (``DIR/diagnostics/<name>.parquet``).
@@ -148,76 +150,23 @@ def normalise_keys(df: pd.DataFrame | None, cols=("method", "layer")) -> pd.Data
 _KEYS = ["task", "batch_level", "metric", "method", "layer"]
 
 
-def _keys_as_str(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for col, default in (("layer", "default"), ("batch_level", "all")):
-        if col not in out.columns:
-            out[col] = default
-        out[col] = out[col].where(out[col].notna(), default)
-    for col in ("method", "method_kind", "layer", "task", "batch_level", "metric",
-                "perturbation"):
-        if col in out.columns:
-            out[col] = out[col].astype(str)
-    out["value"] = pd.to_numeric(out["value"], errors="coerce").astype(float)
-    return out
-
-
 def display_means(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample s.d., runs and largest ``n`` per (task, level, metric, method, layer),
-    in order of first appearance (what the tables print)."""
+    in order of first appearance (what the tables print): the same numbers the verdicts
+    rest on (:func:`baselens._tables.aggregate_scores`)."""
     cols = [*_KEYS, "method_kind", "value_mean", "value_std", "n_runs", "n"]
     if scores is None or scores.empty:
         return pd.DataFrame(columns=cols)
-    df = _keys_as_str(scores)
-    g = df.groupby(_KEYS, sort=False, dropna=False)
-    out = g["value"].agg(value_mean="mean", value_std=lambda s: s.std(ddof=1), n_runs="count")
-    out["method_kind"] = g["method_kind"].first()
-    out["n"] = g["n"].max() if "n" in df.columns else np.nan
-    out = out.reset_index()
-    out["n_runs"] = out["n_runs"].astype(int)
-    return out[cols]
+    return aggregate_scores(scores)[cols]
 
 
 def per_item_points(per_pert: pd.DataFrame, task: str, metric: str, *,
                     batch_level: str | None = None, lower_is_better: bool = False
                     ) -> pd.DataFrame:
     """Scatter points: each non-baseline method's value per perturbation against the best
-    baseline's value for that perturbation (``improvement`` signed so that > 0 is better)."""
-    cols = ["batch_level", "perturbation", "method", "method_kind", "layer", "value",
-            "best_baseline", "best_baseline_layer", "best_baseline_value", "difference",
-            "improvement"]
+    baseline's value for that perturbation (``improvement`` signed so that > 0 is better;
+    :func:`baselens._tables.per_perturbation_differential`)."""
     if per_pert is None or per_pert.empty:
-        return pd.DataFrame(columns=cols)
-    df = _keys_as_str(per_pert)
-    df = df[(df["task"] == str(task)) & (df["metric"] == str(metric))]
-    if batch_level is not None:
-        df = df[df["batch_level"] == str(batch_level)]
-    if df.empty:
-        return pd.DataFrame(columns=cols)
-    keys = ["batch_level", "perturbation", "method", "layer"]
-    g = df.groupby(keys, sort=False)
-    avg = g["value"].mean().to_frame("value")
-    avg["method_kind"] = g["method_kind"].first()
-    avg = avg.reset_index()
-    base = avg[(avg["method_kind"] == "baseline") & avg["value"].notna()]
-    base = base.sort_values(["method", "layer"], kind="stable").sort_values(
-        "value", ascending=lower_is_better, kind="stable")
-    best = base.drop_duplicates(["batch_level", "perturbation"]).rename(
-        columns={"method": "best_baseline", "layer": "best_baseline_layer",
-                 "value": "best_baseline_value"})[
-        ["batch_level", "perturbation", "best_baseline", "best_baseline_layer",
-         "best_baseline_value"]]
-    others = avg[avg["method_kind"] != "baseline"]
-    if others.empty:
-        return pd.DataFrame(columns=cols)
-    out = others.merge(best, on=["batch_level", "perturbation"], how="left")
-    for col in ("best_baseline", "best_baseline_layer"):
-        out[col] = out[col].astype(object).where(out[col].notna(), None)
-    out["difference"] = out["value"] - out["best_baseline_value"]
-    out["improvement"] = -out["difference"] if lower_is_better else out["difference"]
-    key = out["method"] + "\x00" + out["layer"]
-    order = {k: i for i, k in enumerate(pd.unique(key))}
-    out = out.assign(_o=key.map(order)).sort_values(
-        ["_o", "improvement", "perturbation"], ascending=[True, False, True],
-        na_position="last", kind="stable")
-    return out[cols].reset_index(drop=True)
+        return per_perturbation_differential(None, task, metric)
+    return per_perturbation_differential(per_pert, task, metric, batch_level=batch_level,
+                                         lower_is_better=lower_is_better)
