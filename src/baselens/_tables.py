@@ -165,3 +165,24 @@ def per_perturbation_differential(
         kind="stable",
     )
     return out[cols].reset_index(drop=True)
+
+
+def _truthy(v) -> bool:
+    return bool(v) if isinstance(v, (bool, np.bool_)) else str(v).strip().lower() in (
+        "true", "1", "yes")
+
+
+def coerce_types(df: pd.DataFrame | None, numeric, flags=()) -> pd.DataFrame | None:
+    """A copy of ``df`` whose ``numeric`` columns are numbers and ``flags`` booleans
+    (tables read back from parquet files written as text by older runs); ``None`` stays
+    ``None``. ``predictable_by_cell_count`` is always a flag."""
+    if df is None:
+        return None
+    df = df.copy()
+    for c in numeric:
+        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in (*flags, "predictable_by_cell_count"):
+        if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
+            df[c] = df[c].map(_truthy).astype(bool)
+    return df

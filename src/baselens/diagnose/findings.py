@@ -80,6 +80,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from baselens._tables import coerce_types
+
 __all__ = [
     "CAPTURE_FOLD",
     "CAPTURE_MIN",
@@ -887,16 +889,7 @@ _NUMERIC_INPUTS = ("value", "value_mean", "best_baseline_mean", "difference", "i
 
 
 def _numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
-    if df is None:
-        return None
-    df = df.copy()
-    for c in _NUMERIC_INPUTS:
-        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    c = "predictable_by_cell_count"
-    if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
-        df[c] = df[c].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
-    return df
+    return coerce_types(df, _NUMERIC_INPUTS)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from baselens._tables import aggregate_scores, per_perturbation_differential
+from baselens._tables import aggregate_scores, coerce_types, per_perturbation_differential
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,9 @@ NUMERIC_COLUMNS = ("value", "spearman", "cka", "n_perturbations", "component", "
 
 
 def coerce_numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Numeric contract columns as floats; ``predictable_by_cell_count`` as bool."""
-    if df is None:
-        return None
-    df = df.copy()
-    for c in NUMERIC_COLUMNS:
-        if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    for c in ("higher_is_better", "headline", "declared"):  # metrics.parquet flags
-        if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
-            df[c] = df[c].map(lambda v: str(v).strip().lower() in ("true", "1", "yes")).astype(bool)
-    c = "predictable_by_cell_count"
-    if c in df.columns and not pd.api.types.is_bool_dtype(df[c]):
-        df[c] = df[c].map(lambda v: str(v).strip().lower() in ("true", "1", "yes")
-                          if not isinstance(v, (bool, np.bool_)) else bool(v)).astype(bool)
-    return df
+    """Numeric contract columns as floats; ``predictable_by_cell_count`` and the
+    ``metrics.parquet`` flags as bool."""
+    return coerce_types(df, NUMERIC_COLUMNS, ("higher_is_better", "headline", "declared"))
 
 
 def read_diagnostics(diag_dir: Path) -> dict[str, pd.DataFrame | None]:
