@@ -39,18 +39,19 @@ METHODS = [{"name": "pixel_stats"}, {"name": "cell_count"}, {"name": "single_con
 def extract_once(ld_path: Path, out: Path, executor: str, workers: int) -> float:
     import dask
 
-    from baselens.data.load_data import read_load_data
     from baselens.run.config import RunConfig
     from baselens.run.pipeline import _extract, _Progress
+    from baselens.run.units import SiteUnits
 
     ex = {"executor": executor.split("-")[0], "workers": workers, "dashboard_address": ":0"}
     cfg = RunConfig.from_dict({"data": {"load_data": str(ld_path)}, "methods": METHODS,
                                "execution": ex})
-    ld = read_load_data(ld_path)
+    units = SiteUnits()
+    units.load(cfg, out, _Progress(False), None)
     stock = executor == "dask-dask-env"
     with dask.config.set({"baselens.keep-dask-nanny-environ": stock}):
         t = time.perf_counter()
-        _extract(cfg, ld, {}, out, _Progress(False))
+        _extract(cfg, units, out, _Progress(False))
         return time.perf_counter() - t
 
 

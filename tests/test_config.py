@@ -73,7 +73,8 @@ def test_precomputed_paths_and_channel_map_follow_the_config_folder(tmp_path, mo
     import pandas as pd
     import tifffile
 
-    from baselens.run.pipeline import _prepare_data, _Progress
+    from baselens.run.pipeline import _Progress
+    from baselens.run.units import prepare_screen
 
     proj = tmp_path / "proj"
     (proj / "img").mkdir(parents=True)
@@ -92,7 +93,7 @@ def test_precomputed_paths_and_channel_map_follow_the_config_folder(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # not the config's folder
     cfg = RunConfig.from_toml(proj / "run.toml")
     assert cfg.methods[0]["params"]["path"] == str(proj / "emb.parquet")
-    ld, _, _ = _prepare_data(cfg, tmp_path / "out", _Progress(False))
+    ld, _, _ = prepare_screen(cfg, tmp_path / "out", _Progress(False))
     assert ld.channels == ["DNA", "RNA"]
     assert ld.read_site(0)[:, 0, 0].tolist() == [20, 10]
     with pytest.raises(ConfigError, match="channel_map must be dict"):

@@ -15,7 +15,8 @@ from baselens.diagnose.run import DIAGNOSTICS, ProfileSet, run_diagnostics
 from baselens.extract.registry import get_spec
 from baselens.profile.log import FilterLog
 from baselens.run.config import RunConfig
-from baselens.run.pipeline import _profile, _well_cell_counts, run_pipeline
+from baselens.run.pipeline import run_pipeline
+from baselens.run.units import profile_wells, well_cell_counts
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +50,12 @@ def diag(tmp_path_factory):
         feats[man.stem] = (info["method"]["name"],
                            {layer: pd.read_parquet(out / "features" / f)
                             for layer, f in info["layers"]})
-    wc = _well_cell_counts({k: v for k, (_, v) in feats.items()})
+    wc = well_cell_counts({k: v for k, (_, v) in feats.items()})
     log = FilterLog()
     sets = []
     for label, (name, layers) in feats.items():
         for layer, df in layers.items():
-            p, f = _profile(df, {}, log, f"{label}/{layer}", wc)
+            p, f = profile_wells(df, {}, log, f"{label}/{layer}", wc)
             sets.append(ProfileSet(label, get_spec(name).kind, layer, p, list(f)))
     gt = out / "data" / "ground_truth"
     classes = (pd.read_parquet(gt / "perturbations.parquet")

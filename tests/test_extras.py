@@ -127,11 +127,9 @@ def test_default_config_and_xgboost_task_fail_without_their_extras(monkeypatch):
 
 
 def test_tissue_config_fails_without_networks(monkeypatch):
-    from baselens.run.tissue import TissueConfig
-
     _without(monkeypatch, "networks")
     with pytest.raises(ConfigError, match=r'tissue_gcn_random.*pip install "baselens\[networks\]"'):
-        TissueConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
+        RunConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
                                 "methods": [{"name": "random"},
                                             {"name": "tissue_gcn", "label": "tissue_gcn_random"}]})
 

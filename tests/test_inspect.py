@@ -33,11 +33,11 @@ def test_load_data_with_illum_table_reports_what_a_run_stops_at(realdata, tmp_pa
     assert rep.info["remote_files"] == 10 and rep.info["rows"] == 2
     # the same messages the run's data stage and image reader raise
     from baselens.run.config import RunConfig
-    from baselens.run.pipeline import _prepare_data
+    from baselens.run.units import prepare_screen
 
     cfg = RunConfig.from_dict({"data": {"load_data": str(path)}, "methods": [{"name": "random"}]})
     with pytest.raises(ValueError) as run_err:
-        _prepare_data(cfg, tmp_path, print)
+        prepare_screen(cfg, tmp_path, print)
     assert str(rep.problems[0]) == str(run_err.value)
     with pytest.raises(ImageReadError) as read_err:
         read_load_data(path).read_site(0)

@@ -129,11 +129,11 @@ def test_probe_warning_names_the_steps_that_see_held_out_wells():
 
 
 def test_pipeline_stamps_the_warning_on_grouped_probes_only():
-    from baselens.run.pipeline import _warn_probes
+    from baselens.run.units import warn_probes
 
     frames = [pd.DataFrame({"task": ["knn_probe"] * 2, "warning": ["", "x"]}),
               pd.DataFrame({"task": ["replicate_retrieval"], "warning": [""]})]
-    out = _warn_probes(frames, {"steps": ["pca:8:all"]})
+    out = warn_probes(frames, {"steps": ["pca:8:all"]})
     assert out[0]["warning"].str.contains("pca:8:all").all() and out[0]["warning"][1].startswith("x; ")
     assert out[1]["warning"].tolist() == [""]
-    assert _warn_probes(frames, {})[0] is frames[0]  # legacy normalize to negcon: no warning
+    assert warn_probes(frames, {})[0] is frames[0]  # legacy normalize to negcon: no warning

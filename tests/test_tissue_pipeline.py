@@ -130,14 +130,15 @@ def test_report_has_the_tissue_panels(run):
 
 
 def test_rerun_extracts_nothing(run, tmp_path):
-    from baselens.run.tissue import TissueConfig, run_tissue_pipeline
+    from baselens.run.config import RunConfig
+    from baselens.run.pipeline import run_pipeline
 
     out = tmp_path / "again"
     shutil.copytree(run, out)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "features").glob("*.parquet")}
-    cfg = TissueConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
+    cfg = RunConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
                                   "methods": METHODS})
-    res = run_tissue_pipeline(cfg, out, progress=False)
+    res = run_pipeline(cfg, out, progress=False)
     log = (out / "run.log").read_text()
     for m in METHODS:
         assert f"extract: {m.get('label', m['name'])} reused from cache" in log
@@ -148,21 +149,35 @@ def test_rerun_extracts_nothing(run, tmp_path):
 
 def test_config_errors_name_the_key(tmp_path):
     from baselens.run.config import ConfigError
-    from baselens.run.tissue import TissueConfig, is_tissue_config_file
+    from baselens.run.config import RunConfig, is_tissue_config_file
 
     base = {"data": {"synthetic_tissue": {"preset": "quick"}}}
     with pytest.raises(ConfigError, match="n_compnents"):
-        TissueConfig.from_dict({**base, "tasks": {"gene_expression": {"n_compnents": 8}}})
+        RunConfig.from_dict({**base, "tasks": {"gene_expression": {"n_compnents": 8}}})
     with pytest.raises(ConfigError, match="model must be one of"):
-        TissueConfig.from_dict({**base, "tasks": {"gene_expression": {"model": "lasso"}}})
+        RunConfig.from_dict({**base, "tasks": {"gene_expression": {"model": "lasso"}}})
     with pytest.raises(ConfigError, match="exactly one"):
-        TissueConfig.from_dict({"data": {"synthetic_tissue": {}, "hest": {"root": "x"}}})
+        RunConfig.from_dict({"data": {"synthetic_tissue": {}, "hest": {"root": "x"}}})
     with pytest.raises(ConfigError, match="coarsen"):
-        TissueConfig.from_dict({"data": {"hest": {"root": "x", "coarsen": "2nn"}}})
+        RunConfig.from_dict({"data": {"hest": {"root": "x", "coarsen": "2nn"}}})
     with pytest.raises(ConfigError, match="unknown_task"):
-        TissueConfig.from_dict({**base, "tasks": {"unknown_task": {}}})
+        RunConfig.from_dict({**base, "tasks": {"unknown_task": {}}})
     with pytest.raises(ConfigError, match="synthetic_tissue"):
-        TissueConfig.from_dict({"data": {"synthetic_tissue": {"preset": "huge"}}})
+        RunConfig.from_dict({"data": {"synthetic_tissue": {"preset": "huge"}}})
+    # one schema: what belongs to screens is refused on spots, and the reverse
+    with pytest.raises(ConfigError, match=r"\[profile\] does not apply to tissue"):
+        RunConfig.from_dict({**base, "profile": {"normalize": "standardize"}})
+    with pytest.raises(ConfigError, match="load_data describe a screen"):
+        RunConfig.from_dict({"data": {"synthetic_tissue": {}, "load_data": "x.parquet"}})
+    with pytest.raises(ConfigError, match="gene_expression scores tissue spots"):
+        RunConfig.from_dict({"data": {"load_data": "x.parquet"},
+                             "tasks": {"gene_expression": {}}})
+    with pytest.raises(ConfigError, match=r"\[diagnostics\] applies to tissue runs"):
+        RunConfig.from_dict({"data": {"load_data": "x.parquet"},
+                             "diagnostics": {"max_spots": 10}})
+    cfg = RunConfig.from_dict({**base, "diagnostics": {"max_spots": 50}})
+    assert cfg.unit == "spot" and cfg.diagnostics == {"max_spots": 50}
+    assert "profile" not in cfg.to_dict() and cfg.to_dict()["diagnostics"] == {"max_spots": 50}
     p = tmp_path / "c.toml"
     p.write_text('[data.hest]\nroot = "x"\n')
     assert is_tissue_config_file(p)
@@ -171,28 +186,29 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 def test_protocol_file_is_valid():
-    from baselens.run.tissue import TissueConfig
+    from baselens.run.config import RunConfig
 
     root = Path(__file__).resolve().parents[1] / "protocols"
-    cfg = TissueConfig.from_toml(root / "hest_synthetic.toml")
+    cfg = RunConfig.from_toml(root / "hest_synthetic.toml")
     names = {m["name"] for m in cfg.methods}
     assert {"ground_truth", "random", "pixel_stats", "tissue_count", "tissue_gcn",
             "tissue_egnn"} <= names
     assert cfg.gene_expression["n_components"] == 256
-    real = TissueConfig.from_toml(root / "hest1k.toml", variables={"data_dir": "/data/hest"})
+    real = RunConfig.from_toml(root / "hest1k.toml", variables={"data_dir": "/data/hest"})
     assert real.data["hest"] == {"root": "/data/hest/bench_data", "task": "IDC", "coarsen": "1nn"}
 
 
 def test_hest_layout_with_1nn_coarsening(run, tmp_path):
     """[data.hest] on a HEST-layout folder (the quick tissue's, read like real data, its
     ground_truth/ included) with 1NN coarsening (“Deep Learning for BioImaging: What Are We Learning?” (arXiv 2603.13377) C.3)."""
-    from baselens.run.tissue import TissueConfig, run_tissue_pipeline
+    from baselens.run.config import RunConfig
+    from baselens.run.pipeline import run_pipeline
 
-    cfg = TissueConfig.from_dict({
+    cfg = RunConfig.from_dict({
         "data": {"hest": {"root": str(run / "data"), "coarsen": "1nn"}},
         "methods": [{"name": "random"}, {"name": "tissue_count"}, {"name": "tissue_points"}],
         "diagnostics": {"enabled": False}})
-    res = run_tissue_pipeline(cfg, tmp_path / "hest", progress=False)
+    res = run_pipeline(cfg, tmp_path / "hest", progress=False)
     info = json.loads((tmp_path / "hest" / "run.json").read_text())
     assert info["n_spots"] <= 144 and info["config"]["data"]["hest"]["coarsen"] == "1nn"
     assert "coarsening" in (tmp_path / "hest" / "run.log").read_text()
@@ -261,18 +277,20 @@ def test_tissue_section_only_for_tissue_runs():
 
 
 def test_representations_run_on_a_local_cluster_and_in_process_alike(run, tmp_path):
-    """The module run (CLI default: a dask LocalCluster, one task per representation, the
-    dataset shipped once per worker) and an in-process run give the same scores."""
-    from baselens.run.tissue import TissueConfig, run_tissue_pipeline
+    """The module run (CLI default: a dask LocalCluster, one task per representation and
+    chunk of spots) and an in-process run give the same scores."""
+    from baselens.run.config import RunConfig
+    from baselens.run.pipeline import run_pipeline
 
     log = (run / "run.log").read_text()
-    assert f"extract: {len(METHODS)} representation(s) of" in log
+    # one task per (chunk, representation): the quick spots fit one chunk
+    assert f"{len(METHODS)} of {len(METHODS)} method x chunk parts" in log
     assert "dask LocalCluster, 2 workers" in log or (os.cpu_count() or 1) < 2
     out = tmp_path / "serial"
     shutil.copytree(run / "data", out / "data")
-    cfg = TissueConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
+    cfg = RunConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
                                   "methods": METHODS, "execution": {"executor": "serial"}})
-    res = run_tissue_pipeline(cfg, out, progress=False)
+    res = run_pipeline(cfg, out, progress=False)
     assert "in this process" in (out / "run.log").read_text()
     pd.testing.assert_frame_equal(res.scores, pd.read_parquet(run / "scores.parquet"))
 
@@ -280,16 +298,19 @@ def test_representations_run_on_a_local_cluster_and_in_process_alike(run, tmp_pa
 def test_spots_in_chunks_give_the_same_features_and_scores(run, tmp_path):
     """Spots extracted in chunks (here 64 of the 144 quick spots at a time, in process)
     give the features and scores of the one-chunk run, through the shared feature cache."""
-    from baselens.run.tissue import TissueConfig, _chunk_size, run_tissue_pipeline
+    from baselens.run.config import RunConfig
+    from baselens.run.pipeline import run_pipeline
+    from baselens.run.units import SpotUnits
 
-    assert _chunk_size({"chunk_size": 10}, 32) == 64  # whole network and GNN batches
-    assert _chunk_size({"chunk_size": 100}, 48) == 192
+    units = SpotUnits()
+    assert units.chunk_size({"chunk_size": 10}) == 64  # whole network and GNN batches
+    assert units.chunk_size({"chunk_size": 100, "batch_size": 48}) == 192
     out = tmp_path / "chunked"
     shutil.copytree(run / "data", out / "data")
-    cfg = TissueConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
+    cfg = RunConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
                                   "methods": METHODS,
                                   "execution": {"executor": "serial", "chunk_size": 64}})
-    res = run_tissue_pipeline(cfg, out, progress=False)
+    res = run_pipeline(cfg, out, progress=False)
     n = len(pd.read_parquet(run / "features" / "random.default.parquet"))
     assert n > 64  # more than one chunk
     for f in sorted((run / "features").glob("*.parquet")):
@@ -299,3 +320,29 @@ def test_spots_in_chunks_give_the_same_features_and_scores(run, tmp_path):
     info = json.loads((out / "run.json").read_text())
     assert all({"stage", "what", "removed", "kept", "reason", "examples", "quiet"} <= set(e)
                for e in info["filters"])  # FilterLog records, as screens write them
+
+
+def test_an_interrupted_tissue_extraction_computes_only_its_missing_chunks(run, tmp_path):
+    """Spots go through the screen's per-chunk cache: with one chunk's part of one
+    representation gone (a killed worker), the re-run computes that part alone and scores
+    the same."""
+    from baselens.run.config import RunConfig
+    from baselens.run.execution import marker_path
+    from baselens.run.pipeline import run_pipeline
+
+    methods = [{"name": "tissue_count"}, {"name": "tissue_points"}]
+    cfg = RunConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
+                               "methods": methods,
+                               "execution": {"executor": "serial", "chunk_size": 64}})
+    out = tmp_path / "resume"
+    shutil.copytree(run / "data", out / "data")
+    first = run_pipeline(cfg, out, progress=False)
+    marker_path(out / "features", "tissue_points", "spots-00001").unlink()
+    (out / "features" / "tissue_points.json").unlink()  # not consolidated: killed mid-run
+    (out / "run.log").unlink()
+    again = run_pipeline(cfg, out, progress=False)
+    log = (out / "run.log").read_text()
+    assert "extract: tissue_count reused from cache" in log
+    assert "extract: tissue_points: 2/3 chunks cached, 1 to compute" in log
+    assert "computing 1 of 3 chunks" in log
+    pd.testing.assert_frame_equal(again.scores, first.scores)

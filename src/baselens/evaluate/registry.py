@@ -110,7 +110,7 @@ class TaskSpec:
         The inputs the task needs, in words.
     pipeline
         ``"cell_painting"`` (:mod:`baselens.run.tasks`) or ``"tissue"``
-        (:mod:`baselens.run.tissue`, whose ``task`` column is the dataset's task).
+        (:class:`baselens.run.units.SpotUnits`, whose ``task`` column is the dataset's task).
     """
 
     name: str

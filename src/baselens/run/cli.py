@@ -52,28 +52,17 @@ def cmd_demo(args) -> int:
     from baselens.run.pipeline import run_pipeline
 
     if getattr(args, "tissue", False):  # the synthetic HEST protocol (protocols/hest_synthetic.toml)
-        from baselens.run.tissue import TissueConfig
+        from baselens.run.config import RunConfig
 
-        return _run_tissue(TissueConfig.from_dict({
+        cfg = RunConfig.from_dict({
             "title": "baselens demo — synthetic tissue (H&E + gene expression)"
                      + (" (quick)" if args.quick else ""),
             "data": {"synthetic_tissue": {"preset": "quick" if args.quick else "demo",
-                                          "seed": args.seed}}}), args)
-
+                                          "seed": args.seed}}})
+    else:
+        cfg = _demo_config(args)
     t = time.perf_counter()
-    res = run_pipeline(_apply_execution(_demo_config(args), args), args.out,
-                       progress=not args.quiet)
-    print(f"finished in {time.perf_counter() - t:.1f} s")
-    print(f"report: {res.report.resolve()}")
-    return 0
-
-
-def _run_tissue(cfg, args) -> int:
-    """H&E spots + gene expression (``[data.synthetic_tissue]`` / ``[data.hest]``)."""
-    from baselens.run.tissue import run_tissue_pipeline
-
-    t = time.perf_counter()
-    res = run_tissue_pipeline(_apply_execution(cfg, args), args.out, progress=not args.quiet)
+    res = run_pipeline(_apply_execution(cfg, args), args.out, progress=not args.quiet)
     print(f"finished in {time.perf_counter() - t:.1f} s")
     print(f"report: {res.report.resolve()}")
     return 0
@@ -105,18 +94,15 @@ def find_config(name: str) -> str:
 def cmd_run(args) -> int:
     from baselens.run.config import RunConfig
     from baselens.run.pipeline import run_pipeline
-    from baselens.run.tissue import TissueConfig, is_tissue_config_file
 
     args.config = find_config(args.config)
-    if is_tissue_config_file(args.config):
-        return _run_tissue(TissueConfig.from_toml(args.config, variables={
-            "data_dir": getattr(args, "data_dir", None),
-            "annotations_dir": getattr(args, "annotations_dir", None)}), args)
-
     variables = {"data_dir": getattr(args, "data_dir", None),
                  "annotations_dir": getattr(args, "annotations_dir", None)}
     cfg = _apply_execution(RunConfig.from_toml(args.config, variables=variables), args)
     if getattr(args, "reference", None):  # --reference all: screens without negative controls
+        if cfg.unit == "spot":
+            raise SystemExit("error: --reference applies to screens; a tissue run has no "
+                             "profile normalization")
         cfg.profile = {**cfg.profile, "reference": args.reference}
     t = time.perf_counter()
     res = run_pipeline(cfg, args.out, progress=not args.quiet)
@@ -213,8 +199,8 @@ def cmd_download(args) -> int:
 def _inspect_config(path: str) -> int:
     """What a run config would need: its extras, which of them are installed here."""
     from baselens._extras import requirements_text
-    from baselens.run.config import DEFAULT_METHODS, tomllib
-    from baselens.run.tissue import DEFAULT_TISSUE_METHODS, is_tissue_config
+    from baselens.run.config import (DEFAULT_METHODS, DEFAULT_TISSUE_METHODS,
+                                     is_tissue_config, tomllib)
 
     d = tomllib.loads(Path(path).read_text())
     tissue = is_tissue_config(d)

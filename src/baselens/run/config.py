@@ -38,6 +38,23 @@ Example (every key optional except a data source)::
     workers = 8                           # default: one per core (one per GPU for GPU models)
     scheduler = "tcp://host:8786"         # an existing dask cluster instead of a LocalCluster
 
+A tissue run (H&E spots with gene expression; :class:`baselens.run.units.SpotUnits`)
+uses the same schema with a tissue data source, tissue representations and the
+gene-expression task instead of a screen's; ``[profile]`` does not apply::
+
+    title = "H&E representations vs baselines"
+    [data.synthetic_tissue]               # or [data.hest]
+    preset = "demo"                       # demo | quick, plus SyntheticTissueConfig overrides
+    # [data.hest]
+    # root = "${data_dir}/bench_data"; task = "IDC"; coarsen = "1nn"; genes = [...]
+    [[methods]]
+    name = "tissue_count"                 # `baselens list`, modality tissue
+    [tasks.gene_expression]
+    n_components = 256
+    model = "ridge"                       # ridge | xgboost
+    [diagnostics]
+    max_spots = 400                       # spots subsampled for agreement / dimensionality
+
 Variables in strings: ``${data_dir}`` and ``${annotations_dir}`` anywhere in a string value
 (paths in ``[data]``, method ``params``) are replaced before validation. ``data_dir`` is
 ``baselens run --data-dir DIR``, else ``data/<dataset>`` under the current directory, where
@@ -83,10 +100,15 @@ _SCHEMA: dict[str, Any] = {
         "targets": str,  # Metadata_Plate, Metadata_Well + continuous per-well targets
         "perturbation_metadata": str,  # Metadata_Perturbation + Metadata_* to join (e.g. Metadata_moa)
         "synthetic": dict,  # validated by SyntheticConfig.from_dict
+        # tissue spots (run.units.SpotUnits): one of these instead of load_data/synthetic
+        "synthetic_tissue": dict,  # validated by SyntheticTissueConfig.from_dict
+        "hest": {"root": str, "task": str, "genes": list, "sample_ids": list,
+                 "n_genes": int, "coarsen": str, "grid": str},
     },
     "methods": list,
     "profile": {"aggregate": str, "normalize": str, "reference": str, "steps": (str, list)},
     "tasks": dict,  # validated against the task functions' signatures (run.tasks)
+    "diagnostics": {"max_spots": int, "enabled": bool},  # tissue runs: the spot subsample
     # extraction: see baselens.run.execution (executor: "serial" | "processes" | "dask";
     # scheduler: address of an existing dask cluster; chunk_size: sites per cached chunk)
     "execution": {"batch_size": int, "prefetch": int, "read_workers": int, "workers": int,
@@ -162,12 +184,33 @@ class RunConfig:
     tasks: dict = field(default_factory=dict)
     execution: dict = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def unit(self) -> str:
+        """``"spot"`` for tissue (``[data.hest]`` / ``[data.synthetic_tissue]``), else
+        ``"site"`` (:mod:`baselens.run.units`)."""
+        return "spot" if is_tissue_config({"data": self.data}) else "site"
+
+    @property
+    def gene_expression(self) -> dict:
+        """``[tasks.gene_expression]`` of a tissue run."""
+        return dict(self.tasks.get("gene_expression", {}))
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None,
                   variables: dict[str, str | os.PathLike | None] | None = None) -> "RunConfig":
         d = substitute_variables(d, config_variables(d, variables))
         _check(d, _SCHEMA, "")
+        if is_tissue_config(d):
+            return cls._from_tissue_dict(d, base_dir)
+        if "diagnostics" in d:
+            raise ConfigError("[diagnostics] applies to tissue runs ([data.hest] or "
+                              "[data.synthetic_tissue]); remove it from a screen's config")
+        if "gene_expression" in d.get("tasks", {}):
+            raise ConfigError("tasks.gene_expression scores tissue spots ([data.hest] or "
+                              "[data.synthetic_tissue]); a screen's tasks are listed by "
+                              "`baselens list`")
         methods = d.get("methods", [dict(m) for m in DEFAULT_METHODS])
         labels = set()
         for i, m in enumerate(methods):
@@ -259,8 +302,72 @@ class RunConfig:
         return q if q.is_absolute() else self.base_dir / q
 
     def to_dict(self) -> dict:
-        return {"title": self.title, "data": self.data, "methods": self.methods,
-                "profile": self.profile, "tasks": self.tasks, "execution": self.execution}
+        d = {"title": self.title, "data": self.data, "methods": self.methods,
+             "profile": self.profile, "tasks": self.tasks, "execution": self.execution}
+        if self.unit == "spot":
+            d = {k: v for k, v in d.items() if k != "profile"}
+            d["diagnostics"] = self.diagnostics
+        return d
+
+    @classmethod
+    def _from_tissue_dict(cls, d: dict, base_dir) -> "RunConfig":
+        """The tissue form of the schema (:mod:`baselens.run.units`, ``SpotUnits``):
+        one of ``[data.synthetic_tissue]`` / ``[data.hest]``, tissue representations,
+        ``[tasks.gene_expression]``, ``[diagnostics]``; no ``[profile]`` (a spot is its own
+        profile)."""
+        data = d.get("data", {})
+        screen = sorted(set(data) - {"synthetic_tissue", "hest"})
+        if screen:
+            raise ConfigError(f"data: {', '.join(screen)} describe a screen; a tissue run "
+                              "takes only [data.synthetic_tissue] or [data.hest]")
+        if ("synthetic_tissue" in data) == ("hest" in data):
+            raise ConfigError("data: give exactly one of [data.synthetic_tissue] or [data.hest]")
+        if "profile" in d:
+            raise ConfigError("[profile] does not apply to tissue spots (each spot is its own "
+                              "profile); remove it")
+        if "synthetic_tissue" in data:
+            try:
+                synthetic_tissue_config(data["synthetic_tissue"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ConfigError(f"data.synthetic_tissue: {exc}") from None
+        else:
+            h = data["hest"]
+            if "root" not in h:
+                raise ConfigError("data.hest needs a root (the HEST-1k or bench_data folder)")
+            if h.get("coarsen", "none") not in _COARSEN_CHOICES:
+                raise ConfigError(f"data.hest.coarsen must be one of {_COARSEN_CHOICES}, "
+                                  f"got {h['coarsen']!r}")
+        methods = d.get("methods", [dict(m) for m in DEFAULT_TISSUE_METHODS])
+        labels: set[str] = set()
+        for i, m in enumerate(methods):
+            if not isinstance(m, dict) or "name" not in m:
+                raise ConfigError(f"methods[{i}] must be a table with a 'name'")
+            if "profile" in m:
+                raise ConfigError(f"methods[{i}].profile does not apply to tissue spots")
+            _check(m, _METHOD_SCHEMA, f"methods[{i}]")
+            label = m.get("label", m["name"])
+            if label in labels:
+                raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
+            labels.add(label)
+        _check_method_names(methods, ConfigError)
+        tasks = d.get("tasks", {})
+        other = sorted(set(tasks) - {"gene_expression"})
+        if other:
+            raise ConfigError(f"unknown task {other[0]!r} in [tasks] of a tissue run (known: "
+                              "gene_expression)")
+        ge = tasks.get("gene_expression", {})
+        _check(ge, _GENE_EXPRESSION_KEYS, "tasks.gene_expression")
+        if ge.get("model", "ridge") not in _MODEL_CHOICES:
+            raise ConfigError(f"tasks.gene_expression.model must be one of {_MODEL_CHOICES}, "
+                              f"got {ge['model']!r}")
+        if isinstance(ge.get("alpha"), str) and ge["alpha"] != "hest":
+            raise ConfigError(f"tasks.gene_expression.alpha must be 'hest' or a number, "
+                              f"got {ge['alpha']!r}")
+        check_extras(methods, data, tasks, tissue=True)  # before any work
+        return cls(title=d.get("title", "baselens tissue run"), data=data,
+                   methods=[dict(m) for m in methods], tasks=tasks,
+                   diagnostics=d.get("diagnostics", {}), execution=d.get("execution", {}),
+                   base_dir=Path(base_dir) if base_dir is not None else Path.cwd())
 
 
 def check_extras(methods: list[dict], data: dict, tasks: dict, *, tissue: bool = False) -> None:
@@ -428,9 +535,8 @@ def _asdict(obj) -> dict:
 
 
 # --------------------------------------------------------------------------- tissue
-# The tissue run configuration ([data.synthetic_tissue] / [data.hest]; the TOML form is in
-# baselens.run.tissue's module docstring), validated with the same schema check and
-# variables as a screen's.
+# Tissue runs ([data.synthetic_tissue] / [data.hest]) use the same RunConfig and schema;
+# these are the tissue-only defaults and choices (RunConfig._from_tissue_dict).
 
 #: Representations of the HEST synthetic protocol (``protocols/hest_synthetic.toml``).
 DEFAULT_TISSUE_METHODS: list[dict] = [
@@ -451,20 +557,6 @@ _GENE_EXPRESSION_KEYS = {"n_components": int, "model": str, "alpha": (str, int, 
                          "n_splits": int, "seed": int, "count_matched": bool,
                          "stratum_size": int, "xgb_params": dict, "n_jobs": int,
                          "hest_splits": bool}
-_TISSUE_SCHEMA: dict[str, Any] = {
-    "title": str,
-    "dataset": str,
-    "data": {"synthetic_tissue": dict,
-             "hest": {"root": str, "task": str, "genes": list, "sample_ids": list,
-                      "n_genes": int, "coarsen": str, "grid": str}},
-    "methods": list,
-    "tasks": {"gene_expression": dict},
-    "diagnostics": {"max_spots": int, "enabled": bool},
-    # representations run as one task per method on baselens.run.execution's executors
-    "execution": {"batch_size": int, "workers": int, "executor": str, "scheduler": str,
-                  "dashboard_address": str, "chunk_size": int},
-}
-_TISSUE_METHOD_SCHEMA = {"name": str, "label": str, "params": dict}
 _MODEL_CHOICES = ("ridge", "xgboost")
 _COARSEN_CHOICES = ("none", "1nn")
 
@@ -483,81 +575,6 @@ def is_tissue_config_file(path: str | os.PathLike) -> bool:
         return is_tissue_config(tomllib.loads(Path(path).read_text()))
     except (OSError, ValueError):
         return False
-
-
-@dataclass
-class TissueConfig:
-    """A validated tissue run configuration (module docstring for the TOML form)."""
-
-    title: str = "baselens tissue run"
-    data: dict = field(default_factory=lambda: {"synthetic_tissue": {"preset": "demo"}})
-    methods: list[dict] = field(default_factory=lambda: [dict(m) for m in DEFAULT_TISSUE_METHODS])
-    tasks: dict = field(default_factory=dict)
-    diagnostics: dict = field(default_factory=dict)
-    execution: dict = field(default_factory=dict)
-    base_dir: Path = field(default_factory=Path.cwd)
-
-    @classmethod
-    def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None,
-                  variables: dict | None = None) -> "TissueConfig":
-        d = substitute_variables(d, config_variables(d, variables))  # ${data_dir} in paths
-        check_schema(d, _TISSUE_SCHEMA, "")
-        data = d.get("data", {})
-        if ("synthetic_tissue" in data) == ("hest" in data):
-            raise ConfigError("data: give exactly one of [data.synthetic_tissue] or [data.hest]")
-        if "synthetic_tissue" in data:
-            try:
-                synthetic_tissue_config(data["synthetic_tissue"])
-            except (ValueError, TypeError, KeyError) as exc:
-                raise ConfigError(f"data.synthetic_tissue: {exc}") from None
-        else:
-            h = data["hest"]
-            if "root" not in h:
-                raise ConfigError("data.hest needs a root (the HEST-1k or bench_data folder)")
-            if h.get("coarsen", "none") not in _COARSEN_CHOICES:
-                raise ConfigError(f"data.hest.coarsen must be one of {_COARSEN_CHOICES}, "
-                                  f"got {h['coarsen']!r}")
-        methods = d.get("methods", [dict(m) for m in DEFAULT_TISSUE_METHODS])
-        labels: set[str] = set()
-        for i, m in enumerate(methods):
-            if not isinstance(m, dict) or "name" not in m:
-                raise ConfigError(f"methods[{i}] must be a table with a 'name'")
-            check_schema(m, _TISSUE_METHOD_SCHEMA, f"methods[{i}]")
-            label = m.get("label", m["name"])
-            if label in labels:
-                raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
-            labels.add(label)
-        _check_method_names(methods, ConfigError)
-        ge = d.get("tasks", {}).get("gene_expression", {})
-        check_schema(ge, _GENE_EXPRESSION_KEYS, "tasks.gene_expression")
-        if ge.get("model", "ridge") not in _MODEL_CHOICES:
-            raise ConfigError(f"tasks.gene_expression.model must be one of {_MODEL_CHOICES}, "
-                              f"got {ge['model']!r}")
-        if isinstance(ge.get("alpha"), str) and ge["alpha"] != "hest":
-            raise ConfigError(f"tasks.gene_expression.alpha must be 'hest' or a number, "
-                              f"got {ge['alpha']!r}")
-        check_extras(methods, data, d.get("tasks", {}), tissue=True)  # before any work
-        return cls(title=d.get("title", "baselens tissue run"), data=data,
-                   methods=[dict(m) for m in methods], tasks=d.get("tasks", {}),
-                   diagnostics=d.get("diagnostics", {}), execution=d.get("execution", {}),
-                   base_dir=Path(base_dir) if base_dir is not None else Path.cwd())
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike, variables: dict | None = None) -> "TissueConfig":
-        return load_toml_config(cls, path, variables)
-
-    def resolve(self, p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else self.base_dir / q
-
-    @property
-    def gene_expression(self) -> dict:
-        return dict(self.tasks.get("gene_expression", {}))
-
-    def to_dict(self) -> dict:
-        return {"title": self.title, "data": self.data, "methods": self.methods,
-                "tasks": self.tasks, "diagnostics": self.diagnostics,
-                "execution": self.execution}
 
 
 def _check_method_names(methods: list[dict], error) -> None:

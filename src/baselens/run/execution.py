@@ -532,8 +532,8 @@ class DaskExecutor(SerialExecutor):
 
         run_id = uuid.uuid4().hex[:8]
         futures = [self.client.submit(run_chunk, t, self._payload_future, pure=False,
-                                      key=f"baselens-chunk-{t.chunk_id}-{run_id}")
-                   for t in tasks]
+                                      key=f"baselens-chunk-{t.chunk_id}-{i}-{run_id}")
+                   for i, t in enumerate(tasks)]  # a chunk may be several tasks (spots)
         try:
             for f in as_completed(futures):
                 yield f.result()

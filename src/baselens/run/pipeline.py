@@ -6,8 +6,10 @@
 * ``per_perturbation.parquet`` — (method, layer, task, batch_level, perturbation, metric, value);
 * ``report.html`` — the self-contained report;
 
-plus ``features/`` (per-site features per method and layer, reused on re-runs),
+plus ``features/`` (per-unit features per method and layer, reused on re-runs),
 ``beyond_baseline.parquet`` and ``run.json`` (config, timings, filter counts).
+The same stages run screens (sites → wells) and tissue (spots): what differs is the unit
+adapter's (:mod:`baselens.run.units`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +29,10 @@ import pandas as pd
 
 import baselens
 from baselens._io import remove_stale_temps, write_json_atomic, write_parquet_atomic
-from baselens.data.annotations import read_relationship_pairs
-from baselens.data.load_data import LoadData, read_load_data
-from baselens.diagnose.run import ProfileSet, run_diagnostics
-from baselens.extract.registry import get_extractor, get_spec, method_kind
-from baselens.profile.aggregate import aggregate, feature_columns
+from baselens.extract.registry import get_spec
 from baselens.profile.log import FilterLog
-from baselens.profile.normalize import normalize
 from baselens.run import execution
-from baselens.run.config import RunConfig, synthetic_config
-from baselens.run.tasks import enabled_tasks, run_tasks
+from baselens.run.config import RunConfig
 
 logger = logging.getLogger("baselens")
 
@@ -44,20 +40,6 @@ SCORE_COLUMNS = ["method", "method_kind", "layer", "task", "batch_level", "metri
                  "fold", "seed", "value", "n", "warning"]
 PER_PERT_COLUMNS = ["method", "method_kind", "layer", "task", "batch_level", "perturbation",
                     "metric", "value", "fold"]
-
-
-def _headline(scores: list[pd.DataFrame]) -> str:
-    """One line per representation: each task's main metric at NR, mean over folds."""
-    if not scores:
-        return "no task scored"
-    s = pd.concat(scores)
-    s = s[s["batch_level"] == "NR"]
-    first = s.groupby("task", sort=False)["metric"].first()
-    parts = []
-    for task, metric in first.items():
-        v = s[(s["task"] == task) & (s["metric"] == metric)]["value"].mean()
-        parts.append(f"{task}/{metric}={v:.3f}")
-    return ", ".join(parts)
 
 
 @dataclass
@@ -139,181 +121,16 @@ def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
         ``{layer: file name}``.
     """
     files = {}
-    if isinstance(layers, dict):
-        for layer, df in layers.items():
-            fname = f"{label}.{layer}.parquet"
-            write_parquet_atomic(df, feat_dir / fname)
-            files[layer] = fname
-    else:
-        files = _stream_layers(feat_dir, label, layers)
+    for layer, df in layers.items():
+        fname = f"{label}.{layer}.parquet"
+        write_parquet_atomic(df, feat_dir / fname)
+        files[layer] = fname
     write_json_atomic({"key": key, "method": method, **extra,
                        "layers": [[k, v] for k, v in files.items()]}, feat_dir / f"{label}.json")
     return files
 
 
-def _stream_layers(feat_dir: Path, label: str, chunks) -> dict[str, str]:
-    """Write an iterable of ``{layer: DataFrame}`` chunks (rows in order) into one Parquet
-    file per layer, holding one chunk at a time; each file moves into place when complete
-    (a killed writer leaves only temp files, :func:`remove_stale_temps`)."""
-    import tempfile
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    feat_dir.mkdir(parents=True, exist_ok=True)
-    writers: dict[str, tuple] = {}
-    try:
-        for chunk in chunks:
-            if writers and set(chunk) != set(writers):
-                raise RuntimeError(f"extract: {label}: a chunk has layers {sorted(chunk)}, "
-                                   f"the first {sorted(writers)}")
-            for layer, df in chunk.items():
-                table = pa.Table.from_pandas(df, preserve_index=False)
-                if layer not in writers:
-                    fname = f"{label}.{layer}.parquet"
-                    fd, tmp = tempfile.mkstemp(prefix=f".{fname}.", suffix=".tmp", dir=feat_dir)
-                    os.close(fd)
-                    writers[layer] = (pq.ParquetWriter(tmp, table.schema), tmp, fname)
-                writers[layer][0].write_table(table)
-        files = {}
-        for layer, (w, tmp, fname) in writers.items():
-            w.close()
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, feat_dir / fname)
-            files[layer] = fname
-        return files
-    finally:
-        for w, tmp, _ in writers.values():
-            if os.path.exists(tmp):
-                w.close()
-                os.unlink(tmp)
-
-
-# --------------------------------------------------------------------------- data
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(f"table not found: {path}")
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-
-
-def _join_perturbation_metadata(ld: LoadData, pmeta: pd.DataFrame, source: str) -> None:
-    """Add ``Metadata_*`` columns of a per-perturbation table (e.g. ``Metadata_moa``)."""
-    if "Metadata_Perturbation" not in pmeta.columns:
-        raise ValueError(f"{source}: needs a Metadata_Perturbation column")
-    new = [c for c in pmeta.columns if c.startswith("Metadata_") and c not in ld.table.columns]
-    if not new:
-        return
-    if pmeta["Metadata_Perturbation"].duplicated().any():
-        dup = pmeta.loc[pmeta["Metadata_Perturbation"].duplicated(), "Metadata_Perturbation"]
-        raise ValueError(f"{source}: {len(dup)} duplicated perturbations, e.g. {dup.iloc[0]!r}")
-    joined = ld.table[["Metadata_Perturbation"]].merge(
-        pmeta[["Metadata_Perturbation", *new]], on="Metadata_Perturbation", how="left")
-    for c in new:
-        ld.table[c] = joined[c].to_numpy()
-
-
-def _prepare_data(cfg: RunConfig, out: Path, say: _Progress) -> tuple[LoadData, dict, dict]:
-    """Read the sites and the task inputs: annotation pairs, assay labels, per-well targets."""
-    data = cfg.data
-    context: dict = {}
-    inputs: dict = {}
-    if "synthetic" in data:
-        from baselens.data.synthetic import generate_screen
-
-        syn = synthetic_config(data["synthetic"])
-        t = time.perf_counter()
-        ld_path = Path(generate_screen(syn, out / "data"))
-        say(f"data: synthetic screen ready at {ld_path.parent} ({time.perf_counter() - t:.1f} s)")
-        gt_dir = ld_path.parent / "ground_truth"
-        context["ground_truth_dir"] = gt_dir
-        ld = read_load_data(ld_path, channels=data.get("channels"))
-        inputs["pairs"] = read_relationship_pairs(gt_dir / "relationships.csv")
-        inputs["bioactivity"] = pd.read_parquet(gt_dir / "bioactivity.parquet")
-        # compounds' mechanism of action, for MoA retrieval and the kNN probe
-        pert = pd.read_parquet(gt_dir / "perturbations.parquet")
-        is_cpd = pert["Metadata_PerturbationType"].astype(str) == "compound"
-        moa = pert["Metadata_Group"].astype(str).where(is_cpd & (pert["Metadata_Group"].astype(str) != ""))
-        _join_perturbation_metadata(
-            ld, pd.DataFrame({"Metadata_Perturbation": pert["Metadata_Perturbation"],
-                              "Metadata_moa": moa}), "synthetic perturbations")
-        # per-well continuous targets: the realized latent phenotype and the true cell count
-        sp = pd.read_parquet(gt_dir / "site_phenotypes.parquet")
-        tcols = [c for c in sp.columns if c.startswith("GT_") or c == "n_cells"]
-        inputs["targets"] = (sp.groupby(["Metadata_Plate", "Metadata_Well"], observed=True)[tcols]
-                             .mean().reset_index())
-    else:
-        ld = read_load_data(
-            cfg.resolve(data["load_data"]),
-            channels=data.get("channels"),
-            root=cfg.resolve(data["root"]) if "root" in data else None,
-            path_map=data.get("path_map"),
-            illum=bool(data.get("illum", False)),
-            channel_map=data.get("channel_map"),
-        )
-    ann = data.get("annotations") or []
-    if ann:
-        extra = [read_relationship_pairs(cfg.resolve(a)) for a in ann]
-        inputs["pairs"] = pd.concat(([inputs["pairs"]] if "pairs" in inputs else []) + extra,
-                                    ignore_index=True)
-    if "bioactivity" in data:
-        inputs["bioactivity"] = _read_table(cfg.resolve(data["bioactivity"]))
-    if "targets" in data:
-        inputs["targets"] = _read_table(cfg.resolve(data["targets"]))
-    if "perturbation_metadata" in data:
-        path = cfg.resolve(data["perturbation_metadata"])
-        _join_perturbation_metadata(ld, _read_table(path), str(path))
-    from baselens.run.inspect import run_data_problems
-
-    problems = run_data_problems(ld.table)  # the words `baselens inspect` uses
-    if problems:
-        raise problems[0]
-    ld.table["Metadata_ControlType"] = ld.table["Metadata_ControlType"].fillna("").astype(str)
-    return ld, inputs, context
-
-
-def _preflight(cfg: RunConfig, ld: LoadData, log: FilterLog, say: "_Progress") -> dict:
-    """The checks ``baselens inspect`` makes, before any worker starts: stop on what would
-    stop the run later (with the same message), skip the tasks that lack their input (the
-    reason goes to run.json and the report). Returns the ``[tasks]`` table to score."""
-    from baselens.run.inspect import preflight
-    from baselens.evaluate.registry import default_tasks
-
-    ENABLED_BY_DEFAULT = default_tasks()
-    enabled = [t for t in {*ENABLED_BY_DEFAULT, *cfg.tasks}
-               if cfg.tasks.get(t, {}).get("enabled", t in ENABLED_BY_DEFAULT)
-               # a configured label or row filter: the task decides (run.tasks) itself
-               and not (t == "knn_probe" and {"label", "where"} & set(cfg.tasks.get(t, {})))]
-    steps = "steps" in cfg.profile or any("profile" in m for m in cfg.methods)
-    errors, skips = preflight(ld.metadata, tasks=enabled,
-                              reference=None if steps else cfg.profile.get("reference", "negcon"))
-    if errors:
-        raise errors[0]
-    if ld.channels:
-        from baselens.run.inspect import image_header_problems
-
-        t = time.perf_counter()
-        bad = image_header_problems(ld)
-        if bad:
-            raise bad[0]
-        say.log(f"preflight: image headers decoded ({time.perf_counter() - t:.1f} s)")
-    tasks_cfg = dict(cfg.tasks)
-    for task, why in sorted(skips.items()):
-        tasks_cfg[task] = {**tasks_cfg.get(task, {}), "enabled": False}
-        log.add(f"preflight: {task}", "tasks", 1, 0, f"task skipped: {why}", quiet=True)
-        say(f"preflight: {task} skipped: {why}")
-    return tasks_cfg
-
-
-def _write_screen(ld: LoadData, out: Path) -> None:
-    """``screen.parquet``: the wells this run scores (plate, well, perturbation, control
-    type), one row per well; ``baselens compare`` checks that runs share it."""
-    cols = [c for c in ("Metadata_Plate", "Metadata_Well", "Metadata_Perturbation",
-                        "Metadata_ControlType") if c in ld.table.columns]
-    wells = ld.table[cols].drop_duplicates(["Metadata_Plate", "Metadata_Well"])
-    write_parquet_atomic(wells.astype(str).reset_index(drop=True), out / "screen.parquet")
-
-
-def _bar(total: int, say: "_Progress"):
+def _bar(total: int, say: "_Progress", noun: str = "sites"):
     """A tqdm progress bar on an interactive stderr (None otherwise: stage lines instead)."""
     if not say.enabled or not sys.stderr.isatty():
         return None
@@ -321,7 +138,7 @@ def _bar(total: int, say: "_Progress"):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="site", desc="[baselens] extract", file=sys.stderr)
+    return tqdm(total=total, unit=noun.rstrip("s"), desc="[baselens] extract", file=sys.stderr)
 
 
 _FILE_IDS: dict[tuple, str] = {}
@@ -366,7 +183,7 @@ def _param_files(m: dict) -> dict:
     return out
 
 
-class _ScoringProgress:
+class ScoringProgress:
     """Progress of the evaluate stage: one unit per (representation layer, task).
 
     On an interactive stderr a tqdm bar names the representation and task being scored;
@@ -415,6 +232,9 @@ class _ScoringProgress:
             self.bar.close()
 
 
+_ScoringProgress = ScoringProgress
+
+
 def _method_base(m: dict) -> str:
     """Extractor name, its parameters, the files they name and the code version."""
     blob = json.dumps({"name": m["name"], "params": m.get("params", {}),
@@ -435,8 +255,6 @@ def method_key(m: dict, data_id: str) -> str:
         blob += json.dumps(files, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-
-_run_extractors = execution.run_extractors  # kept under its old name
 
 
 def feature_manifest(feat_dir: Path, label: str, key: str) -> tuple[dict, dict] | None:
@@ -461,32 +279,62 @@ def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
     return None if found is None else {layer: pd.read_parquet(p) for layer, p in found[1].items()}
 
 
-def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
-             say: _Progress) -> dict[str, dict[str, pd.DataFrame]]:
-    """Per-site features: {label: {layer: DataFrame(Metadata_* + features)}}.
+class _Layers(dict):
+    """``{layer: features file}`` read on access (key columns + features), so a run holds
+    one representation layer at a time, not every method's features at once."""
 
-    Chunks of sites (one plate, at most ``chunk_size`` sites) run on the configured
-    executor (``baselens.run.execution``); each chunk's features are cached as Parquet
-    parts under a key of (extractor, params, code version, the chunk's input files), so a
-    finished run re-extracts nothing and a killed run computes only its missing chunks.
+    def __getitem__(self, layer):
+        return pd.read_parquet(dict.__getitem__(self, layer))
+
+    def get(self, layer, default=None):
+        return self[layer] if layer in self else default
+
+    def items(self):
+        return ((k, self[k]) for k in self)
+
+    def values(self):
+        return (self[k] for k in self)
+
+    def columns(self, layer) -> list[str]:
+        """The layer's column names, from the file's schema (nothing read)."""
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(dict.__getitem__(self, layer)).names)
+
+
+def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
+    found = feature_manifest(feat_dir, label, key)
+    return None if found is None else _Layers(found[1])
+
+
+def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict]:
+    """Per-unit features: ``{label: {layer: DataFrame(Metadata_* + features)}}``, each
+    layer read from ``features/`` when used.
+
+    Chunks of units (sites of one plate, or spots; at most ``chunk_size``) run on the
+    configured executor (``baselens.run.execution``); each chunk's features are cached as
+    Parquet parts under a key of (extractor, params, code version, the chunk's inputs), so
+    a finished run re-extracts nothing and a killed run computes only its missing chunks.
     The parts are then consolidated into ``features/<label>.<layer>.parquet``.
+    Representations the adapter runs in process (``units.in_process``: those that read no
+    pixels) are computed over every unit at once.
     """
     feat_dir = out / "features"
     ex_cfg = cfg.execution
-    meta = ld.metadata.reset_index(drop=True)
-    batch_size = int(ex_cfg.get("batch_size", 32))
-    chunk_size = int(ex_cfg.get("chunk_size", max(execution.DEFAULT_CHUNK_SIZE, batch_size)))
+    meta = units.meta
+    noun = f"{units.unit}s"
+    chunk_size = units.chunk_size(ex_cfg)
     stale = remove_stale_temps(feat_dir)  # left by a killed run: never read, only space
     if stale:
         say(f"extract: removed {len(stale)} half-written temp file(s) of an interrupted run")
     t = time.perf_counter()
-    chunks = execution.make_chunks(ld, chunk_size)
-    idents = execution.chunk_identities(ld, chunks)
+    chunks = units.make_chunks(chunk_size)
+    idents = units.chunk_identities(chunks)
     data_id = execution.screen_identity(idents)
-    say.log(f"extract: {len(chunks)} chunks of <= {chunk_size} sites, input identity {data_id} "
-            f"({time.perf_counter() - t:.1f} s to stat the images)")
-    results: dict[str, dict[str, pd.DataFrame]] = {}
-    todo = []  # (label, method, key, base, extractor)
+    say.log(f"extract: {len(chunks)} chunks of <= {chunk_size} {noun}, input identity "
+            f"{data_id} ({time.perf_counter() - t:.1f} s to identify the inputs)")
+    results: dict[str, dict] = {}
+    todo = []  # (label, method, key, base, extractor, chunks)
     aliases: dict[str, str] = {}  # label -> label whose features it shares (extracted once)
     plan: dict[str, dict] = {}
     for m in cfg.methods:
@@ -496,50 +344,60 @@ def _extract(cfg: RunConfig, ld: LoadData, context: dict, out: Path,
         if cached is not None:
             results[label] = cached
             plan[label] = {"key": key, "base": _method_base(m)}
-            say(f"extract: {label} reused from cache ({len(meta)} sites)")
+            say(f"extract: {label} reused from cache ({len(meta)} {noun})")
             continue
-        if any(k == key for _, _, k, _, _ in todo):  # same extractor and params, another label
-            aliases[label] = next(lb for lb, _, k, _, _ in todo if k == key)
+        if any(td[2] == key for td in todo):  # same extractor and params, another label
+            aliases[label] = next(td[0] for td in todo if td[2] == key)
             plan[label] = {"same_as": aliases[label]}
             continue
-        ex = get_extractor(m["name"], **m.get("params", {}))
+        ex = units.extractor(m)
         # a whole-screen fit (e.g. per-plate statistics) makes every chunk depend on the screen
         base = _method_base(m) + (f"|fit:{data_id}" if callable(getattr(ex, "fit", None)) else "")
-        todo.append((label, m, key, base, ex))
+        todo.append((label, m, key, base, ex,
+                     [] if units.in_process(ex) else units.chunks_for(ex, chunks)))
         plan[label] = {"key": key, "base": base}
+    all_chunks = {c.id: c for td in todo for c in td[5]} or {c.id: c for c in chunks}
+    idents = {**idents, **{cid: _whole_identity(idents) for cid in all_chunks if cid not in idents}}
     execution.write_plan(feat_dir, {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "chunk_size": chunk_size,
         "data_id": data_id, "methods": plan,
         "chunks": [{"id": c.id, "plate": c.plate, "n": c.n, "identity": idents[c.id]}
                    for c in chunks]})
-    # representations that read no pixels (precomputed tables, plate_layout, random, ...)
-    # are computed here in one call over every site; only pixel readers are chunked onto
-    # the executor (a cluster)
-    pixel_free = [t for t in todo if not getattr(t[4], "needs_images", True)]
-    readers = [t for t in todo if getattr(t[4], "needs_images", True)]
-    for label, m, key, _, ex in pixel_free:
-        results[label] = _extract_pixel_free(ld, context, feat_dir, say, label, m, key, ex, meta)
-    if readers:
-        _extract_chunks(cfg, ld, context, feat_dir, say, readers, chunks, idents, meta,
-                        batch_size)
-    for label, m, key, base, _ in readers:
-        results[label] = _consolidate(feat_dir, label, m, key, base, chunks, idents, meta)
+    # representations the adapter runs in process (for sites: those that read no pixels:
+    # precomputed tables, plate_layout, random, ...) are computed here in one call over
+    # every unit; the others are chunked onto the executor (a cluster)
+    in_process = [td for td in todo if not td[5]]
+    chunked = [td for td in todo if td[5]]
+    for label, m, key, _, ex, _ in in_process:
+        results[label] = _extract_in_process(units, feat_dir, say, label, m, key, ex)
+    if chunked:
+        _extract_chunks(cfg, units, feat_dir, say, chunked, idents)
+    for label, m, key, base, _, cks in chunked:
+        results[label] = _consolidate(feat_dir, label, m, key, base, cks, idents, meta)
     for label, same in aliases.items():
         results[label] = results[same]
     return results
 
 
-def _extract_pixel_free(ld, context, feat_dir, say, label, m, key, ex,
-                        meta) -> dict[str, pd.DataFrame]:
-    """A representation that reads no pixels, in this process over all sites at once:
+def _whole_identity(idents: dict[str, str]) -> str:
+    """The identity of a chunk of every unit: that of all the chunks."""
+    return hashlib.sha256(json.dumps(idents, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _extract_in_process(units, feat_dir, say, label, m, key, ex) -> dict[str, pd.DataFrame]:
+    """A representation computed in this process over all units at once:
     ``features/<label>.<layer>.parquet`` + manifest, as consolidation writes them."""
     from baselens.extract.registry import SiteBatch
 
     t = time.perf_counter()
+    meta = units.meta
     fit = getattr(ex, "fit", None)
     if callable(fit):
-        fit(ld, progress=say)
-    batch = SiteBatch(images=None, channels=list(ld.channels), meta=meta, context=context)
+        fit(units.source, progress=say)
+    images = (units.source.read_sites(np.arange(len(meta)))
+              if getattr(ex, "needs_images", True) else None)
+    batch = SiteBatch(images=images, channels=list(units.source.channels), meta=meta,
+                      context=units.context)
     layers, _ = execution.run_extractors({label: ex}, batch, len(meta))
     out, files = {}, {}
     for layer, df in layers[label].items():
@@ -550,86 +408,92 @@ def _extract_pixel_free(ld, context, feat_dir, say, label, m, key, ex,
         out[layer], files[layer] = full, fname
     write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
                       feat_dir / f"{label}.json")
-    say(f"extract: {label}: {len(meta)} sites in this process (reads no pixels), "
-        f"{time.perf_counter() - t:.1f} s")
+    say(f"extract: {label}: {len(meta)} {units.unit}s in this process "
+        f"({units.in_process_reason}), {time.perf_counter() - t:.1f} s")
     return out
 
 
-def _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta,
-                    batch_size) -> None:
+def _extract_chunks(cfg, units, feat_dir, say, todo, idents) -> None:
     """Compute every (method, chunk) whose part is not cached under its current key."""
-    keys = {label: {c.id: execution.chunk_key(base, idents[c.id]) for c in chunks}
-            for label, _, _, base, _ in todo}
+    noun = f"{units.unit}s"
+    keys = {label: {c.id: execution.chunk_key(base, idents[c.id]) for c in cks}
+            for label, _, _, base, _, cks in todo}
+    by_id = {c.id: c for *_, cks in todo for c in cks}
     missing: dict[str, list[str]] = {}
-    for c in chunks:
-        need = [label for label, *_ in todo
-                if execution.chunk_done(feat_dir, label, c.id, keys[label][c.id]) is None]
-        if need:
-            missing[c.id] = need
-    for label, *_ in todo:
-        n_miss = sum(label in v for v in missing.values())
-        say(f"extract: {label}: {len(chunks) - n_miss}/{len(chunks)} chunks cached, "
+    for label, *_, cks in todo:
+        n_miss = 0
+        for c in cks:
+            if execution.chunk_done(feat_dir, label, c.id, keys[label][c.id]) is None:
+                missing.setdefault(c.id, []).append(label)
+                n_miss += 1
+        say(f"extract: {label}: {len(cks) - n_miss}/{len(cks)} chunks cached, "
             f"{n_miss} to compute")
     if not missing:
         say("extract: every chunk cached; nothing to compute")
         return
-    needed = [(label, m, ex) for label, m, _, _, ex in todo
+    needed = [(label, m, ex) for label, m, _, _, ex, _ in todo
               if any(label in v for v in missing.values())]
     spent = {label: 0.0 for label, *_ in needed}
-    # optional hook: extractor.fit(load_data, progress=...) before any chunk, e.g. per-plate
+    # optional hook: extractor.fit(source, progress=...) before any chunk, e.g. per-plate
     # intensity statistics (networks) or a whole-screen key check (precomputed); the fitted
     # extractor is what the workers receive
     for label, _, ex in needed:
         fit = getattr(ex, "fit", None)
         if callable(fit):
             t = time.perf_counter()
-            fit(ld, progress=say)
+            fit(units.source, progress=say)
             spent[label] += time.perf_counter() - t
     policies = {label: ex.geometry_policy for label, _, ex in needed if hasattr(ex, "geometry_policy")}
     if len(set(policies.values())) > 1:
         say("extract: WARNING networks see the sites through different input geometries ("
             + ", ".join(f"{k}={v}" for k, v in policies.items())
             + "); set the same geometry/input_size for every network to compare them fairly")
-    by_id = {c.id: c for c in chunks}
+    chunk_size = units.chunk_size(cfg.execution)
+    batch_size = units.task_batch_size(cfg.execution, chunk_size)
     tasks = []
     for cid, labels in missing.items():
         rows = np.asarray(by_id[cid].rows)
-        tasks.append(execution.ChunkTask(
-            chunk_id=cid, ld=replace(ld, table=ld.table.iloc[rows].reset_index(drop=True)),
-            meta=meta.iloc[rows].reset_index(drop=True), labels=labels,
-            keys={lb: keys[lb][cid] for lb in labels}, feat_dir=str(feat_dir),
-            batch_size=batch_size, prefetch=max(0, int(cfg.execution.get("prefetch", 2))),
-            read_workers=max(1, int(cfg.execution.get("read_workers", 1)))))
+        # spots are in memory: one task per representation runs them side by side
+        groups = [[lb] for lb in labels] if units.one_task_per_method else [labels]
+        for lbs in groups:
+            tasks.append(execution.ChunkTask(
+                chunk_id=cid, ld=units.take(rows), meta=units.meta.iloc[rows].reset_index(drop=True),
+                labels=lbs, keys={lb: keys[lb][cid] for lb in lbs}, feat_dir=str(feat_dir),
+                batch_size=batch_size, prefetch=max(0, int(cfg.execution.get("prefetch", 2))),
+                read_workers=max(1, int(cfg.execution.get("read_workers", 1)))))
     tasks.sort(key=lambda t: -len(t.meta))  # big chunks first: no straggler at the end
     total = sum(len(t.meta) for t in tasks)
-    payload = {"todo": {label: ex for label, _, ex in needed}, "context": context, "threads": None}
+    payload = {"todo": {label: ex for label, _, ex in needed}, "context": units.context,
+               "threads": None}
     executor = execution.make_executor(cfg.execution, payload, len(tasks),
                                        [ex for *_, ex in needed], log_path=say.log_path)
     t0 = time.perf_counter()
-    done_sites = done_chunks = 0
+    done_units = done_chunks = 0
     t_read = 0.0
     last = 0.0
     bar = None
+    work = "chunks" if len(tasks) == len(missing) else "tasks"
     with executor:
         n_parts = sum(len(t.labels) for t in tasks)
-        say(f"extract: computing {len(tasks)} of {len(chunks)} chunks ({total} sites; "
-            f"{n_parts} of {len(chunks) * len(todo)} method x chunk parts) on "
-            f"{executor.describe()}")
+        say(f"extract: computing {len(missing)} of {len(by_id)} chunks ({n_parts} of "
+            f"{sum(len(td[5]) for td in todo)} method x chunk parts"
+            + (f", {len(tasks)} tasks" if len(tasks) != len(missing) else "")
+            + f") on {executor.describe()}")
         if executor.dashboard_link:
             say(f"extract: dask dashboard {executor.dashboard_link}"
                 + ("" if _has_bokeh() else " (install bokeh to serve it)"))
-        bar = _bar(total, say)
+        bar = _bar(total, say, noun)
         try:
             for s in executor.map(tasks):
                 done_chunks += 1
-                done_sites += s["rows"]
+                done_units += s["rows"]
                 t_read += s["read"]
                 for label, sec in s["spent"].items():
                     spent[label] += sec
                 el = time.perf_counter() - t0
-                msg = (f"extract: {done_chunks}/{len(tasks)} chunks, {done_sites}/{total} sites "
-                       f"({done_sites / max(el, 1e-9):.1f} sites/s)")
-                say.log(f"extract: chunk {s['chunk']} done ({s['rows']} sites, "
+                msg = (f"extract: {done_chunks}/{len(tasks)} {work}, {done_units}/{total} {noun} "
+                       f"({done_units / max(el, 1e-9):.1f} {noun}/s)")
+                say.log(f"extract: chunk {s['chunk']} done ({s['rows']} {noun}, "
                         + ", ".join(sorted(spent.keys() & s["spent"].keys())) + ")")
                 if bar is not None:
                     bar.update(s["rows"])
@@ -640,7 +504,7 @@ def _extract_chunks(cfg, ld, context, feat_dir, say, todo, chunks, idents, meta,
             if bar is not None:
                 bar.close()
     say("extract: time per method " + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
-        + f"; waiting for image reading {t_read:.1f} s"
+        + f"; waiting for inputs {t_read:.1f} s"
         + (f" (summed over {executor.n_workers} workers)" if executor.n_workers > 1 else ""))
 
 
@@ -652,8 +516,8 @@ def _has_bokeh() -> bool:
 
 def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunks, idents,
                  meta: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Chunk parts → ``features/<label>.<layer>.parquet`` in site order + its manifest."""
-    frames: dict[str, list[pd.DataFrame]] = {}
+    """Chunk parts → ``features/<label>.<layer>.parquet`` in unit order + its manifest,
+    one layer at a time; the layers are read again when scored (:class:`_Layers`)."""
     order: list[str] | None = None
     for c in chunks:
         layers = execution.chunk_done(feat_dir, label, c.id,
@@ -666,183 +530,107 @@ def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunk
         elif set(layers) != set(order):
             raise RuntimeError(f"extract: {label}: chunk {c.id} has layers {layers}, "
                                f"others {order}")
-        for layer in layers:
-            frames.setdefault(layer, []).append(
-                pd.read_parquet(execution.part_path(feat_dir, label, layer, c.id)))
-    site_order = np.argsort(np.concatenate([np.asarray(c.rows, dtype=np.int64) for c in chunks]),
-                            kind="stable")
+    rows = np.concatenate([np.asarray(c.rows, dtype=np.int64) for c in chunks])
+    unit_order = np.argsort(rows, kind="stable")
     out = {}
     for layer in order or []:
-        feats = pd.concat(frames[layer], ignore_index=True).iloc[site_order].reset_index(drop=True)
-        out[layer] = pd.concat([meta, feats], axis=1)
-    write_feature_cache(feat_dir, label, key, m, out)
-    return out
-
-
-# --------------------------------------------------------------------------- profile
-def _well_cell_counts(feats_by_method: dict) -> pd.DataFrame | None:
-    """Mean nuclei count per well from a ``cell_count`` run, as ``Metadata_CellCount``.
-
-    Profile steps such as MorphoHELM's cell-count QC and Seal et al.'s |r| > 0.95 filter
-    read it; ``None`` when no cell_count method ran.
-    """
-    for layers in feats_by_method.values():
-        df = layers.get("default")
-        if df is not None and "Count_Nuclei" in df.columns:
-            return (df.groupby(["Metadata_Plate", "Metadata_Well"], observed=True)["Count_Nuclei"]
-                    .mean().rename("Metadata_CellCount").reset_index())
-    return None
-
-
-def _profile(site_df: pd.DataFrame, profile_cfg: dict, log: FilterLog,
-             label: str, well_counts: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Sites → wells → the configured profile steps (or the legacy normalize keys)."""
-    feats = feature_columns(site_df)
-    x = site_df[feats].to_numpy()
-    bad_rows = ~np.isfinite(x).all(axis=1)
-    if bad_rows.any():
-        # a site whose features are all NaN (e.g. failed extraction) is removed and reported
-        all_bad = ~np.isfinite(x).any(axis=1)
-        ex = site_df.loc[all_bad, ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]].astype(str)
-        log.add(f"{label}: profile", "sites", int(all_bad.sum()), int((~all_bad).sum()),
-                "every feature non-finite", ["/".join(r) for r in ex.to_numpy()])
-        site_df = site_df[~all_bad]
-    wells = aggregate(site_df, operation=profile_cfg.get("aggregate", "mean"), features=feats,
-                      log=log, stage=f"{label}: profile")
-    if well_counts is not None and "Metadata_CellCount" not in wells.columns:
-        wells = wells.merge(well_counts, on=["Metadata_Plate", "Metadata_Well"], how="left")
-    plog = _Prefixed(log, label)
-    if "steps" in profile_cfg:
-        from baselens.profile.protocols import apply_profile
-
-        out, out_feats = apply_profile(wells, feats, profile_cfg["steps"], plog)
-        return out, list(out_feats)
-    normed = normalize(wells, method=profile_cfg.get("normalize", "standardize"),
-                       reference=profile_cfg.get("reference", "negcon"),
-                       features=feats, log=plog)
-    return normed, feature_columns(normed.drop(columns=["Metadata_n_sites"], errors="ignore"))
-
-
-#: tasks that fit on some wells and score held-out ones: profile steps fitted on all wells
-#: (or with perturbation labels) can carry the held-out wells into them
-_GROUPED_PROBES = ("knn_probe", "regression_probe", "bioactivity")
-
-
-def _warn_probes(frames: list[pd.DataFrame], profile_cfg: dict) -> list[pd.DataFrame]:
-    """Add :func:`baselens.profile.protocols.probe_warning` of the profile's steps to the
-    ``warning`` of the grouped probes' score rows (module docstring of protocols)."""
-    from baselens.profile.protocols import probe_warning
-
-    steps = profile_cfg.get("steps") or [
-        f"normalize:{profile_cfg.get('normalize', 'standardize')}:"
-        f"{profile_cfg.get('reference', 'negcon')}"]
-    text = probe_warning(steps)
-    if not text:
-        return frames
-    out = []
-    for s in frames:
-        if len(s) and s["task"].iat[0] in _GROUPED_PROBES:
-            s = s.assign(warning=[w + ("; " if w else "") + text for w in s["warning"]])
-        out.append(s)
-    return out
-
-
-class _Prefixed(FilterLog):
-    def __init__(self, inner: FilterLog, prefix: str):
-        self.inner, self.prefix = inner, prefix
-
-    def add(self, stage, *args, **kwargs):
-        self.inner.add(f"{self.prefix}: {stage}", *args, **kwargs)
-
-    @property
-    def events(self):
-        return self.inner.events
+        feats = pd.concat([pd.read_parquet(execution.part_path(feat_dir, label, layer, c.id))
+                           for c in chunks], ignore_index=True)
+        feats = feats.iloc[unit_order].reset_index(drop=True)
+        out[layer] = pd.concat([meta.iloc[np.sort(rows)].reset_index(drop=True), feats], axis=1)
+    files = write_feature_cache(feat_dir, label, key, m, out)
+    return _Layers({layer: feat_dir / f for layer, f in files.items()})
 
 
 # --------------------------------------------------------------------------- driver
 def run_pipeline(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) -> RunResult:
-    """Run every stage and write the results contract into ``out_dir``."""
+    """Run every stage and write the results contract into ``out_dir``.
+
+    The stages are the same for every run; what an item is (a site aggregated into a
+    well, or a tissue spot), how it is keyed, grouped into folds and scored comes from the
+    run's unit adapter (:func:`baselens.run.units.units_for`).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The validated configuration.
+    out_dir : str or Path
+        The run folder (created; a re-run reuses its feature cache).
+    progress : bool
+        Stage lines on stderr (always in ``run.log``).
+
+    Returns
+    -------
+    RunResult
+    """
+    from baselens.run.units import units_for
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = _Progress(progress, out / "run.log")
     log = FilterLog()
     timings: dict[str, float] = {}
+    units = units_for(cfg)
 
     t = time.perf_counter()
-    ld, inputs, context = _prepare_data(cfg, out, say)
+    units.load(cfg, out, say, log)
     timings["data"] = time.perf_counter() - t
-    _write_screen(ld, out)
-    say(f"data: {len(ld)} sites, {ld.table['Metadata_Plate'].nunique()} plates, "
-        f"channels {ld.channels}")
-    tasks_cfg = _preflight(cfg, ld, log, say)
+    tasks_cfg = units.preflight(cfg, log, say)
 
     t = time.perf_counter()
-    feats_by_method = _extract(cfg, ld, context, out, say)
+    feats_by_method = _extract(cfg, units, out, say)
     timings["extract"] = time.perf_counter() - t
 
     score_frames, per_frames = [], []
-    profile_sets = []  # every representation layer's well profiles, for the diagnostics
-    well_counts = _well_cell_counts(feats_by_method)
-    t_prof = t_eval = 0.0
-    task_record: dict = {}  # warnings counted and fold plans of every task (run.json)
-    scoring = _ScoringProgress(say, sum(len(v) for v in feats_by_method.values())
-                               * len(enabled_tasks(tasks_cfg)))
+    profile_sets = []  # every representation layer's profiles, for the diagnostics
+    t_eval = 0.0
+    units.start_scoring(cfg, feats_by_method, tasks_cfg, log, say)
     for m in cfg.methods:
         label = m.get("label", m["name"])
-        kind = method_kind(m["name"], m.get("params"))  # follows the weights, not the label
-        for layer, site_df in feats_by_method[label].items():
+        kind = units.kind(m)
+        for layer, frame in feats_by_method[label].items():
             t = time.perf_counter()
-            profiles, feats = _profile(site_df, {**cfg.profile, **m.get("profile", {})}, log,
-                                       f"{label}/{layer}", well_counts)
-            t_prof += time.perf_counter() - t
-            t = time.perf_counter()
-            scores, per = run_tasks(profiles, feats, inputs, tasks_cfg, log, f"{label}/{layer}",
-                                    record=task_record,
-                                    progress=scoring.for_representation(f"{label}/{layer}"))
-            scores = _warn_probes(scores, {**cfg.profile, **m.get("profile", {})})
+            scores, per, pset = units.score(cfg, m, label, kind, layer, frame, tasks_cfg,
+                                            log, say)
             t_eval += time.perf_counter() - t
-            ident = {"method": label, "method_kind": kind, "layer": layer}
-            seed = int(m.get("params", {}).get("seed", 0))
-            score_frames += [s.assign(**ident, seed=seed) for s in scores]
-            per_frames += [p.assign(**ident) for p in per]
-            say(f"evaluate: {label}/{layer}: {_headline(scores)}")
-            profile_sets.append(ProfileSet(method=label, method_kind=kind, layer=layer,
-                                           profiles=profiles, features=list(feats)))
-    scoring.close()
-    timings["profile"], timings["evaluate"] = t_prof, t_eval
+            score_frames += scores
+            per_frames += per
+            if pset is not None:
+                profile_sets.append(pset)
+            del frame
+    units.finish_scoring()
+    if units.t_profile:
+        timings["profile"] = units.t_profile
+    timings["evaluate"] = t_eval - units.t_profile
 
-    scores = pd.concat(score_frames, ignore_index=True)[SCORE_COLUMNS]
+    scores = (pd.concat(score_frames, ignore_index=True)[SCORE_COLUMNS] if score_frames
+              else pd.DataFrame(columns=SCORE_COLUMNS))
     per_pert = (pd.concat(per_frames, ignore_index=True)[PER_PERT_COLUMNS]
                 if per_frames else pd.DataFrame(columns=PER_PERT_COLUMNS))
     write_results(out, scores, per_pert)
 
     t = time.perf_counter()
-    classes = None
-    if "ground_truth_dir" in context:  # synthetic: the planted phenotype class of each perturbation
-        classes = (pd.read_parquet(Path(context["ground_truth_dir"]) / "perturbations.parquet")
-                   .set_index("Metadata_Perturbation")["Metadata_PhenotypeClass"])
-    diagnostics = run_diagnostics(profile_sets, scores, per_pert, inputs=inputs,
-                                  well_cell_counts=well_counts, phenotype_classes=classes,
-                                  out_dir=out, log=log)
+    diagnostics = units.diagnose(cfg, profile_sets, scores, per_pert, out, log)
     # kept at the top level too (the first results contract had it there)
-    write_parquet_atomic(diagnostics["beyond_baseline"], out / "beyond_baseline.parquet")
+    from baselens.diagnose.run import parquet_safe
+
+    write_parquet_atomic(parquet_safe(diagnostics["beyond_baseline"]),
+                         out / "beyond_baseline.parquet")
     timings["diagnose"] = time.perf_counter() - t
     say(f"diagnose: {', '.join(sorted(diagnostics))} ({timings['diagnose']:.1f} s)")
 
     run_info = {
         "title": cfg.title,
+        "unit": units.unit,
         "baselens_version": baselens.__version__,
         "python": platform.python_version(),
         "config": cfg.to_dict(),
-        "n_sites": len(ld),
-        "n_plates": int(ld.table["Metadata_Plate"].nunique()),
-        "channels": ld.channels,
+        **units.run_info(),
         "filters": log.to_records(),
-        "task_warnings": task_record.get("warnings", []),
-        "fold_plans": _fold_plans(task_record.get("fold_plans", [])),
+        **units.task_record(),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    report = write_report_and_run_info(out, cfg.title, run_info, _report_context(run_info),
+    report = write_report_and_run_info(out, cfg.title, run_info, units.report_context(run_info),
                                        timings, say)
     return RunResult(out, scores, per_pert, report, timings)
 
@@ -860,60 +648,3 @@ def write_report_and_run_info(out: Path, title: str, run_info: dict, context: di
     write_json_atomic(run_info, out / "run.json")
     say(f"report: {report}")
     return report
-
-
-def _fold_plans(plans: list[dict]) -> dict[str, str]:
-    """``task → how its folds were formed`` (one line; methods that differ are named)."""
-    by_task: dict[str, dict[str, list[str]]] = {}
-    for r in plans:
-        by_task.setdefault(r["task"], {}).setdefault(r["fold_plan"], []).append(r["method"])
-    out = {}
-    for task, variants in by_task.items():
-        if len(variants) == 1:
-            out[task] = next(iter(variants))
-        else:
-            out[task] = " | ".join(f"{plan} ({', '.join(ms[:3])}{', …' if len(ms) > 3 else ''})"
-                                   for plan, ms in variants.items())
-    return out
-
-
-def _warnings_line(rows: list[dict]) -> str:
-    """Warnings raised inside tasks, summed per (task, batch level, category) over methods."""
-    if not rows:
-        return "none"
-    agg: dict[tuple, list] = {}
-    for r in rows:
-        k = (r["task"], r["batch_level"], r["category"])
-        a = agg.setdefault(k, [0, set(), r["message"]])
-        a[0] += int(r["count"])
-        a[1].add(r["method"])
-    return "\n".join(f"{t} at {lv}: {n} × {cat} in {len(ms)} method/layer(s), e.g. {msg[:160]}"
-                     for (t, lv, cat), (n, ms, msg) in sorted(agg.items()))
-
-
-def _report_context(info: dict) -> dict:
-    data = info["config"]["data"]
-    source = (f"synthetic screen ({json.dumps(data['synthetic'])})" if "synthetic" in data
-              else str(data.get("load_data")))
-    removed = [f"{e['stage']}: {e['removed']} {e['what']} ({e['reason']})"
-               for e in info["filters"] if e["removed"] and not e.get("quiet")]
-    # skips repeat for every representation: list each (task, reason) once
-    skips = sorted({f"{e['stage'].split(': ', 1)[-1]}: {e['reason']}"
-                    for e in info["filters"] if e.get("quiet")})
-    return {
-        "data": source,
-        "sites": info["n_sites"],
-        "plates": info["n_plates"],
-        "channels": ", ".join(info["channels"]),
-        "methods": ", ".join(m.get("label", m["name"]) for m in info["config"]["methods"]),
-        "profile": json.dumps(info["config"]["profile"] or {"aggregate": "mean",
-                                                            "normalize": "standardize",
-                                                            "reference": "negcon"}),
-        "filters": "; ".join(removed) if removed else "nothing removed",
-        "skipped": "\n".join(skips) if skips else "nothing skipped",
-        "folds": "\n".join(f"{t}: {p}" for t, p in info.get("fold_plans", {}).items())
-                 or "as each task's default (no fold plan reported)",
-        "warnings in tasks": _warnings_line(info.get("task_warnings", [])),
-        "timings (s)": ", ".join(f"{k} {v}" for k, v in info["timings_s"].items()),
-        "baselens": info["baselens_version"],
-    }
