@@ -451,7 +451,7 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
     from baselens.diagnose.agreement import agreement
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.dimensionality import dimensionality
-    from baselens.diagnose.run import DIAGNOSTICS, empty_table, parquet_safe
+    from baselens.diagnose.run import DIAGNOSTICS, derived_tables, empty_table, parquet_safe
     from baselens.evaluate.registry import metrics_table
 
     d = out / "diagnostics"
@@ -472,6 +472,11 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
     tables["findings"] = findings(scores, tables["beyond_baseline"], tables["metrics"],
                                   per_perturbation=per,
                                   dimensionality=tables.get("dimensionality"))
+    mt = pd.DataFrame([{"method": m.get("label", m["name"]),
+                        "method_kind": reps[m.get("label", m["name"])]["kind"],
+                        "modality": modality(m), "name": m["name"]} for m in cfg.methods])
+    # what the report draws and says of modalities is decided in diagnose
+    tables.update(derived_tables(scores, per, tables, mt))
     for name in DIAGNOSTICS:
         if name not in tables:
             tables[name] = empty_table(name)
@@ -487,9 +492,6 @@ def _diagnose(cfg: TissueConfig, ds, reps: dict, scores: pd.DataFrame, per: pd.D
     tasks = pd.unique(ds.spots["Metadata_Task"].astype(str))
     genes = pd.concat([genes.assign(task=t) for t in tasks], ignore_index=True)
     write_parquet_atomic(genes[["task", "gene", "driver"]], d / "tissue_genes.parquet")
-    mt = pd.DataFrame([{"method": m.get("label", m["name"]),
-                        "method_kind": reps[m.get("label", m["name"])]["kind"],
-                        "modality": modality(m), "name": m["name"]} for m in cfg.methods])
     write_parquet_atomic(mt, d / "tissue_methods.parquet")
     write_parquet_atomic(tables["beyond_baseline"].pipe(parquet_safe), out / "beyond_baseline.parquet")
     return tables
