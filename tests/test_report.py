@@ -78,15 +78,17 @@ def write_verdicts(d: Path, scores: pd.DataFrame, per: pd.DataFrame | None = Non
     verdicts (the report reads them, it decides nothing)."""
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.findings import findings
+    from baselens.diagnose.run import derived_tables
     from baselens.evaluate.registry import metrics_table
 
     (d / "diagnostics").mkdir(exist_ok=True)
     m = metrics_table(scores)
     b = beyond_best_baseline(scores, per)
-    m.to_parquet(d / "diagnostics" / "metrics.parquet")
-    b.to_parquet(d / "diagnostics" / "beyond_baseline.parquet")
-    findings(scores, b, m, per_perturbation=per, **design).to_parquet(
-        d / "diagnostics" / "findings.parquet")
+    f = findings(scores, b, m, per_perturbation=per, **design)
+    tables = {"metrics": m, "beyond_baseline": b, "findings": f}
+    tables.update(derived_tables(scores, per, tables))
+    for name, t in tables.items():
+        t.to_parquet(d / "diagnostics" / f"{name}.parquet")
 
 
 @pytest.fixture
@@ -299,6 +301,12 @@ def test_only_baselines(tmp_path):
     text = write_report(tmp_path).read_text(encoding="utf-8")
     assert "scored no learned model" in text
     assert "beyond best baseline</button>" not in text  # no margin column without models
+    # no model, so beyond_baseline names no best baseline: best_baseline.parquet does
+    lb = text[text.index('id="table-replicate_retrieval-all"'):]
+    lb = lb[:lb.index("</table>")]
+    star = lb[:lb.index("best-mark")]
+    assert star[star.rindex("<tr"):].count('class="method">cell_count<') == 1
+    assert "The dashed line is the best baseline, <strong>cell_count</strong>" in text
     for method, *_ in methods:
         assert method in text
     assert_well_formed(text)

@@ -186,7 +186,24 @@ def make_diagnostics(d: Path, scores: pd.DataFrame, *, tables=None) -> Path:
         pd.DataFrame(rows).to_parquet(diag / "phenotype_classes.parquet")
     if tables is None or "findings" in want:
         write_findings(d)
+    if tables is None:
+        write_drawn(d)
     return diag
+
+
+def write_drawn(d: Path) -> None:
+    """``best_baseline`` and ``per_perturbation_differential`` under ``d/diagnostics``, as
+    the diagnostics stage writes them (the report draws them, it chooses no baseline)."""
+    from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
+    from baselens.evaluate.registry import metrics_table
+
+    scores = pd.read_parquet(d / "scores.parquet")
+    pp = d / "per_perturbation.parquet"
+    per = pd.read_parquet(pp) if pp.exists() else None
+    m = metrics_table(scores)
+    best_baseline_table(scores, m).to_parquet(d / "diagnostics" / "best_baseline.parquet")
+    per_perturbation_table(scores, per, m).to_parquet(
+        d / "diagnostics" / "per_perturbation_differential.parquet")
 
 
 def write_findings(d: Path, **design) -> None:
@@ -380,7 +397,10 @@ def test_many_methods_stay_compact(tmp_path):
         LEVEL_FACTOR.clear()
         LEVEL_FACTOR.update(old)
     pp = make_per_pert(methods)
-    html = render_report(scores, pp)
+    from baselens.diagnose.differential import per_perturbation_table
+
+    html = render_report(scores, pp, diagnostics={
+        "per_perturbation_differential": per_perturbation_table(scores, pp)})
     assert len(html) < 1_500_000
     per = section(html, "perturbations")
     assert per.count("<svg") == 17  # 16 layers + reference, no null, NR level only

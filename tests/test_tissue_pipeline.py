@@ -265,15 +265,36 @@ def test_tissue_section_only_for_tissue_runs():
     # a Cell Painting regression probe also reports Pearson r: no tissue section
     scores, per = _scores("regression_probe", methods)
     assert 'id="tissue"' not in render_report(scores, per)
-    # real HEST data: panels without drivers; modalities from the pipeline's table
+    # real HEST data: panels without drivers; inputs from the pipeline's table
     methods = [("tissue_count", "baseline"), ("tissue_gcn", "baseline"),
                ("resnet50_imagenet", "model")]
     scores, per = _scores("IDC", methods)
-    mt = pd.DataFrame({"method": [m for m, _ in methods], "modality": ["count", "structure", "image"]})
-    html = render_report(scores, per, diagnostics={"tissue_methods": mt})
+    mt = pd.DataFrame({"method": [m for m, _ in methods], "input": ["count", "structure", "image"]})
+    html = render_report(scores, per, diagnostics=_diagnostics(scores, per, mt))
     assert 'id="tissue-genes-IDC"' in html and 'href="#tissue"' in html
     assert "no planted driver" in html  # the per-driver panel explains its absence
-    assert "best structure-only model <strong>tissue_gcn</strong>" in html
+    assert "the best structure-only model tissue_gcn (r " in html  # a tissue finding
+    assert "y the best structure-only model (<strong>tissue_gcn</strong>" in html
+    # a folder written before diagnose chose the inputs' representatives: a note
+    old = render_report(scores, per, diagnostics={"tissue_methods": mt})
+    assert 'id="tissue-genes-IDC"' not in old and "tissue_inputs.parquet" in old
+
+
+def _diagnostics(scores, per, tissue_methods=None) -> dict:
+    """What the tissue pipeline's diagnose step writes for the report."""
+    from baselens.diagnose.beyond_baseline import beyond_best_baseline
+    from baselens.diagnose.findings import findings
+    from baselens.diagnose.run import derived_tables
+    from baselens.evaluate.registry import metrics_table
+
+    alias = {t: "gene_expression" for t in pd.unique(scores["task"].astype(str))}
+    m = metrics_table(scores, alias)
+    b = beyond_best_baseline(scores, per, task_alias=alias)
+    tables = {"metrics": m, "beyond_baseline": b, "findings": findings(scores, b, m)}
+    tables.update(derived_tables(scores, per, tables, tissue_methods))
+    if tissue_methods is not None:
+        tables["tissue_methods"] = tissue_methods
+    return tables
 
 
 def test_representations_run_on_a_local_cluster_and_in_process_alike(run, tmp_path):

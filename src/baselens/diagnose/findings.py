@@ -69,6 +69,14 @@ Kinds and their verdicts
 ``residualization``   mAP kept after residualizing on a confound; verdicts ``"kept"``,
                       ``"lost"`` (a class with mAP ≥ :data:`RESID_MIN_MAP` keeps ≤
                       :data:`RESID_LOST` of it)
+``tissue``            tissue runs (:mod:`baselens.diagnose.tissue`), per task at its shown
+                      level on Pearson r: ``subject = "image"`` — the best structure-only
+                      model's mean r against the best image model's, verdict ``"beats"`` /
+                      ``"trails"``; ``subject = "drivers"`` — the structure model per planted
+                      driver, verdict ``"structure over appearance"`` or not;
+                      ``subject = "count"`` — the cell-count baseline on density-driven
+                      genes (``value``) and the structure model's count-matched r
+                      (``baseline_value``), verdict ``"count baseline"``
 """
 
 from __future__ import annotations
@@ -101,7 +109,7 @@ FINDINGS_COLUMNS = ["kind", "severity", "task", "metric", "higher_is_better", "b
                     "sentence"]
 KINDS = ("levels", "identical_levels", "sample_size", "verdict", "model_summary", "reference",
          "confound", "assay", "assays", "untrained_twin", "class_capture", "residualization",
-         "collapse")
+         "collapse", "tissue")
 
 #: MorphoHELM's batch levels, least to most demanding.
 LEVEL_ORDER = ["SP", "NR", "NSL", "NSP", "NSB", "NSS", "NSSL"]
@@ -330,6 +338,21 @@ def level_groups(agg: pd.DataFrame, tol: float = 1e-9) -> list[list[str]]:
 def representative(group: list[str]) -> str:
     """The level that stands for identical ones: NR when among them, else the strictest."""
     return "NR" if "NR" in group else group[-1]
+
+
+def shown_levels(scores: pd.DataFrame) -> dict[str, list[str]]:
+    """Per task, the distinct batch levels (one per group of identical levels,
+    :func:`representative`), strictest first: the ``levels`` findings, and the first of
+    them the level every per-task panel is drawn at."""
+    agg = _aggregate(scores)
+    return {t: order_levels(representative(g) for g in level_groups(a))[::-1]
+            for t, a in agg.groupby("task", sort=False)}
+
+
+def headline_metrics(scores: pd.DataFrame, metrics: pd.DataFrame | None) -> dict[str, str]:
+    """Task → headline metric (declared in ``metrics.parquet`` when scored, else the first
+    metric of the task in ``scores``)."""
+    return _headlines(_aggregate(scores), metrics)
 
 
 def _all_reps(groups: dict[str, list[list[str]]]) -> list[str]:

@@ -4,33 +4,39 @@
 ``{name: DataFrame}`` and, with ``out_dir``, writes each table atomically to
 ``out_dir/diagnostics/<name>.parquet`` (plus ``curated_tasks.csv``):
 
-===================== ===================================== ============================
-table                 what                                  module
-===================== ===================================== ============================
-``metrics``           every (task, metric) of the run with  :mod:`baselens.evaluate.registry`
-                      its declared direction, kind,
-                      headline flag and pairing
-``beyond_baseline``   model − best baseline on ``score``    :mod:`.beyond_baseline`
-                      metrics: paired Wilcoxon, BH
-                      ``p_adjusted``, bootstrap CI,
-                      ``verdict``
-``agreement``         Spearman of similarity rankings,      :mod:`.agreement`
-                      linear CKA, every pair of sets
-``dimensionality``    PCA spectrum, effective rank,         :mod:`.dimensionality`
-                      participation ratio, collapse
-``residualized``      mAP after residualizing on cell       :mod:`.confounds`
-                      count / pixel_stats; matched strata
-``assay_confounds``   per assay: cell count t-test,         :mod:`.curation`
-                      threshold sweep, flag
-``phenotype_classes`` mean mAP per planted class            :mod:`.classes`
-                      (synthetic screens; else empty)
-``findings``          every conclusion, one row each: the   :mod:`.findings`
-                      verdicts per model and level,
-                      identical levels, confounds,
-                      sample-size caveats, assays … with
-                      the numbers and the sentence (the
-                      report renders these, decides none)
-===================== ===================================== ============================
+================================= ===================================== ============================
+table                             what                                  module
+================================= ===================================== ============================
+``metrics``                       every (task, metric) of the run with  :mod:`baselens.evaluate.registry`
+                                  its declared direction, kind,
+                                  headline flag and pairing
+``beyond_baseline``               model − best baseline on ``score``    :mod:`.beyond_baseline`
+                                  metrics: paired Wilcoxon, BH
+                                  ``p_adjusted``, bootstrap CI,
+                                  ``verdict``
+``best_baseline``                 the best baseline of every (task,     :mod:`.differential`
+                                  level, metric), models or not
+``agreement``                     Spearman of similarity rankings,      :mod:`.agreement`
+                                  linear CKA, every pair of sets
+``dimensionality``                PCA spectrum, effective rank,         :mod:`.dimensionality`
+                                  participation ratio, collapse
+``residualized``                  mAP after residualizing on cell       :mod:`.confounds`
+                                  count / pixel_stats; matched strata
+``assay_confounds``               per assay: cell count t-test,         :mod:`.curation`
+                                  threshold sweep, flag
+``phenotype_classes``             mean mAP per planted class            :mod:`.classes`
+                                  (synthetic screens; else empty)
+``per_perturbation_differential`` per task, each method against the     :mod:`.differential`
+                                  best baseline of each perturbation
+                                  (headline per-item metric, shown
+                                  level: the report's scatters)
+``findings``                      every conclusion, one row each: the   :mod:`.findings`
+                                  verdicts per model and level,
+                                  identical levels, confounds,
+                                  sample-size caveats, assays … with
+                                  the numbers and the sentence (the
+                                  report renders these, decides none)
+================================= ===================================== ============================
 
 A diagnostic whose inputs are missing returns its empty table (with the columns). A
 diagnostic that *fails* is recorded in ``log`` (and the ``baselens`` logger) and returns
@@ -43,7 +49,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +58,7 @@ import pandas as pd
 
 from baselens._io import write_parquet_atomic, write_text_atomic
 
-__all__ = ["DIAGNOSTICS", "ProfileSet", "run_diagnostics"]
+__all__ = ["DIAGNOSTICS", "ProfileSet", "derived_tables", "run_diagnostics"]
 
 logger = logging.getLogger("baselens")
 
@@ -61,8 +67,9 @@ logger = logging.getLogger("baselens")
 REQUIRED = ("metrics", "beyond_baseline")
 
 #: The tables run_diagnostics returns, in order.
-DIAGNOSTICS = ("metrics", "beyond_baseline", "agreement", "dimensionality", "residualized",
-               "assay_confounds", "phenotype_classes", "findings")
+DIAGNOSTICS = ("metrics", "beyond_baseline", "best_baseline", "agreement", "dimensionality",
+               "residualized", "assay_confounds", "phenotype_classes",
+               "per_perturbation_differential", "findings")
 
 
 @dataclass
@@ -95,6 +102,14 @@ def _empty(name: str) -> pd.DataFrame:
         from baselens.diagnose.findings import findings
 
         return findings(pd.DataFrame())
+    if name == "best_baseline":
+        from baselens.diagnose.differential import BEST_BASELINE_COLUMNS
+
+        return pd.DataFrame(columns=BEST_BASELINE_COLUMNS)
+    if name == "per_perturbation_differential":
+        from baselens.diagnose.differential import DIFFERENTIAL_COLUMNS
+
+        return pd.DataFrame(columns=DIFFERENTIAL_COLUMNS)
     if name == "metrics":
         from baselens.evaluate.registry import METRICS_TABLE_COLUMNS
 
@@ -169,6 +184,7 @@ def run_diagnostics(
     from baselens.diagnose.classes import class_capture
     from baselens.diagnose.confounds import residualized_retrieval
     from baselens.diagnose.curation import assay_confounds, compound_cell_counts, curated_tasks
+    from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
     from baselens.diagnose.dimensionality import dimensionality
     from baselens.diagnose.findings import design_summary, findings
     from baselens.evaluate.registry import metrics_table
@@ -201,6 +217,7 @@ def run_diagnostics(
     steps: dict[str, Callable[[], pd.DataFrame]] = {
         "metrics": lambda: metrics_table(scores, task_alias),
         "beyond_baseline": _beyond,
+        "best_baseline": lambda: best_baseline_table(scores, out.get("metrics")),
         "agreement": lambda: agreement(profile_sets),
         "dimensionality": lambda: dimensionality(profile_sets),
         "residualized": lambda: residualized_retrieval(
@@ -208,6 +225,8 @@ def run_diagnostics(
             phenotype_classes=phenotype_classes, log=log),
         "assay_confounds": _assays,
         "phenotype_classes": lambda: class_capture(per_perturbation, phenotype_classes),
+        "per_perturbation_differential": lambda: per_perturbation_table(
+            scores, per_perturbation, out.get("metrics")),
         # last: it reads the tables above (a failed one is empty, and says so by absence)
         "findings": lambda: findings(
             scores, out.get("beyond_baseline"), out.get("metrics"),
@@ -241,6 +260,40 @@ def run_diagnostics(
     out_attrs = {k: round(v, 3) for k, v in timings.items()}
     for df in out.values():
         df.attrs["timings_s"] = out_attrs
+    return out
+
+
+def derived_tables(scores: pd.DataFrame, per_perturbation: pd.DataFrame | None,
+                   tables: Mapping[str, pd.DataFrame],
+                   tissue_methods: pd.DataFrame | None = None, *,
+                   lower_is_better: Iterable = ()) -> dict[str, pd.DataFrame]:
+    """The tables a run writes beside its verdicts for the report to draw, given the ones
+    already computed (``tables``: ``metrics``, ``findings``).
+
+    Returns ``best_baseline`` and ``per_perturbation_differential``
+    (:mod:`baselens.diagnose.differential`) and, for a tissue run
+    (:func:`baselens.diagnose.tissue.is_tissue_run`), ``tissue_inputs`` and
+    ``findings`` with the ``tissue`` rows appended after the run's other findings. Used by
+    the tissue pipeline and ``baselens compare``; :func:`run_diagnostics` computes the first
+    two as steps of its own.
+    """
+    from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
+    from baselens.diagnose.findings import FINDINGS_COLUMNS
+    from baselens.diagnose.tissue import is_tissue_run, tissue_findings, tissue_inputs
+
+    metrics = tables.get("metrics")
+    out = {"best_baseline": best_baseline_table(scores, metrics,
+                                                lower_is_better=lower_is_better),
+           "per_perturbation_differential": per_perturbation_table(
+               scores, per_perturbation, metrics, lower_is_better=lower_is_better)}
+    if is_tissue_run(scores, tissue_methods):
+        mods = tissue_inputs(scores, tissue_methods)
+        out["tissue_inputs"] = mods
+        rows = tissue_findings(scores, mods)
+        f = tables.get("findings")
+        if len(rows):
+            out["findings"] = (rows if f is None or not len(f) else
+                               pd.concat([f, rows], ignore_index=True)[FINDINGS_COLUMNS])
     return out
 
 

@@ -62,8 +62,6 @@ KIND_NOTES = {
     "null": "chance level (random features): any score near it means no signal",
 }
 
-_PVALUE_LIKE = re.compile(r"p_?val|q_?val|fdr", re.IGNORECASE)
-
 
 # --------------------------------------------------------------------------- formatting
 def _esc(x: Any) -> str:

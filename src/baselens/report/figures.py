@@ -136,7 +136,8 @@ def scatter_svg(diff: pd.DataFrame, *, model_label: str, metric_label: str, n_la
                 ) -> str:
     """Per-perturbation scatter: x = best baseline for that perturbation, y = the model.
 
-    ``diff`` is one method's slice of :func:`per_perturbation_differential`. Points above
+    ``diff`` is one method's slice of ``diagnostics/per_perturbation_differential.parquet``
+    (:func:`baselens.diagnose.differential.per_perturbation_table`). Points above
     the diagonal are perturbations where the model beats every baseline; the ``n_labels``
     largest improvements are named.
     """

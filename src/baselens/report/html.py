@@ -23,8 +23,9 @@ sections with stable element ids, so links into a report keep working:
 ``#residualization``      mAP per class before and after residualizing on cell count
 ``#agreement``            Spearman / CKA heatmaps between methods
 ``#dimensionality``       cumulative explained variance, effective rank, participation ratio
-``#perturbations``        per-perturbation scatter of each model against the best baseline,
-                          outliers named (headline level only, folded)
+``#perturbations``        per-perturbation scatter of each model against the best baseline
+                          of each perturbation, outliers named (headline level only,
+                          folded; ``diagnostics/per_perturbation_differential.parquet``)
 ``#assays``               which bioactivity assays cell count alone predicts
 ========================= ===============================================================
 
@@ -51,7 +52,6 @@ from baselens import __version__
 from baselens.report import sections as S
 from baselens.report.common import (  # noqa: F401  (re-exported for callers and tests)
     _KIND_ORDER,
-    _PVALUE_LIKE,
     KIND_COLOURS,
     LEVEL_NAMES,
     KIND_NOTES,
@@ -78,7 +78,6 @@ from baselens.report.inputs import (
     BEYOND_COLUMNS,
     coerce_numeric,
     display_means,
-    per_item_points,
     find_phenotypes,
     normalise_keys,
     phenotype_classes_from_per_pert,
@@ -278,7 +277,7 @@ def _verdict_table(ctx: S.Ctx, cols: list[str]) -> str:
             "</table></div>")
 
 
-def _summary_html(ctx: S.Ctx, agg: pd.DataFrame, extra: list[str] = ()) -> str:
+def _summary_html(ctx: S.Ctx, agg: pd.DataFrame) -> str:
     """The top of the page: confound callouts, the verdict of every model at the strictest
     level formed and at NR, sample-size caveats and other findings — every sentence from
     ``diagnostics/findings.parquet``."""
@@ -288,9 +287,6 @@ def _summary_html(ctx: S.Ctx, agg: pd.DataFrame, extra: list[str] = ()) -> str:
                      "is not in this run folder, so the report states no verdict (rerun the "
                      "diagnostics, e.g. <code>baselens run</code>, to write it). The tables "
                      "below show the scores.</p>")
-        if extra:
-            parts.append('<ul class="findings">' + "".join(f"<li>{x}</li>" for x in extra)
-                         + "</ul>")
         parts.append("</section>")
         return "".join(parts)
     conf = ctx.rows("confound")
@@ -340,8 +336,8 @@ def _summary_html(ctx: S.Ctx, agg: pd.DataFrame, extra: list[str] = ()) -> str:
     parts.append("</div>")
     other = pd.concat([ctx.rows("assays"), ctx.rows("untrained_twin"),
                        ctx.rows("class_capture", severity="verdict"),
-                       ctx.rows("residualization").head(2)])
-    items = [*S.sentences(other), *extra]
+                       ctx.rows("residualization").head(2), ctx.rows("tissue")])
+    items = S.sentences(other)
     if items:
         parts.append("<h3>Also found</h3>" + '<ul class="findings">'
                      + "".join(f"<li>{x}</li>" for x in items) + "</ul>")
@@ -370,12 +366,15 @@ def findings_html(rows: pd.DataFrame, cls: str) -> str:
 
 
 def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: str,
-                      pvals: Mapping | None = None, lower: Iterable = ()) -> str:
+                      pvals: Mapping | None = None, lower: Iterable = (),
+                      best: Mapping | None = None) -> str:
     """One sortable table: rows = method/layer, columns = score and margin per metric.
 
     ``pvals`` maps ``(method, layer, metric)`` to ``(p_adjusted, n_paired, paired_over,
     verdict)`` (from ``diagnostics/beyond_baseline.parquet``); the margin cell then shows
     the adjusted p-value, and is green only for ``verdict == "beats"`` (red for "worse").
+    ``best`` maps a metric to the ``(method, layer)`` of its best baseline as the
+    diagnostics named it (:attr:`baselens.report.sections.Ctx.best`), marked ★.
     """
     pvals = pvals or {}
     metrics = list(pd.unique(agg_tl["metric"]))
@@ -387,19 +386,7 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
     )
     vals = {(r.method, r.layer, r.metric): r for r in agg_tl.itertuples(index=False)}
     margins = {(r.method, r.layer, r.metric): r for r in beyond_tl.itertuples(index=False)}
-    best_base = {}
-    for metric in metrics:
-        b = agg_tl[(agg_tl["metric"] == metric) & (agg_tl["method_kind"] == "baseline")]
-        b = b[b["value_mean"].notna()]
-        if not b.empty:
-            rows_b = beyond_tl[beyond_tl["metric"] == metric]
-            if not rows_b.empty and rows_b["best_baseline"].iloc[0] is not None:
-                best_base[metric] = (rows_b["best_baseline"].iloc[0],
-                                     rows_b["best_baseline_layer"].iloc[0])
-            else:  # no model scored here: mark the top baseline in the declared direction
-                bb = b.sort_values(["method", "layer"]).sort_values(
-                    "value_mean", ascending=metric in lower, kind="stable").iloc[0]
-                best_base[metric] = (bb["method"], bb["layer"])
+    best_base = {m: tuple(k[:2]) for m, k in (best or {}).items()}
     # default order: headline metric, best first
     head = metrics[0]
     order_key = []
@@ -513,21 +500,18 @@ def _legend_html(kinds: set[str]) -> str:
 
 
 def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, level: str,
-                      n_levels: int, lower: Iterable = ()) -> str:
+                      n_levels: int, best: Mapping | None = None) -> str:
+    """Bar chart of each metric of ``agg_tl``; ``best`` maps a metric to ``(method, layer,
+    mean)`` of its best baseline as the diagnostics named it (the dashed line)."""
     figs = []
+    best = best or {}
     for metric in pd.unique(agg_tl["metric"]):
         a = agg_tl[agg_tl["metric"] == metric]
         b = beyond_tl[beyond_tl["metric"] == metric]
         base = a[(a["method_kind"] == "baseline") & a["value_mean"].notna()]
         best_key, best_val = None, None
-        if not base.empty:
-            bb = base.sort_values(["method", "layer"]).sort_values(
-                "value_mean", ascending=metric in lower, kind="stable").iloc[0]
-            if not b.empty and b["best_baseline"].iloc[0] is not None:
-                best_key = (b["best_baseline"].iloc[0], b["best_baseline_layer"].iloc[0])
-                best_val = float(b["best_baseline_mean"].iloc[0])
-            else:
-                best_key, best_val = (bb["method"], bb["layer"]), float(bb["value_mean"])
+        if not base.empty and metric in best:
+            best_key, best_val = tuple(best[metric][:2]), float(best[metric][2])
         a = a.assign(
             label=[_method_label(m, la) for m, la in zip(a["method"], a["layer"])],
             kind=a["method_kind"],
@@ -549,6 +533,10 @@ def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, 
             meaning = (f"The dashed line is the best baseline, <strong>{_esc(best_label)}</strong> "
                        f"({_fmt(best_val)}): a model has learned something beyond simple image "
                        "statistics only where its bar reaches past that line.")
+        elif not base.empty:
+            meaning = ("The diagnostics name no best baseline here "
+                       "(<code>diagnostics/best_baseline.parquet</code> is not in this run "
+                       "folder), so there is no reference line.")
         else:
             meaning = "No baseline has a value for this metric, so there is no reference line."
         lvl = f", batch level <code>{_esc(level)}</code>" if n_levels > 1 else ""
@@ -560,41 +548,23 @@ def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, 
     return f'<div class="figgrid">{"".join(figs)}</div>'
 
 
-def _perpert_metric(pp: pd.DataFrame, headline: str | None) -> str | None:
-    """The per-perturbation metric worth a scatter: the task's headline one when present,
-    else the first that is neither a p-value nor a stored prediction (``oof_*``)."""
-    metrics = [m for m in pd.unique(pp["metric"].astype(str))
-               if not _PVALUE_LIKE.search(m) and not m.startswith(("oof_", "n_"))]
-    if not metrics:
-        return None
-    return headline if headline in metrics else metrics[0]
-
-
-def _perpert_html(per_pert: pd.DataFrame | None, task: str, lower: set[str],
-                  headline: str | None = None, level: str | None = None) -> tuple[str, int]:
+def _perpert_html(diff: pd.DataFrame | None, per_pert: pd.DataFrame | None,
+                  task: str) -> tuple[str, int]:
     """Scatters of every model against the per-perturbation best baseline, for one task.
 
-    Only the headline batch level and one metric (the headline one where it exists per
-    perturbation) are drawn — the other levels repeat the picture at many times the size.
-    Returns ``(html, number of figures)``.
+    Draws the task's rows of ``diagnostics/per_perturbation_differential.parquet``: the
+    diagnostics chose the metric (the headline one where it exists per perturbation), the
+    batch level (the one shown first; the other levels repeat the picture at many times
+    the size) and each perturbation's best baseline. ``per_pert`` only names the per-item
+    metrics not plotted. Returns ``(html, number of figures)``.
     """
-    if per_pert is None or per_pert.empty or "task" not in per_pert.columns:
+    if diff is None or diff.empty:
         return "", 0
-    pp = per_pert[per_pert["task"].astype(str) == task]
-    if pp.empty:
+    diff = diff[diff["task"] == task]
+    if diff.empty:
         return "", 0
-    if "batch_level" in pp.columns:
-        levels = order_levels(pp["batch_level"].astype(str))
-        level = level if level in levels else S.headline_level(levels)
-    else:
-        level = None
-    metric = _perpert_metric(pp, headline)
-    if metric is None:
-        return "", 0
-    diff = per_item_points(pp, task, metric, batch_level=level,
-                                         lower_is_better=metric in lower)
-    if diff.empty or diff["best_baseline_value"].notna().sum() == 0:
-        return "", 0
+    metric, level = str(diff["metric"].iloc[0]), str(diff["batch_level"].iloc[0])
+    diff = diff[(diff["metric"] == metric) & (diff["batch_level"] == level)]
     figs = []
     mlabel = _metric_label(metric)
     for (method, layer), d in diff.groupby(["method", "layer"], sort=False):
@@ -626,7 +596,10 @@ def _perpert_html(per_pert: pd.DataFrame | None, task: str, lower: set[str],
         )
     if not figs:
         return "", 0
-    skipped = sorted({m for m in pp["metric"].astype(str) if m != metric})
+    skipped = []
+    if per_pert is not None and len(per_pert) and {"task", "metric"} <= set(per_pert.columns):
+        skipped = sorted({m for m in per_pert.loc[per_pert["task"].astype(str) == task,
+                                                  "metric"].astype(str) if m != metric})
     note = (f'<p class="tablenote">Shown: <code>{_esc(metric)}</code>'
             + (f" at batch level <code>{_esc(level)}</code>" if level else "")
             + (f". Not plotted: {', '.join(_esc(x) for x in skipped[:6])}"
@@ -823,7 +796,8 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
             pv = {(m, la, me): v for (t, lv, m, la, me), v in pvals.items()
                   if t == task and lv == level}
             low = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
-            return _leaderboard_html(atl, btl, _slug("table", task, level), pv, low)
+            best = {m: ctx.best[(task, level, m)] for m in main if (task, level, m) in ctx.best}
+            return _leaderboard_html(atl, btl, _slug("table", task, level), pv, low, best)
 
         shown = [lv for lv in ctx.shown.get(task, [hl]) if lv in set(levels)] or [hl]
         beside = ["NR"] if "NR" in shown and hl != "NR" else []
@@ -834,10 +808,10 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
             + "</h4>" + table(lv) + "</div>" for lv in [hl, *beside]) + "</div>")
         atl = at[(at["batch_level"] == hl) & (at["metric"] == headline[task])]
         btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == hl)]
-        low_hl = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
+        best_hl = {m: k for (t, lv, m), k in ctx.best.items() if t == task and lv == hl}
         body.append(f'<details class="bars"{" open" if open_bars else ""}><summary>Bar chart: '
                     f"{_esc(_metric_label(headline[task]))} at {_esc(hl)}</summary>"
-                    f"{_bar_figures_html(atl, btl, task, hl, n_levels, low_hl)}</details>")
+                    f"{_bar_figures_html(atl, btl, task, hl, n_levels, best_hl)}</details>")
         open_bars = False
         others = [lv for lv in shown if lv not in (hl, *beside)]
         hidden = [lv for lv in levels if lv not in shown]
@@ -871,8 +845,11 @@ def render_report(
     """The report as one HTML string (see :func:`write_report`).
 
     ``diagnostics`` maps the names of ``diagnostics/*.parquet`` tables (``beyond_baseline``,
-    ``agreement``, ``dimensionality``, ``residualized``, ``assay_confounds``,
-    ``phenotype_classes``) to their contents; absent ones are reported as absent.
+    ``best_baseline``, ``agreement``, ``dimensionality``, ``residualized``,
+    ``assay_confounds``, ``phenotype_classes``, ``per_perturbation_differential``,
+    ``findings``; tissue runs ``tissue_inputs``, ``tissue_genes``) to their contents;
+    absent ones are reported as absent. The report chooses no best baseline and draws no
+    conclusion itself: those are the tables'.
     ``phenotypes`` (``perturbation, phenotype_class``) lets the report compute per-class
     scores itself when ``phenotype_classes`` is missing.
     """
@@ -888,7 +865,8 @@ def render_report(
     n_levels = agg["batch_level"].nunique()
     kinds = set(agg["method_kind"])
     headline = _headline_metrics(agg, decl)
-    ctx = S.Ctx.build(agg, beyond, lower, headline, _findings(diag.get("findings")))
+    ctx = S.Ctx.build(agg, beyond, lower, headline, _findings(diag.get("findings")),
+                      diag.get("best_baseline"))
 
     n_methods = len(agg[["method", "layer"]].drop_duplicates())
     sub = (f"{n_methods} method{'s' if n_methods != 1 else ''}/layers · {len(tasks)} "
@@ -896,12 +874,11 @@ def render_report(
            + (f" · {n_levels} batch levels" if n_levels > 1 else ""))
     toc = "".join(f'<a href="#{sid}">{_esc(label)}</a>' for sid, label in SECTIONS)
     # tissue runs (gene expression scored by Pearson r): the panels of baselens.report.tissue
-    tissue_html, tissue_notes = "", []
+    tissue_html = ""
     if not agg.empty and (agg["metric"] == "pearson").any():
         from baselens.report import tissue as T
 
         tissue_html = T.tissue_section_html(ctx, per_perturbation, diag)
-        tissue_notes = T.tissue_findings(ctx, per_perturbation, diag)
         if tissue_html:
             toc = toc.replace('Leaderboard</a>', 'Leaderboard</a><a href="#tissue">Tissue</a>', 1)
     body = [
@@ -925,7 +902,7 @@ def render_report(
             pc = S.class_table(ctx, phenotype_classes_from_per_pert(per_perturbation, phenotypes))
             pc_source = ("per-perturbation replicate mAP averaged within each class of the "
                          "screen's ground truth (no diagnostics/phenotype_classes.parquet)")
-        body.append(_summary_html(ctx, agg, tissue_notes))
+        body.append(_summary_html(ctx, agg))
         body.append(_section("leaderboard", _leaderboard_section(
             agg, beyond, headline, ctx, _pvalue_map(beyond), n_levels, kinds, metric_kinds)))
         body.append(tissue_html)
@@ -938,17 +915,25 @@ def render_report(
         body.append(_section("dimensionality",
                              S.dimensionality_html(ctx, diag.get("dimensionality"))))
         pp_parts = []
-        for i, task in enumerate(tasks):
-            html_, n = _perpert_html(per_perturbation, task, lower, headline[task],
-                                     ctx.levels[task])
+        diff = normalise_keys(diag.get("per_perturbation_differential"),
+                              ("task", "batch_level", "metric", "method", "layer",
+                               "method_kind", "perturbation"))
+        for task in tasks:
+            html_, n = _perpert_html(diff, per_perturbation, task)
             if n:
                 pp_parts.append(
                     f'<details class="pp" id="{_slug("pp", task)}"{" open" if not pp_parts else ""}>'
                     f"<summary>{_esc(_task_label(task))} — {n} scatter{'s' if n != 1 else ''}"
                     f"</summary>{html_}</details>")
-        body.append(_section("perturbations", "".join(pp_parts) if pp_parts else
-                             '<p class="absent">No per-perturbation values with a baseline to '
-                             "compare against (per_perturbation.parquet absent or empty).</p>"))
+        if pp_parts:
+            pp_html = "".join(pp_parts)
+        elif diff is None and per_perturbation is not None and len(per_perturbation):
+            pp_html = S.absent("No per-perturbation scatters (the diagnostics choose each "
+                               "perturbation's best baseline)", "per_perturbation_differential")
+        else:
+            pp_html = ('<p class="absent">No per-perturbation values with a baseline to '
+                       "compare against (per_perturbation.parquet absent or empty).</p>")
+        body.append(_section("perturbations", pp_html))
         body.append(_section("assays", S.assays_html(ctx, diag.get("assay_confounds"))))
     body.append(_footer_html(agg, lower))
 

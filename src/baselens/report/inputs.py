@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from baselens._tables import aggregate_scores, coerce_types, per_perturbation_differential
+from baselens._tables import aggregate_scores, coerce_types
 
 log = logging.getLogger(__name__)
 
 #: The diagnostics tables the report reads (``DIR/diagnostics/<name>.parquet``).
-DIAGNOSTICS = ("metrics", "beyond_baseline", "agreement", "dimensionality", "residualized",
-               "assay_confounds", "phenotype_classes", "findings")
+DIAGNOSTICS = ("metrics", "beyond_baseline", "best_baseline", "agreement", "dimensionality",
+               "residualized", "assay_confounds", "phenotype_classes",
+               "per_perturbation_differential", "findings")
 
 PHENOTYPE_COLUMN = "Metadata_PhenotypeClass"
 
@@ -57,13 +58,14 @@ NUMERIC_COLUMNS = ("value", "spearman", "cka", "n_perturbations", "component", "
                    "p_value", "cell_count_balanced_accuracy", "threshold", "p", "p_adjusted",
                    "ci_low", "ci_high", "difference", "paired_difference", "improvement",
                    "value_mean", "value_std", "best_baseline_mean", "best_baseline_std",
-                   "ratio", "baseline_value", "value", "ci_low", "ci_high")
+                   "ratio", "baseline_value", "best_baseline_value")
 
 
 def coerce_numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
     """Numeric contract columns as floats; ``predictable_by_cell_count`` and the
     ``metrics.parquet`` flags as bool."""
-    return coerce_types(df, NUMERIC_COLUMNS, ("higher_is_better", "headline", "declared"))
+    return coerce_types(df, NUMERIC_COLUMNS, ("higher_is_better", "headline", "declared",
+                                             "best_of_input"))
 
 
 def read_diagnostics(diag_dir: Path) -> dict[str, pd.DataFrame | None]:
@@ -132,9 +134,10 @@ def normalise_keys(df: pd.DataFrame | None, cols=("method", "layer")) -> pd.Data
 
 
 # --------------------------------------------------------------------------- display frames
-# Reshaping for figures and tables only: means over folds, the per-perturbation best baseline
-# a scatter is drawn against. No verdict, threshold or finding is derived here (those are
-# diagnostics/findings.parquet and beyond_baseline.parquet).
+# Reshaping for figures and tables only: means over folds, the best baselines the diagnostics
+# named. No verdict, threshold, best baseline or finding is derived here (those are
+# diagnostics/findings.parquet, beyond_baseline.parquet, best_baseline.parquet and
+# per_perturbation_differential.parquet).
 _KEYS = ["task", "batch_level", "metric", "method", "layer"]
 
 
@@ -148,13 +151,22 @@ def display_means(scores: pd.DataFrame) -> pd.DataFrame:
     return aggregate_scores(scores)[cols]
 
 
-def per_item_points(per_pert: pd.DataFrame, task: str, metric: str, *,
-                    batch_level: str | None = None, lower_is_better: bool = False
-                    ) -> pd.DataFrame:
-    """Scatter points: each non-baseline method's value per perturbation against the best
-    baseline's value for that perturbation (``improvement`` signed so that > 0 is better;
-    :func:`baselens._tables.per_perturbation_differential`)."""
-    if per_pert is None or per_pert.empty:
-        return per_perturbation_differential(None, task, metric)
-    return per_perturbation_differential(per_pert, task, metric, batch_level=batch_level,
-                                         lower_is_better=lower_is_better)
+def best_baseline_map(beyond: pd.DataFrame | None, best: pd.DataFrame | None
+                      ) -> dict[tuple[str, str, str], tuple[str, str, float]]:
+    """``(task, batch_level, metric) → (method, layer, mean)`` of the best baseline, as the
+    diagnostics named it: ``beyond_baseline.parquet``'s where it names one (the baseline the
+    verdicts were computed against), else ``best_baseline.parquet``'s (groups in which no
+    model was compared). A group neither names has no best baseline in the report."""
+    out: dict[tuple[str, str, str], tuple[str, str, float]] = {}
+    keys = ("task", "batch_level", "metric", "best_baseline", "best_baseline_layer")
+    for t in (best, beyond):  # beyond_baseline last: it wins
+        if t is None or not len(t) or not set(keys) <= set(t.columns):
+            continue
+        t = t[t["best_baseline"].notna() & (t["best_baseline"].astype(str) != "")]
+        t = normalise_keys(t, keys).drop_duplicates(["task", "batch_level", "metric"])
+        mean = (pd.to_numeric(t["best_baseline_mean"], errors="coerce")
+                if "best_baseline_mean" in t.columns else pd.Series(np.nan, index=t.index))
+        for r, v in zip(t.itertuples(index=False), mean):
+            out[(r.task, r.batch_level, r.metric)] = (r.best_baseline, r.best_baseline_layer,
+                                                      float(v))
+    return out

@@ -32,7 +32,7 @@ from baselens.report.common import (
     trailing_int,
     trained_name,
 )
-from baselens.report.inputs import FINDINGS_COLUMNS
+from baselens.report.inputs import FINDINGS_COLUMNS, best_baseline_map
 from baselens.report.figures import (
     SERIES_PALETTE,
     dumbbell_svg,
@@ -58,10 +58,14 @@ class Ctx:
     findings: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: task → the distinct levels shown, strictest first (identical levels folded together)
     shown: dict[str, list[str]] = field(default_factory=dict)
+    #: (task, level, metric) → (method, layer, mean) of the best baseline the diagnostics
+    #: named (:func:`baselens.report.inputs.best_baseline_map`)
+    best: dict[tuple[str, str, str], tuple[str, str, float]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, agg: pd.DataFrame, beyond: pd.DataFrame, lower: set[str],
-              headline: dict[str, str], findings: pd.DataFrame | None = None) -> Ctx:
+              headline: dict[str, str], findings: pd.DataFrame | None = None,
+              best_baseline: pd.DataFrame | None = None) -> Ctx:
         f = findings if findings is not None else pd.DataFrame(columns=FINDINGS_COLUMNS)
         shown = {}
         lv_rows = f[f["kind"] == "levels"] if len(f) else f
@@ -78,7 +82,8 @@ class Ctx:
                       key=lambda r: (_KIND_ORDER.get(r.method_kind, 1), first[r.method]))
         order = [(r.method, r.layer) for r in rows]
         kinds = {(r.method, r.layer): r.method_kind for r in rows}
-        return cls(agg, beyond, lower, headline, levels, order, kinds, f, shown)
+        return cls(agg, beyond, lower, headline, levels, order, kinds, f, shown,
+                   best_baseline_map(beyond, best_baseline))
 
     def rows(self, kind: str, **eq) -> pd.DataFrame:
         """Findings of one kind (``diagnostics/findings.parquet``), filtered by equality."""
@@ -137,18 +142,12 @@ def absent(what: str, table: str) -> str:
 
 
 def _best_baseline_of(ctx: Ctx, task: str, level: str, metric: str):
-    b = ctx.beyond[(ctx.beyond["task"] == task) & (ctx.beyond["batch_level"] == level)
-                   & (ctx.beyond["metric"] == metric)]
-    if not b.empty and b["best_baseline"].iloc[0] is not None:
-        r = b.iloc[0]
-        return (r["best_baseline"], r["best_baseline_layer"]), float(r["best_baseline_mean"])
-    a = ctx.agg[(ctx.agg["task"] == task) & (ctx.agg["batch_level"] == level)
-                & (ctx.agg["metric"] == metric) & (ctx.agg["method_kind"] == "baseline")
-                & ctx.agg["value_mean"].notna()]
-    if a.empty:
+    """``((method, layer), mean)`` of the best baseline the diagnostics named, or
+    ``(None, nan)``."""
+    b = ctx.best.get((task, level, metric))
+    if b is None:
         return None, float("nan")
-    r = a.sort_values("value_mean", ascending=metric in ctx.lower, kind="stable").iloc[0]
-    return (r["method"], r["layer"]), float(r["value_mean"])
+    return (b[0], b[1]), b[2]
 
 
 def _kind_legend(kinds: set[str], extra: str = "") -> str:

@@ -22,12 +22,13 @@ per task (HEST subset) at the headline batch level:
     random null (synthetic tissue only).
 
 Inputs: the aggregated scores (``ctx``), ``per_perturbation.parquet`` (one row per gene,
-``perturbation`` = gene) and two small tables the tissue pipeline writes next to the
-diagnostics: ``diagnostics/tissue_genes.parquet`` (``task, gene, driver``) and
-``diagnostics/tissue_methods.parquet`` (``method, method_kind, modality``, modality ∈
-image, structure, count, pixel, reference, null). Without the latter the modality is
-guessed from the method name (``gcn``, ``egnn``, ``structure``, ``graph`` → structure;
-``count`` → count; ``pixel`` → pixel; anything else → image).
+``perturbation`` = gene) and small tables the tissue pipeline writes under
+``diagnostics/``: ``tissue_inputs.parquet`` (per task and representation its input
+and whether it is the best of that input, decided by :mod:`baselens.diagnose.tissue`)
+and ``tissue_genes.parquet`` (``task, gene, driver``: the colours). Which representation
+stands for an input, and what that says (the summary's tissue sentences, findings of
+kind ``tissue``), is the diagnostics'; a run folder without ``tissue_inputs.parquet``
+gets a note instead of the panels.
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ from baselens.report.common import (
 )
 from baselens.report.figures import dumbbell_svg
 
-__all__ = ["DRIVER_COLOURS", "MODALITY_COLOURS", "TABLES", "is_tissue_run", "modality_of",
-           "read_tissue_tables", "tissue_findings", "tissue_section_html"]
+__all__ = ["DRIVER_COLOURS", "INPUT_COLOURS", "TABLES", "is_tissue_run",
+           "read_tissue_tables", "tissue_section_html"]
 
 #: Extra tables the tissue pipeline writes under ``diagnostics/``.
-TABLES = ("tissue_genes", "tissue_methods")
+TABLES = ("tissue_genes", "tissue_methods", "tissue_inputs")
 
 #: Planted drivers of synthetic genes, in display order, with their colours (Okabe–Ito).
 DRIVER_COLOURS = {
@@ -72,7 +73,7 @@ DRIVER_NOTES = {
     "appearance": "follows stain/texture only — invisible to coordinates",
     "mixed": "a mixture of structure and appearance",
 }
-MODALITY_COLOURS = {
+INPUT_COLOURS = {
     "structure": "#009e73",
     "count": "#52606d",
     "image": "#0072b2",
@@ -88,7 +89,6 @@ MODALITY_NAMES = {
     "reference": "ground truth (upper bound)",
     "null": "random (chance)",
 }
-_STRUCTURE_WORDS = ("gcn", "egnn", "structure", "graph", "points", "point_set")
 
 
 def read_tissue_tables(diag_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -105,42 +105,41 @@ def read_tissue_tables(diag_dir: str | Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def modality_of(method: str, kind: str) -> str:
-    """Modality of a representation from its kind and name (fallback when the run has no
-    ``tissue_methods`` table)."""
-    if kind in ("reference", "null"):
-        return kind
-    m = str(method).lower()
-    if any(w in m for w in _STRUCTURE_WORDS):
-        return "structure"
-    if "count" in m:
-        return "count"
-    if "pixel" in m:
-        return "pixel"
-    return "image"
-
-
 def _pearson_tasks(ctx) -> list[str]:
     a = ctx.agg
     return [t for t in pd.unique(a["task"]) if (a[(a["task"] == t)]["metric"] == "pearson").any()]
 
 
 def is_tissue_run(ctx, diag: Mapping | None) -> bool:
-    """A tissue run: the pipeline's method table is there, or a task other than the Cell
+    """A tissue run: the pipeline's tables are there, or a task other than the Cell
     Painting ``regression_probe`` is scored by Pearson r."""
     diag = diag or {}
-    tm = diag.get("tissue_methods")
-    if tm is not None and len(tm):
-        return True
+    for name in ("tissue_inputs", "tissue_methods"):
+        t = diag.get(name)
+        if t is not None and len(t):
+            return True
     return any(t != "regression_probe" for t in _pearson_tasks(ctx))
 
 
-def _modalities(ctx, diag: Mapping) -> dict[str, str]:
-    tm = diag.get("tissue_methods")
-    known = {}
-    if tm is not None and len(tm) and {"method", "modality"} <= set(tm.columns):
-        known = dict(zip(tm["method"].astype(str), tm["modality"].astype(str)))
-    return {m: known.get(m, modality_of(m, k)) for (m, _), k in ctx.kinds.items()}
+def _input_rows(diag: Mapping, task: str) -> pd.DataFrame | None:
+    """The task's rows of ``diagnostics/tissue_inputs.parquet`` (``None`` when the run
+    folder lacks the table or the task)."""
+    t = diag.get("tissue_inputs")
+    need = {"task", "method", "layer", "input", "best_of_input", "value"}
+    if t is None or not len(t) or not need <= set(t.columns):
+        return None
+    t = t[t["task"].astype(str) == task]
+    if t.empty:
+        return None
+    t = t.assign(method=t["method"].astype(str), layer=t["layer"].astype(str),
+                 input=t["input"].astype(str),
+                 value=pd.to_numeric(t["value"], errors="coerce"))
+    return t
+
+
+def _inputs(tm: pd.DataFrame) -> dict[str, str]:
+    """method → input (as the diagnostics recorded it)."""
+    return dict(zip(tm["method"], tm["input"]))
 
 
 def _drivers(diag: Mapping, task: str) -> dict[str, str]:
@@ -182,22 +181,17 @@ def _gene_values(per_pert: pd.DataFrame | None, task: str, level: str,
     return out[cols]
 
 
-def _best_of(ctx, task: str, modality: str, mods: dict[str, str],
-             metric: str = "pearson") -> tuple[tuple[str, str] | None, float]:
-    """The (method, layer) of ``modality`` with the highest mean ``metric`` at the task's
-    headline level (references and nulls are never 'best' of a modality but their own)."""
-    a = ctx.agg
-    a = a[(a["task"] == task) & (a["metric"] == metric)
-          & (a["batch_level"] == ctx.levels.get(task)) & a["value_mean"].notna()]
-    a = a[a["method"].map(lambda m: mods.get(m) == modality)]
-    if a.empty:
+def _best_of(tm: pd.DataFrame, kind_of_input: str) -> tuple[tuple[str, str] | None, float]:
+    """The (method, layer) the diagnostics named best of ``kind_of_input`` on the task
+    (``best_of_input`` of ``tissue_inputs.parquet``) and its mean Pearson r."""
+    b = tm[tm["best_of_input"].astype(bool) & (tm["input"] == kind_of_input)]
+    if b.empty:
         return None, float("nan")
-    r = a.sort_values(["method", "layer"]).sort_values("value_mean", ascending=False,
-                                                        kind="stable").iloc[0]
-    return (str(r["method"]), str(r["layer"])), float(r["value_mean"])
+    return (b["method"].iloc[0], b["layer"].iloc[0]), float(b["value"].iloc[0])
 
 
 def _score(ctx, task: str, key: tuple[str, str] | None, metric: str) -> float:
+    """The mean ``metric`` of ``key`` at the task's shown level (a look-up)."""
     if key is None:
         return float("nan")
     a = ctx.agg
@@ -331,9 +325,9 @@ def _legend(items: list[tuple[str, str]]) -> str:
 
 
 # --------------------------------------------------------------------------- panels
-def _genes_panel(ctx, task, pp, mods, drivers) -> str:
-    img, img_v = _best_of(ctx, task, "image", mods)
-    st, st_v = _best_of(ctx, task, "structure", mods)
+def _genes_panel(ctx, task, pp, tm, drivers) -> str:
+    img, img_v = _best_of(tm, "image")
+    st, st_v = _best_of(tm, "structure")
     fid = _slug("tissue-genes", task)
     if img is None or st is None:
         missing = " and ".join(w for w, k in (("image", img), ("structure-only", st)) if k is None)
@@ -365,7 +359,8 @@ def _genes_panel(ctx, task, pp, mods, drivers) -> str:
             f"{by}</figcaption>{leg}</figure>")
 
 
-def _count_panel(ctx, task, pp, mods, drivers) -> str:
+def _count_panel(ctx, task, pp, tm, drivers) -> str:
+    mods = _inputs(tm)
     a = ctx.agg
     lvl = ctx.levels[task]
     fid = _slug("tissue-count-matched", task)
@@ -395,8 +390,8 @@ def _count_panel(ctx, task, pp, mods, drivers) -> str:
              "representation predicts through cell count alone vanishes there; what remains "
              "is arrangement or appearance."
              "</figcaption></figure>"]
-    cnt, cnt_v = _best_of(ctx, task, "count", mods)
-    st, _ = _best_of(ctx, task, "structure", mods)
+    cnt, cnt_v = _best_of(tm, "count")
+    st, _ = _best_of(tm, "structure")
     if cnt is not None and st is not None:
         pts = _gene_pairs(_gene_values(pp, task, lvl), cnt, st, drivers)
         cl, sl = _method_label(*cnt), _method_label(*st)
@@ -424,17 +419,18 @@ def _best_layers(ctx, task: str) -> list[tuple[str, str]]:
     return [k for k in ctx.order if best.get(k[0]) == k]
 
 
-def _driver_series(ctx, task, mods) -> list[tuple[str, tuple[str, str], str]]:
+def _driver_series(tm) -> list[tuple[str, tuple[str, str], str]]:
     """(label, key, colour) of the representatives shown per driver."""
     out = []
     for mod in ("structure", "count", "image", "pixel", "reference", "null"):
-        key, _ = _best_of(ctx, task, mod, mods)
+        key, _ = _best_of(tm, mod)
         if key is not None:
-            out.append((f"{_method_label(*key)} ({mod})", key, MODALITY_COLOURS[mod]))
+            out.append((f"{_method_label(*key)} ({mod})", key, INPUT_COLOURS[mod]))
     return out
 
 
-def _drivers_panel(ctx, task, mods, drivers) -> str:
+def _drivers_panel(ctx, task, tm, drivers) -> str:
+    mods = _inputs(tm)
     fid = _slug("tissue-drivers", task)
     a = ctx.agg
     present = [d for d in DRIVER_COLOURS
@@ -443,7 +439,7 @@ def _drivers_panel(ctx, task, mods, drivers) -> str:
         return (f'<figure id="{_esc(fid)}"><p class="absent">No per-driver scores '
                 "(<code>pearson_&lt;driver&gt;</code>): the genes of this task have no planted "
                 "driver (real data).</p></figure>")
-    series = _driver_series(ctx, task, mods)
+    series = _driver_series(tm)
     values = {(d, lab): _score(ctx, task, key, f"pearson_{d}")
               for d in present for lab, key, _ in series}
     svg = grouped_bars_svg(present, [(lab, c) for lab, _, c in series], values,
@@ -463,7 +459,7 @@ def _drivers_panel(ctx, task, mods, drivers) -> str:
     notes = "; ".join(f"<strong>{_esc(d)}</strong> ({n_genes.get(d, 0)} genes): "
                       f"{_esc(DRIVER_NOTES.get(d, ''))}" for d in present)
     table = (f'<div class="table-wrap"><table class="plain dense" id="{_esc(_slug("tissue-driver-table", task))}">'
-             f"<thead><tr><th>representation</th><th>modality</th><th>all genes</th>{head}"
+             f"<thead><tr><th>representation</th><th>input</th><th>all genes</th>{head}"
              f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
     return (f'<div class="figgrid"><figure id="{_esc(fid)}">{svg}<figcaption><strong>Per '
             f"driver</strong>: mean Pearson r over the genes of each planted driver. {notes}."
@@ -477,7 +473,6 @@ def tissue_section_html(ctx, per_perturbation: pd.DataFrame | None,
     diag = dict(diagnostics or {})
     if ctx.agg.empty or not is_tissue_run(ctx, diag):
         return ""
-    mods = _modalities(ctx, diag)
     tasks = [t for t in _pearson_tasks(ctx) if t != "regression_probe"] or _pearson_tasks(ctx)
     parts = ['<p class="lead">Spatial transcriptomics (“Deep Learning for BioImaging: What Are '
              "We Learning?”, arXiv 2603.13377, ICML 2026, §4.2, §5.3): how well each "
@@ -486,49 +481,18 @@ def tissue_section_html(ctx, per_perturbation: pd.DataFrame | None,
              "positions of the cells; the cell-count baseline only how many there are.</p>"]
     for task in tasks:
         drivers = _drivers(diag, task)
-        parts.append(f'<div class="task" id="{_esc(_slug("tissue-task", task))}">'
-                     f"<h3>{_esc(task)}</h3><div class=\"figgrid\">"
-                     + _genes_panel(ctx, task, per_perturbation, mods, drivers)
-                     + _count_panel(ctx, task, per_perturbation, mods, drivers)
-                     + "</div>" + _drivers_panel(ctx, task, mods, drivers) + "</div>")
+        tm = _input_rows(diag, task)
+        head = (f'<div class="task" id="{_esc(_slug("tissue-task", task))}">'
+                f"<h3>{_esc(task)}</h3>")
+        if tm is None:
+            parts.append(head + '<p class="absent">No tissue panels: <code>diagnostics/'
+                         "tissue_inputs.parquet</code> (which representation is best of "
+                         "each input, decided by the diagnostics) is not in this run folder"
+                         " for this task; rerun the run to write it.</p></div>")
+            continue
+        parts.append(head + '<div class="figgrid">'
+                     + _genes_panel(ctx, task, per_perturbation, tm, drivers)
+                     + _count_panel(ctx, task, per_perturbation, tm, drivers)
+                     + "</div>" + _drivers_panel(ctx, task, tm, drivers) + "</div>")
     return ('<section class="block" id="tissue"><h2>Tissue: genes, cell count and structure'
             f"</h2>{''.join(parts)}</section>")
-
-
-def tissue_findings(ctx, per_perturbation: pd.DataFrame | None,
-                    diagnostics: Mapping | None) -> list[str]:
-    """Summary sentences: what structure, count and image representations predict."""
-    diag = dict(diagnostics or {})
-    if ctx.agg.empty or not is_tissue_run(ctx, diag):
-        return []
-    mods = _modalities(ctx, diag)
-    out = []
-    for task in [t for t in _pearson_tasks(ctx) if t != "regression_probe"]:
-        st, st_v = _best_of(ctx, task, "structure", mods)
-        img, img_v = _best_of(ctx, task, "image", mods)
-        cnt, cnt_v = _best_of(ctx, task, "count", mods)
-        if st is not None and img is not None:
-            word = "beats" if st_v > img_v else "trails"
-            out.append(f"On <strong>{_esc(task)}</strong>, the best structure-only model "
-                       f"<strong>{_esc(_method_label(*st))}</strong> (r {_fmt(st_v)}) {word} the "
-                       f"best image model <strong>{_esc(_method_label(*img))}</strong> "
-                       f"(r {_fmt(img_v)}); see the gene-wise panel.")
-        has = lambda d: not _isnan(_score(ctx, task, st, f"pearson_{d}"))  # noqa: E731
-        if st is not None and has("appearance"):
-            structural = [d for d in ("density", "clustering", "regularity") if has(d)]
-            sv = ", ".join(f"{d} {_fmt(_score(ctx, task, st, f'pearson_{d}'), digits=2)}"
-                           for d in structural)
-            out.append(f"Structure-driven genes are predicted from cell positions alone "
-                       f"({_esc(_method_label(*st))}: {sv}), appearance-driven ones are not "
-                       f"(r {_fmt(_score(ctx, task, st, 'pearson_appearance'), digits=2)}).")
-        if cnt is not None and not _isnan(_score(ctx, task, cnt, "pearson_density")):
-            sent = (f"Cell count alone (<strong>{_esc(_method_label(*cnt))}</strong>) reaches "
-                    f"r {_fmt(_score(ctx, task, cnt, 'pearson_density'), digits=2)} on "
-                    "density-driven genes")
-            cm = _score(ctx, task, st, "pearson_count_matched")
-            if st is not None and not _isnan(cm):
-                sent += (f"; with count held fixed, {_esc(_method_label(*st))} keeps r "
-                         f"{_fmt(cm, digits=2)} (count-matched), the part of its signal that "
-                         "count does not explain")
-            out.append(sent + ".")
-    return out

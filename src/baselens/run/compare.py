@@ -11,6 +11,9 @@ representations) next to a baseline run on the same data. :func:`compare_runs`
   recomputes ``diagnostics/beyond_baseline.parquet`` over the merged scores — the best
   baseline may now come from another run. A paired Wilcoxon p-value of a source run is kept
   only where the best baseline it was computed against is still the best baseline;
+* recomputes ``findings`` and the tables the report draws (``best_baseline``,
+  ``per_perturbation_differential``, ``tissue_inputs``:
+  :func:`baselens.diagnose.run.derived_tables`) over the merged runs;
 * writes ``OUT/scores.parquet``, ``OUT/per_perturbation.parquet``,
   ``OUT/diagnostics/*.parquet`` and ``OUT/report.html``.
 
@@ -33,6 +36,7 @@ import pandas as pd
 from baselens._io import write_parquet_atomic
 from baselens.diagnose.beyond_baseline import beyond_best_baseline
 from baselens.diagnose.findings import findings
+from baselens.diagnose.run import derived_tables
 from baselens.evaluate.registry import metrics_table
 
 __all__ = ["compare_runs", "merge_runs", "screen_differences", "DifferentScreensError"]
@@ -50,6 +54,8 @@ class DifferentScreensError(ValueError):
 #: the merged tables, like ``beyond_baseline``'s verdicts).
 DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
                "assay_confounds", "phenotype_classes")
+#: Tables recomputed over the merged runs for the report (:func:`derived_tables`).
+_DERIVED = ("best_baseline", "per_perturbation_differential", "tissue_inputs")
 #: Columns that name a method, per diagnostics table (the results tables use ``method``).
 _METHOD_COLUMNS = {"agreement": ("method_a", "method_b"), "assay_confounds": ()}
 
@@ -242,6 +248,8 @@ def merge_runs(run_dirs, *, lower_is_better=None,
                                residualized=out.get("residualized"),
                                phenotype_classes=out.get("phenotype_classes"),
                                dimensionality=out.get("dimensionality"))
+    # what the report draws: best baselines, per-perturbation scatters, tissue inputs
+    out.update(derived_tables(s, pp, out, lower_is_better=lower_is_better))
     return out
 
 
@@ -262,7 +270,7 @@ def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(tables["scores"], out / "scores.parquet")
     write_parquet_atomic(tables["per_perturbation"], out / "per_perturbation.parquet")
-    for name in (*DIAGNOSTICS, "metrics", "findings"):
+    for name in (*DIAGNOSTICS, "metrics", "findings", *_DERIVED):
         if name in tables:
             write_parquet_atomic(tables[name], out / "diagnostics" / f"{name}.parquet")
     names = _run_names(dirs)

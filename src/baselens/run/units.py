@@ -598,8 +598,8 @@ def tissue_splits(spots: pd.DataFrame, *, use_hest: bool = True, n_splits: int =
 def input_kind(m: dict) -> str:
     """What a tissue representation is computed from — ``image``, ``structure`` (nuclei
     positions), ``count``, ``pixel`` (statistics), ``reference`` or ``null`` — the
-    ``input`` column of ``diagnostics/tissue_methods.parquet`` that the tissue panels
-    group by (distinct from the registry's *modality*, screen or tissue)."""
+    ``input`` column of ``diagnostics/tissue_methods.parquet`` that
+    :mod:`baselens.diagnose.tissue` groups by (distinct from the registry's *modality*, screen or tissue)."""
     from baselens.extract.tissue import tissue_name
 
     name = tissue_name(m["name"]).removeprefix("tissue_")
@@ -676,8 +676,9 @@ class SpotUnits:
     ``scores.parquet`` rows have ``task`` = the HEST subset (``IDC``, ``PRAD``, … or
     ``synthetic``); the metrics are in :func:`_score_rows`. Besides the diagnostics,
     ``diagnostics/tissue_genes.parquet`` (``task, gene, driver``) and
-    ``diagnostics/tissue_methods.parquet`` (``method, method_kind, input, modality,
-    name``) feed the report's tissue panels.
+    ``diagnostics/tissue_methods.parquet`` (``method, method_kind, input, name``) feed
+    :func:`baselens.diagnose.run.derived_tables`, which decides what the report's tissue
+    panels draw (``diagnostics/tissue_inputs.parquet``).
     """
 
     unit = "spot"
@@ -904,7 +905,7 @@ class SpotUnits:
         from baselens.diagnose.beyond_baseline import beyond_best_baseline
         from baselens.diagnose.dimensionality import dimensionality
         from baselens.diagnose.findings import findings
-        from baselens.diagnose.run import DIAGNOSTICS, empty_table, parquet_safe
+        from baselens.diagnose.run import DIAGNOSTICS, derived_tables, empty_table, parquet_safe
         from baselens.evaluate.registry import metrics_table
 
         d = out / "diagnostics"
@@ -920,6 +921,10 @@ class SpotUnits:
         tables["findings"] = findings(scores, tables["beyond_baseline"], tables["metrics"],
                                       per_perturbation=per,
                                       dimensionality=tables.get("dimensionality"))
+        mt = pd.DataFrame([{"method": m.get("label", m["name"]), "method_kind": self.kind(m),
+                            "input": input_kind(m), "name": m["name"]} for m in cfg.methods])
+        # what the report draws and says of each input is decided in diagnose
+        tables.update(derived_tables(scores, per, tables, mt))
         for name in DIAGNOSTICS:
             if name not in tables:
                 tables[name] = empty_table(name)
@@ -935,10 +940,6 @@ class SpotUnits:
         tasks = pd.unique(ds.spots["Metadata_Task"].astype(str))
         genes = pd.concat([genes.assign(task=t) for t in tasks], ignore_index=True)
         write_parquet_atomic(genes[["task", "gene", "driver"]], d / "tissue_genes.parquet")
-        mt = pd.DataFrame([{"method": m.get("label", m["name"]),
-                            "method_kind": self.kind(m), "input": input_kind(m),
-                            "modality": input_kind(m), "name": m["name"]}
-                           for m in cfg.methods])
         write_parquet_atomic(mt, d / "tissue_methods.parquet")
         return tables
 
