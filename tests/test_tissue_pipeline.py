@@ -351,19 +351,30 @@ def test_an_interrupted_tissue_extraction_computes_only_its_missing_chunks(run, 
     from baselens.run.execution import marker_path
     from baselens.run.pipeline import run_pipeline
 
-    methods = [{"name": "tissue_count"}, {"name": "tissue_points"}]
+    from baselens.run.execution import status_report
+
+    # tissue_count standardized needs every spot at once: one chunk of all spots
+    methods = [{"name": "tissue_count", "label": "count_std", "params": {"standardize": True}},
+               {"name": "tissue_points"}]
     cfg = RunConfig.from_dict({"data": {"synthetic_tissue": {"preset": "quick"}},
                                "methods": methods,
                                "execution": {"executor": "serial", "chunk_size": 64}})
     out = tmp_path / "resume"
     shutil.copytree(run / "data", out / "data")
     first = run_pipeline(cfg, out, progress=False)
+    assert "count_std: 0/1 chunks cached, 1 to compute" in (out / "run.log").read_text()
     marker_path(out / "features", "tissue_points", "spots-00001").unlink()
     (out / "features" / "tissue_points.json").unlink()  # not consolidated: killed mid-run
     (out / "run.log").unlink()
+    status = status_report(out)
+    assert "data: 144 spots in 3 chunks" in status
+    row = next(ln for ln in status.splitlines() if ln.startswith("tissue_points"))
+    assert row.split()[1:5] == ["2/3", "1", "64", "pending"]  # 64 spots in the lost chunk
+    row = next(ln for ln in status.splitlines() if ln.startswith("count_std"))
+    assert row.split()[1:] == ["1/1", "0", "0", "written"]
     again = run_pipeline(cfg, out, progress=False)
     log = (out / "run.log").read_text()
-    assert "extract: tissue_count reused from cache" in log
+    assert "extract: count_std reused from cache" in log
     assert "extract: tissue_points: 2/3 chunks cached, 1 to compute" in log
     assert "computing 1 of 3 chunks" in log
     pd.testing.assert_frame_equal(again.scores, first.scores)

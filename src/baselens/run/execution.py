@@ -687,12 +687,15 @@ def status_report(run_dir: str | os.PathLike) -> str:
         lines.append("extraction: not started (no features/plan.json)")
     else:
         plan = json.loads(plan_p.read_text())
-        chunks = plan["chunks"]
-        n_sites = sum(c["n"] for c in chunks)
-        lines.append(f"data: {n_sites} sites in {len(chunks)} chunks "
+        noun = f"{plan.get('unit', 'site')}s"
+        all_chunks = plan["chunks"]
+        n_sites = sum(c["n"] for c in all_chunks)
+        lines.append(f"data: {n_sites} {noun} in {len(all_chunks)} chunks "
                      f"(chunk size {plan.get('chunk_size')}, planned {plan.get('created')})")
-        lines.append(f"{'method':<28} {'chunks done':>12} {'left':>6} {'sites left':>10}  features")
+        lines.append(f"{'method':<28} {'chunks done':>12} {'left':>6} {noun + ' left':>10}  "
+                     "features")
         for label, info in plan["methods"].items():
+            chunks = info.get("chunks", all_chunks)  # a method's own chunks (spots: one of all)
             if info.get("same_as"):
                 lines.append(f"{label:<28} {'':>12} {'':>6} {'':>10}  shares {info['same_as']}'s")
                 continue
@@ -705,6 +708,10 @@ def status_report(run_dir: str | os.PathLike) -> str:
                         (feat_dir / f).exists() for _, f in m.get("layers", []))
                 except ValueError:
                     pass
+            if info.get("in_process"):  # computed in the run's process, all units at once
+                lines.append(f"{label:<28} {'':>12} {'':>6} {'':>10}  "
+                             + ("written" if consolidated else "pending (in process)"))
+                continue
             if consolidated:
                 done = list(chunks)
             else:

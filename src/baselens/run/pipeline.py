@@ -353,14 +353,19 @@ def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict
         ex = units.extractor(m)
         # a whole-screen fit (e.g. per-plate statistics) makes every chunk depend on the screen
         base = _method_base(m) + (f"|fit:{data_id}" if callable(getattr(ex, "fit", None)) else "")
-        todo.append((label, m, key, base, ex,
-                     [] if units.in_process(ex) else units.chunks_for(ex, chunks)))
+        own = [] if units.in_process(ex) else units.chunks_for(ex, chunks)
+        todo.append((label, m, key, base, ex, own))
         plan[label] = {"key": key, "base": base}
-    all_chunks = {c.id: c for td in todo for c in td[5]} or {c.id: c for c in chunks}
-    idents = {**idents, **{cid: _whole_identity(idents) for cid in all_chunks if cid not in idents}}
+        if not own:
+            plan[label]["in_process"] = True
+        elif [c.id for c in own] != [c.id for c in chunks]:  # e.g. one chunk of every spot
+            plan[label]["chunks"] = [{"id": c.id, "n": c.n, "identity": _whole_identity(idents)}
+                                     for c in own]
+    idents = {**idents, **{c.id: _whole_identity(idents) for td in todo for c in td[5]
+                           if c.id not in idents}}
     execution.write_plan(feat_dir, {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "chunk_size": chunk_size,
-        "data_id": data_id, "methods": plan,
+        "unit": units.unit, "data_id": data_id, "methods": plan,
         "chunks": [{"id": c.id, "plate": c.plate, "n": c.n, "identity": idents[c.id]}
                    for c in chunks]})
     # representations the adapter runs in process (for sites: those that read no pixels:
