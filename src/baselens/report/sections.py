@@ -69,7 +69,7 @@ class Ctx:
     def build(cls, agg: pd.DataFrame, beyond: pd.DataFrame, lower: set[str],
               headline: dict[str, str], findings: pd.DataFrame | None = None,
               best_baseline: pd.DataFrame | None = None,
-              best_layers: pd.DataFrame | None = None) -> Ctx:
+              best_layer_table: pd.DataFrame | None = None) -> Ctx:
         f = findings if findings is not None else pd.DataFrame(columns=FINDINGS_COLUMNS)
         shown = {}
         lv_rows = f[f["kind"] == "levels"] if len(f) else f
@@ -87,7 +87,7 @@ class Ctx:
         order = [(r.method, r.layer) for r in rows]
         kinds = {(r.method, r.layer): r.method_kind for r in rows}
         return cls(agg, beyond, lower, headline, levels, order, kinds, f, shown,
-                   best_baseline_map(beyond, best_baseline), best_layer_map(best_layers))
+                   best_baseline_map(beyond, best_baseline), best_layer_map(best_layer_table))
 
     def rows(self, kind: str, **eq) -> pd.DataFrame:
         """Findings of one kind (``diagnostics/findings.parquet``), filtered by equality."""
