@@ -5,6 +5,7 @@ sentences — on hand-built tables with known answers; and the report only rende
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +245,216 @@ def test_the_report_renders_the_tissue_findings_rows():
     summary = html[html.index('id="summary"'):html.index('id="leaderboard"')]
     assert "A sentence only the diagnostics wrote." in summary
     assert "beats the best image model" not in html
+
+
+# ------------------------------------------------------------------ best layers
+def _layer_scores(values: dict[tuple[str, str], float], *, metric="mean_average_precision",
+                  task="replicate_retrieval", kind="model") -> pd.DataFrame:
+    """``values[(method, layer)]``, two folds each (the mean is the value)."""
+    return pd.DataFrame([dict(method=m, method_kind=kind, layer=la, task=task,
+                              batch_level="NR", metric=metric, fold=f, seed=0,
+                              value=v + (0.01 if f else -0.01), n=3)
+                         for (m, la), v in values.items() for f in range(2)])
+
+
+def test_the_best_layer_of_a_lower_is_better_metric_is_the_smallest():
+    from baselens.diagnose.layers import BEST_LAYER_COLUMNS, best_layers
+
+    vals = {("vit", "block3"): 0.5, ("vit", "block6"): 0.2, ("vit", "block12"): 0.4}
+    s = pd.concat([_layer_scores(vals), _layer_scores(vals, metric="error")])
+    metrics = pd.DataFrame({"task": ["replicate_retrieval"] * 2,
+                            "metric": ["mean_average_precision", "error"],
+                            "higher_is_better": [True, False], "metric_kind": "score"})
+    t = best_layers(s, metrics)
+    assert list(t.columns) == BEST_LAYER_COLUMNS
+    t = t.set_index("metric")
+    assert t.loc["mean_average_precision", "best_layer"] == "block3"
+    assert t.loc["error", "best_layer"] == "block6"  # lower is better: 0.2 < 0.4 < 0.5
+    assert np.isclose(t.loc["error", "value"], 0.2) and not t.loc["error", "higher_is_better"]
+    assert t.loc["error", "n_layers"] == 3
+    # a direction given by name (compare --lower-is-better) counts too
+    u = best_layers(_layer_scores(vals, metric="error"), lower_is_better=["error"])
+    assert u["best_layer"].tolist() == ["block6"]
+    # without a declaration, higher is better
+    assert best_layers(_layer_scores(vals, metric="error"))["best_layer"].tolist() == ["block3"]
+
+
+def test_best_layer_ties_go_to_the_first_layer_and_non_scores_have_none():
+    from baselens.diagnose.layers import best_layers
+
+    vals = {("net", "layer2"): 0.3, ("net", "layer1"): 0.3, ("net", "layer3"): float("nan")}
+    s = pd.concat([_layer_scores(vals), _layer_scores(vals, metric="n_items")])
+    metrics = pd.DataFrame({"task": ["replicate_retrieval"] * 2,
+                            "metric": ["mean_average_precision", "n_items"],
+                            "higher_is_better": True, "metric_kind": ["score", "count"]})
+    t = best_layers(s, metrics)
+    assert t["metric"].tolist() == ["mean_average_precision"]  # a count has no best layer
+    assert t["best_layer"].tolist() == ["layer2"]  # tie: the layer written first; NaN never
+
+
+# ------------------------------------------------------------------ closest baseline
+def _agreement(rows) -> pd.DataFrame:
+    return pd.DataFrame([dict(method_a=a, layer_a="default", method_b=b, layer_b="default",
+                              spearman=sp, cka=sp / 2, n_perturbations=20)
+                         for a, b, sp in rows])
+
+
+AG_KINDS = {("cell_count", "default"): "baseline", ("pixel_stats", "default"): "baseline",
+            ("vit", "default"): "model", ("dino", "default"): "model",
+            ("ground_truth", "default"): "reference", ("random", "default"): "null"}
+
+
+def test_closest_baseline_is_the_baseline_a_model_agrees_most_with():
+    from baselens.diagnose.agreement import CLOSEST_BASELINE_COLUMNS, closest_baselines
+
+    ag = _agreement([("cell_count", "vit", 0.9), ("pixel_stats", "vit", 0.5),
+                     ("vit", "dino", 0.99),  # another model is no baseline
+                     ("ground_truth", "cell_count", 0.3), ("ground_truth", "pixel_stats", 0.8),
+                     ("random", "pixel_stats", 0.95),  # a null gets no line
+                     ("cell_count", "pixel_stats", 0.97),  # nor does a baseline
+                     ("dino", "cell_count", float("nan")), ("dino", "pixel_stats", 0.1)])
+    t = closest_baselines(ag, AG_KINDS)
+    assert list(t.columns) == CLOSEST_BASELINE_COLUMNS
+    got = {r.method: (r.baseline, r.value) for r in t.itertuples()}
+    assert got == {"vit": ("cell_count", 0.9), "ground_truth": ("pixel_stats", 0.8),
+                   "dino": ("pixel_stats", 0.1)}  # NaN is never closest
+    r = t.set_index("method").loc["vit"]
+    assert r["measure"] == "spearman" and np.isclose(r["cka"], 0.45)
+    # without a Spearman column CKA decides
+    c = closest_baselines(ag.drop(columns="spearman"), AG_KINDS).set_index("method")
+    assert c.loc["vit", "measure"] == "cka" and c.loc["vit", "baseline"] == "cell_count"
+    assert closest_baselines(None, AG_KINDS).empty
+
+
+# ------------------------------------------------------------------ residualization panels
+def _residualized(asis: dict[str, float], kinds: dict[str, str], classes=True) -> pd.DataFrame:
+    rows = []
+    for m, v in asis.items():
+        for conf, keep in (("none", 1.0), ("pixel_stats", 0.9), ("cell_count", 0.5)):
+            for p, cls in (("P1", "tox"), ("P2", "tex")):
+                rows.append(dict(method=m, method_kind=kinds[m], layer="default", confound=conf,
+                                 task="replicate_retrieval", batch_level="NR",
+                                 metric="mean_average_precision", perturbation=p,
+                                 phenotype_class=cls if classes else "", stratum="",
+                                 value=v * keep))
+    return pd.DataFrame(rows)
+
+
+def test_residualization_panels_are_the_strongest_models_then_baselines():
+    from baselens.diagnose.confounds import PANEL_COLUMNS, residualization_panels
+
+    asis = {"b1": 0.2, "b2": 0.6, "b3": 0.4, "m1": 0.1, "m2": 0.5, "m3": 0.3, "m4": 0.7,
+            "m5": 0.2, "gt": 0.9, "random": 0.05}
+    kinds = {m: "baseline" if m[0] == "b" else "model" for m in asis}
+    kinds.update(gt="reference", random="null")
+    t = residualization_panels(_residualized(asis, kinds),
+                               {(m, "default"): k for m, k in kinds.items()})
+    assert list(t.columns) == PANEL_COLUMNS
+    # the reference, then the 3 strongest models (4 in all), then 2 baselines (6 in all)
+    assert t["method"].tolist() == ["gt", "m4", "m2", "m3", "b2", "b3"]
+    assert t["panel"].tolist() == list(range(6))
+    assert set(t["confound"]) == {"cell_count"}  # preferred over pixel_stats
+    assert np.isclose(t.set_index("method").loc["m4", "value"], 0.7)
+    # a screen without phenotype classes gets no per-class panels
+    assert residualization_panels(_residualized(asis, kinds, classes=False)).empty
+
+
+# ------------------------------------------------------------------ the report renders them
+def test_the_report_names_the_best_layer_and_reference_the_table_names():
+    """The table names block3 and the reference's nothing-special layer although block12 and
+    the other reference layer score higher: the report draws the table."""
+    from baselens.diagnose.layers import best_layers
+    from baselens.report.html import render_report
+
+    s = pd.concat([
+        _layer_scores({("vit", "block3"): 0.3, ("vit", "block12"): 0.6}),
+        _layer_scores({("cell_count", "default"): 0.2}, kind="baseline"),
+        _layer_scores({("gt", "layer1"): 0.8, ("gt", "layer2"): 0.9}, kind="reference")])
+    t = best_layers(s)
+    assert t.set_index("method").loc["vit", "best_layer"] == "block12"
+    t.loc[t["method"] == "vit", ["best_layer", "value"]] = ["block3", 0.3]
+    t.loc[t["method"] == "gt", ["best_layer", "value"]] = ["layer1", 0.8]
+    html = render_report(s, diagnostics={"best_layers": t})
+    sec = html[html.index('id="layers"'):html.index('id="classes"')]
+    assert ('<td>Replicate retrieval</td><td class="num">layer1 <span class=sd>0.800</span>'
+            '</td><td class="num">block3 <span class=sd>0.300</span>') in sec
+    assert ">gt/layer1 (reference)<" in sec and "gt/layer2 (reference)" not in sec
+    old = render_report(s)
+    sec = old[old.index('id="layers"'):old.index('id="classes"')]
+    assert "best_layers.parquet</code> is not in this run folder" in sec
+    assert "Best layer of each network" not in sec and "(reference)" not in sec
+
+
+def test_the_report_names_the_closest_baseline_the_table_names():
+    from baselens.diagnose.agreement import closest_baselines
+    from baselens.report.html import render_report
+
+    s = _scores({"cell_count": 0.6, "pixel_stats": 0.3, "vit": 0.5}, KINDS)
+    ag = _agreement([("cell_count", "vit", 0.9), ("pixel_stats", "vit", 0.5),
+                     ("cell_count", "pixel_stats", 0.4)])
+    c = closest_baselines(ag, AG_KINDS)
+    assert c["baseline"].tolist() == ["cell_count"]
+    c["baseline"], c["value"] = "pixel_stats", 0.5  # not what the agreement says
+    html = render_report(s, diagnostics={"agreement": ag, "closest_baseline": c})
+    sec = html[html.index('id="agreement"'):html.index('id="dimensionality"')]
+    assert "<strong>vit</strong> agrees most with <strong>pixel_stats</strong> (ρ = 0.50" in sec
+    assert "agrees most with <strong>cell_count" not in sec
+    old = render_report(s, diagnostics={"agreement": ag})
+    sec = old[old.index('id="agreement"'):old.index('id="dimensionality"')]
+    assert "agrees most with" not in sec and "closest_baseline.parquet</code> is not" in sec
+    assert "<svg" in sec  # the heat maps stay
+
+
+def test_the_report_draws_the_residualization_panels_the_table_names():
+    from baselens.diagnose.confounds import residualization_panels
+    from baselens.report.html import render_report
+
+    asis = {"cell_count": 0.6, "pixel_stats": 0.3, "vit": 0.5}
+    res = _residualized(asis, KINDS)
+    s = _scores(asis, KINDS)
+    p = residualization_panels(res, {(m, "default"): k for m, k in KINDS.items()})
+    assert p["method"].tolist() == ["vit", "cell_count", "pixel_stats"]
+    p = p[p["method"] == "pixel_stats"].assign(confound="pixel_stats", panel=0)
+    html = render_report(s, diagnostics={"residualized": res, "residualization_panels": p})
+    sec = html[html.index('id="residualization"'):html.index('id="agreement"')]
+    assert re.findall(r'<figure id="(resid-[^"]+)"', sec) == ["resid-pixel_stats-default"]
+    assert "after residualizing on pixel_stats" in sec
+    old = render_report(s, diagnostics={"residualized": res})
+    sec = old[old.index('id="residualization"'):old.index('id="agreement"')]
+    assert "<figure" not in sec and "residualization_panels.parquet</code> is not" in sec
+    assert "Every method and class (mAP as is and residualized)" in sec  # the numbers stay
+
+
+def test_the_tissue_count_matched_panel_draws_each_method_at_the_layer_the_table_names():
+    from baselens.report.html import render_report
+
+    s = pd.concat([
+        _tissue_scores({"tissue_count": {"pearson": 0.3, "pearson_count_matched": 0.0},
+                        "tissue_points": {"pearson": 0.5, "pearson_count_matched": 0.2}}),
+        _tissue_scores({"uni": {"pearson": 0.4, "pearson_count_matched": 0.35}}).assign(
+            layer="block6"),
+        _tissue_scores({"uni": {"pearson": 0.6, "pearson_count_matched": 0.1}}).assign(
+            layer="block12")])
+    from baselens.diagnose.run import derived_tables
+
+    tables = {"findings": pd.DataFrame()}
+    tables.update(derived_tables(s, None, tables, TISSUE_METHODS))
+    bl = tables["best_layers"]
+    sel = (bl["method"] == "uni") & (bl["metric"] == "pearson")
+    assert bl.loc[sel, "best_layer"].tolist() == ["block12"]
+    bl.loc[sel, "best_layer"] = "block6"
+    html = render_report(s, diagnostics=tables)
+    fig = html[html.index('id="tissue-count-matched-IDC"'):]
+    fig = fig[:fig.index("</figure>")]
+    assert "uni/block6" in fig and "uni/block12" not in fig
+    old = render_report(s, diagnostics={k: v for k, v in tables.items() if k != "best_layers"})
+    fig = old[old.index('id="tissue-count-matched-IDC"'):]
+    assert fig[:fig.index("</figure>")].count("best_layers.parquet</code> (each method") == 1
+
+
+def test_the_report_picks_no_maximum_itself():
+    """No diagnose chooser is called and no idxmax/idxmin is left in the report."""
+    used = {f: [n for n in names if n in ("best_layers", "closest_baselines",
+                                          "residualization_panels", "idxmax", "idxmin")]
+            for f, names in _report_calls().items()}
+    assert not any(used.values()), used

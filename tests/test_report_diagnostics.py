@@ -192,18 +192,24 @@ def make_diagnostics(d: Path, scores: pd.DataFrame, *, tables=None) -> Path:
 
 
 def write_drawn(d: Path) -> None:
-    """``best_baseline`` and ``per_perturbation_differential`` under ``d/diagnostics``, as
-    the diagnostics stage writes them (the report draws them, it chooses no baseline)."""
-    from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
+    """``best_baseline``, ``per_perturbation_differential``, ``best_layers`` and, from the
+    hand-made agreement and residualization tables, ``closest_baseline`` and
+    ``residualization_panels`` under ``d/diagnostics``, as the diagnostics stage writes
+    them (the report draws them, it chooses no baseline, layer or panel)."""
+    from baselens.diagnose.run import derived_tables
     from baselens.evaluate.registry import metrics_table
 
+    diag = d / "diagnostics"
     scores = pd.read_parquet(d / "scores.parquet")
     pp = d / "per_perturbation.parquet"
     per = pd.read_parquet(pp) if pp.exists() else None
-    m = metrics_table(scores)
-    best_baseline_table(scores, m).to_parquet(d / "diagnostics" / "best_baseline.parquet")
-    per_perturbation_table(scores, per, m).to_parquet(
-        d / "diagnostics" / "per_perturbation_differential.parquet")
+    tables = {"metrics": metrics_table(scores)}
+    for name in ("agreement", "residualized"):
+        if (diag / f"{name}.parquet").exists():
+            tables[name] = pd.read_parquet(diag / f"{name}.parquet")
+    for name, t in derived_tables(scores, per, tables).items():
+        if name != "findings":
+            t.to_parquet(diag / f"{name}.parquet")
 
 
 def write_findings(d: Path, **design) -> None:

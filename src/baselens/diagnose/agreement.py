@@ -29,18 +29,28 @@ revisited", ICML)
 
 Both are computed over the perturbations present in both representations
 (``n_perturbations``); a representation with fewer than 3 perturbations gets NaN.
+
+Closest baseline (:func:`closest_baselines`, ``diagnostics/closest_baseline.parquet``)
+    For every model and reference, the baseline whose similarity rankings agree most
+    with its own: ``argmax_b spearman(model, b)`` over the baselines ``b`` with a finite
+    value (linear CKA where the table has no Spearman column); ties go to the
+    alphabetically first ``(method, layer)``. A model that agrees closely with a baseline
+    has mostly learned what the baseline measures. The report's "agrees most with" lines
+    are these rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
     "AGREEMENT_COLUMNS",
+    "CLOSEST_BASELINE_COLUMNS",
     "agreement",
+    "closest_baselines",
     "linear_cka",
     "perturbation_matrix",
     "similarity_ranking_spearman",
@@ -48,6 +58,9 @@ __all__ = [
 
 AGREEMENT_COLUMNS = ["method_a", "layer_a", "method_b", "layer_b", "spearman", "cka",
                      "n_perturbations"]
+#: Columns of ``diagnostics/closest_baseline.parquet``.
+CLOSEST_BASELINE_COLUMNS = ["method", "layer", "method_kind", "baseline", "baseline_layer",
+                            "measure", "value", "spearman", "cka", "n_perturbations"]
 PERT = "Metadata_Perturbation"
 
 
@@ -171,4 +184,74 @@ def agreement(profile_sets: Sequence, *, include_diagonal: bool = True) -> pd.Da
             rows.append([a.method, a.layer, b.method, b.layer, rho, cka, n])
     out = pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
     out["n_perturbations"] = out["n_perturbations"].astype("int64")
+    return out
+
+
+def _key(method, layer) -> tuple[str, str]:
+    return str(method), "default" if layer is None or pd.isna(layer) else str(layer)
+
+
+def closest_baselines(agreement_table: pd.DataFrame | None,
+                      kinds: Mapping[tuple[str, str], str]) -> pd.DataFrame:
+    """The baseline each model and reference agrees most with (module docstring).
+
+    Parameters
+    ----------
+    agreement_table
+        :func:`agreement`'s table (``diagnostics/agreement.parquet``).
+    kinds
+        ``(method, layer) → method_kind`` of every representation (a layer missing from
+        it takes its method's kind: see :func:`baselens.diagnose.run.method_kinds`);
+        ``model`` and ``reference`` get a row, ``baseline`` are the candidates.
+
+    Returns
+    -------
+    DataFrame
+        :data:`CLOSEST_BASELINE_COLUMNS`, one row per model or reference with a finite
+        agreement to some baseline, in order of first appearance in ``agreement_table``:
+        ``measure`` (``spearman``, else ``cka``) decided, ``value`` is its value for the
+        chosen pair, ``spearman``/``cka``/``n_perturbations`` the pair's row.
+    """
+    cols = CLOSEST_BASELINE_COLUMNS
+    ag = agreement_table
+    if ag is None or ag.empty or not {"method_a", "method_b"} <= set(ag.columns):
+        return pd.DataFrame(columns=cols)
+    measure = "spearman" if "spearman" in ag.columns else "cka"
+    if measure not in ag.columns:
+        return pd.DataFrame(columns=cols)
+    ag = ag.copy()
+    for c in ("spearman", "cka", "n_perturbations"):  # numbers, also when written as text
+        if c in ag.columns:
+            ag[c] = pd.to_numeric(ag[c], errors="coerce").astype(np.float64)
+
+    def kind(k: tuple[str, str]) -> str:
+        if k in kinds:
+            return kinds[k]
+        return next((v for (m, _), v in kinds.items() if m == k[0]), "model")
+
+    pairs = {}  # (representation, baseline) → row, both orientations of every pair
+    order: list[tuple[str, str]] = []
+    for r in ag.to_dict("records"):
+        a, b = _key(r["method_a"], r.get("layer_a")), _key(r["method_b"], r.get("layer_b"))
+        for x in (a, b):
+            if x not in order:
+                order.append(x)
+        for x, y in ((a, b), (b, a)):
+            if x != y and kind(x) in ("model", "reference") and kind(y) == "baseline":
+                pairs.setdefault(x, []).append((y, r))
+    rows = []
+    for k in order:
+        cand = [(y, r) for y, r in pairs.get(k, []) if np.isfinite(r[measure])]
+        if not cand:
+            continue
+        # largest value; ties: the alphabetically first baseline
+        y, r = min(cand, key=lambda c: (-float(c[1][measure]), c[0]))
+        rows.append(dict(method=k[0], layer=k[1], method_kind=kind(k), baseline=y[0],
+                         baseline_layer=y[1], measure=measure, value=float(r[measure]),
+                         spearman=float(r.get("spearman", np.nan)),
+                         cka=float(r.get("cka", np.nan)),
+                         n_perturbations=float(r.get("n_perturbations", np.nan))))
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("value", "spearman", "cka", "n_perturbations"):
+        out[c] = out[c].astype(np.float64)
     return out

@@ -50,6 +50,17 @@ representation and *every* confound, one row per stratum with
 ``perturbation = "(stratum mean)"`` and ``phenotype_class = ""`` (filter
 ``confound == "none"`` for the plain matched-strata comparison). ``task`` is always
 ``replicate_retrieval``, ``batch_level`` ``NR``, ``metric`` ``mean_average_precision``.
+
+Panels (:func:`residualization_panels`, ``diagnostics/residualization_panels.parquet``)
+    Which representations the report draws as per-class before/after small multiples,
+    and on which confound: on one slice of the ``residualized`` table (task
+    ``replicate_retrieval``, else the first; batch level NR, else the first in canonical
+    order; metric ``mean_average_precision``, else the first), the confound
+    ``cell_count`` (else the first other than ``none``); the references and models with
+    the highest mAP as is (mean over perturbations, ``confound = "none"``), at most
+    :data:`PANEL_MODELS`, references first, then the baselines with the highest mAP as is
+    up to :data:`PANEL_TOTAL` panels in all (at least :data:`PANEL_MIN_BASELINES`). Only
+    when the perturbations have phenotype classes (the panels are per class).
 """
 
 from __future__ import annotations
@@ -59,13 +70,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from baselens.diagnose.findings import order_levels
+
 __all__ = [
     "CONFOUNDS",
+    "PANEL_COLUMNS",
     "RESIDUALIZED_COLUMNS",
     "STRATUM_MEAN",
     "cell_count_change",
     "cell_count_strata",
     "per_perturbation_map",
+    "residualization_panels",
     "residualize",
     "residualized_retrieval",
 ]
@@ -74,6 +89,15 @@ CONFOUNDS = ("none", "cell_count", "pixel_stats")
 RESIDUALIZED_COLUMNS = ["method", "method_kind", "layer", "confound", "task", "batch_level",
                         "metric", "perturbation", "phenotype_class", "stratum", "value"]
 STRATUM_MEAN = "(stratum mean)"
+#: Columns of ``diagnostics/residualization_panels.parquet``.
+PANEL_COLUMNS = ["task", "batch_level", "metric", "confound", "panel", "method", "layer",
+                 "method_kind", "value"]
+#: Small multiples: at most this many references and models, this many panels in all, and
+#: at least this many baselines.
+PANEL_MODELS = 4
+PANEL_TOTAL = 6
+PANEL_MIN_BASELINES = 2
+_PANEL_KIND_ORDER = {"reference": 0, "model": 1, "baseline": 2, "null": 3}
 PERT = "Metadata_Perturbation"
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
 
@@ -363,5 +387,96 @@ def residualized_retrieval(
     out["_s"] = (out["perturbation"] == STRATUM_MEAN).astype(int)
     out = out.sort_values(["_o", "_s"], kind="stable")
     out = out[RESIDUALIZED_COLUMNS].reset_index(drop=True)
+    out["value"] = out["value"].astype(np.float64)
+    return out
+
+
+def _slice(res: pd.DataFrame) -> pd.DataFrame:
+    """The slice of ``residualized`` the panels are drawn on (module docstring), with text
+    columns as strings."""
+    r = res.copy()
+    for c in ("method", "layer", "confound", "task", "batch_level", "metric", "perturbation",
+              "phenotype_class"):
+        if c in r.columns:
+            r[c] = r[c].where(r[c].notna(), "").astype(str)
+        else:
+            r[c] = "default" if c == "layer" else ""
+    r["value"] = pd.to_numeric(r["value"], errors="coerce")
+    if len(r):
+        tasks = list(pd.unique(r["task"]))
+        r = r[r["task"] == ("replicate_retrieval" if "replicate_retrieval" in tasks
+                            else tasks[0])]
+        levels = order_levels(r["batch_level"])
+        r = r[r["batch_level"] == ("NR" if "NR" in levels else levels[0])]
+        metrics = list(pd.unique(r["metric"]))
+        r = r[r["metric"] == ("mean_average_precision" if "mean_average_precision" in metrics
+                              else metrics[0])]
+    return r
+
+
+def residualization_panels(residualized: pd.DataFrame | None,
+                           kinds: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
+    """The representations drawn as before/after small multiples (module docstring).
+
+    Parameters
+    ----------
+    residualized
+        :func:`residualized_retrieval`'s table (``diagnostics/residualized.parquet``).
+    kinds
+        ``(method, layer) → method_kind`` in order of appearance in ``scores.parquet``
+        (:func:`baselens.diagnose.run.method_kinds`): the kind of each representation
+        (else its method's, else the table's ``method_kind``) and the order that breaks
+        ties (methods in order of first appearance, a method's layers in order).
+
+    Returns
+    -------
+    DataFrame
+        :data:`PANEL_COLUMNS`, one row per panel in drawing order (``panel`` = 0, 1, …;
+        ``value`` = mAP as is, the number the choice rests on); empty without phenotype
+        classes, without a ``none`` row or without a confound.
+    """
+    if residualized is None or residualized.empty or "confound" not in residualized.columns:
+        return pd.DataFrame(columns=PANEL_COLUMNS)
+    r = _slice(residualized)
+    per = r[r["perturbation"] != STRATUM_MEAN]
+    confounds = [c for c in pd.unique(per["confound"]) if c != "none"]
+    if per.empty or not (per["phenotype_class"] != "").any() or "none" not in \
+            set(per["confound"]) or not confounds:
+        return pd.DataFrame(columns=PANEL_COLUMNS)
+    conf = "cell_count" if "cell_count" in confounds else confounds[0]
+    kinds = dict(kinds or {})
+    table_kind = (dict(zip(zip(per["method"], per["layer"]), per["method_kind"].astype(str)))
+                  if "method_kind" in per.columns else {})
+
+    def kind(k: tuple[str, str]) -> str:
+        if k in kinds:
+            return kinds[k]
+        return next((v for (m, _), v in kinds.items() if m == k[0]),
+                    table_kind.get(k, "model"))
+
+    as_is = per[per["confound"] == "none"].groupby(["method", "layer"], sort=False)[
+        "value"].mean()
+    pos = {k: i for i, k in enumerate(kinds)}
+    first: dict[str, int] = {}
+    for (m, _), i in pos.items():
+        first.setdefault(m, i)
+    keys = list(dict.fromkeys(zip(per["method"], per["layer"])))
+    n = len(pos)
+
+    def rank(k: tuple[str, str]):
+        v = as_is.get(k, np.nan)
+        return (_PANEL_KIND_ORDER.get(kind(k), 1), 0 if np.isfinite(v) else 1,
+                -v if np.isfinite(v) else 0.0, first.get(k[0], n), pos.get(k, n))
+
+    ranked = sorted(keys, key=rank)
+    shown = [k for k in ranked if kind(k) in ("reference", "model")][:PANEL_MODELS]
+    shown += [k for k in ranked if kind(k) == "baseline"][
+        :max(PANEL_MIN_BASELINES, PANEL_TOTAL - len(shown))]
+    task, level, metric = (str(per[c].iloc[0]) for c in ("task", "batch_level", "metric"))
+    out = pd.DataFrame([dict(task=task, batch_level=level, metric=metric, confound=conf,
+                             panel=i, method=k[0], layer=k[1], method_kind=kind(k),
+                             value=float(as_is.get(k, np.nan)))
+                        for i, k in enumerate(shown)], columns=PANEL_COLUMNS)
+    out["panel"] = out["panel"].astype(np.int64)
     out["value"] = out["value"].astype(np.float64)
     return out

@@ -16,12 +16,19 @@ table                             what                                  module
                                   ``verdict``
 ``best_baseline``                 the best baseline of every (task,     :mod:`.differential`
                                   level, metric), models or not
+``best_layers``                   the best layer of every method in     :mod:`.layers`
+                                  every (task, level, score metric)
 ``agreement``                     Spearman of similarity rankings,      :mod:`.agreement`
                                   linear CKA, every pair of sets
+``closest_baseline``              per model and reference, the          :mod:`.agreement`
+                                  baseline it agrees most with
 ``dimensionality``                PCA spectrum, effective rank,         :mod:`.dimensionality`
                                   participation ratio, collapse
 ``residualized``                  mAP after residualizing on cell       :mod:`.confounds`
                                   count / pixel_stats; matched strata
+``residualization_panels``        which representations get per-class   :mod:`.confounds`
+                                  before/after panels, on which
+                                  confound
 ``assay_confounds``               per assay: cell count t-test,         :mod:`.curation`
                                   threshold sweep, flag
 ``phenotype_classes``             mean mAP per planted class            :mod:`.classes`
@@ -58,7 +65,7 @@ import pandas as pd
 
 from baselens._io import write_parquet_atomic, write_text_atomic
 
-__all__ = ["DIAGNOSTICS", "ProfileSet", "derived_tables", "run_diagnostics"]
+__all__ = ["DIAGNOSTICS", "ProfileSet", "derived_tables", "method_kinds", "run_diagnostics"]
 
 logger = logging.getLogger("baselens")
 
@@ -67,9 +74,10 @@ logger = logging.getLogger("baselens")
 REQUIRED = ("metrics", "beyond_baseline")
 
 #: The tables run_diagnostics returns, in order.
-DIAGNOSTICS = ("metrics", "beyond_baseline", "best_baseline", "agreement", "dimensionality",
-               "residualized", "assay_confounds", "phenotype_classes",
-               "per_perturbation_differential", "findings")
+DIAGNOSTICS = ("metrics", "beyond_baseline", "best_baseline", "best_layers", "agreement",
+               "closest_baseline", "dimensionality", "residualized", "residualization_panels",
+               "assay_confounds", "phenotype_classes", "per_perturbation_differential",
+               "findings")
 
 
 @dataclass
@@ -84,14 +92,17 @@ class ProfileSet:
 
 
 def _empty(name: str) -> pd.DataFrame:
-    from baselens.diagnose.agreement import AGREEMENT_COLUMNS
+    from baselens.diagnose.agreement import AGREEMENT_COLUMNS, CLOSEST_BASELINE_COLUMNS
     from baselens.diagnose.classes import CLASS_COLUMNS
-    from baselens.diagnose.confounds import RESIDUALIZED_COLUMNS
+    from baselens.diagnose.confounds import PANEL_COLUMNS, RESIDUALIZED_COLUMNS
     from baselens.diagnose.curation import _empty as empty_assays
     from baselens.diagnose.dimensionality import DIMENSIONALITY_COLUMNS
+    from baselens.diagnose.layers import BEST_LAYER_COLUMNS
 
     cols = {"agreement": AGREEMENT_COLUMNS, "dimensionality": DIMENSIONALITY_COLUMNS,
-            "residualized": RESIDUALIZED_COLUMNS, "phenotype_classes": CLASS_COLUMNS}
+            "residualized": RESIDUALIZED_COLUMNS, "phenotype_classes": CLASS_COLUMNS,
+            "best_layers": BEST_LAYER_COLUMNS, "closest_baseline": CLOSEST_BASELINE_COLUMNS,
+            "residualization_panels": PANEL_COLUMNS}
     if name == "assay_confounds":
         return empty_assays()
     if name == "beyond_baseline":
@@ -115,6 +126,25 @@ def _empty(name: str) -> pd.DataFrame:
 
         return pd.DataFrame(columns=METRICS_TABLE_COLUMNS)
     return pd.DataFrame(columns=cols[name])
+
+
+def method_kinds(scores: pd.DataFrame | None, profile_sets: Iterable = ()
+                 ) -> dict[tuple[str, str], str]:
+    """``(method, layer) → method_kind`` in order of first appearance in ``scores`` (layer
+    ``default`` where missing), then any profile set ``scores`` does not list: the kinds
+    :func:`~baselens.diagnose.agreement.closest_baselines` and
+    :func:`~baselens.diagnose.confounds.residualization_panels` choose by, and the order
+    their ties follow."""
+    out: dict[tuple[str, str], str] = {}
+    if scores is not None and len(scores) and {"method", "method_kind"} <= set(scores.columns):
+        layer = (scores["layer"].where(scores["layer"].notna(), "default").astype(str)
+                 if "layer" in scores.columns else pd.Series("default", index=scores.index))
+        for k, v in zip(zip(scores["method"].astype(str), layer),
+                        scores["method_kind"].astype(str)):
+            out.setdefault(k, v)
+    for ps in profile_sets:
+        out.setdefault((str(ps.method), str(ps.layer)), str(ps.method_kind))
+    return out
 
 
 def _note(log, stage: str, reason: str, failed: bool = False) -> None:
@@ -179,18 +209,20 @@ def run_diagnostics(
     task_alias
         ``task`` value → registered task of :mod:`baselens.evaluate.registry` (tissue runs).
     """
-    from baselens.diagnose.agreement import agreement
+    from baselens.diagnose.agreement import agreement, closest_baselines
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.classes import class_capture
-    from baselens.diagnose.confounds import residualized_retrieval
+    from baselens.diagnose.confounds import residualization_panels, residualized_retrieval
     from baselens.diagnose.curation import assay_confounds, compound_cell_counts, curated_tasks
     from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
     from baselens.diagnose.dimensionality import dimensionality
     from baselens.diagnose.findings import design_summary, findings
+    from baselens.diagnose.layers import best_layers
     from baselens.evaluate.registry import metrics_table
 
     profile_sets = list(profile_sets)
     inputs = inputs or {}
+    kinds = method_kinds(scores, profile_sets)
 
     def _beyond():
         b = beyond_best_baseline(scores, per_perturbation, task_alias=task_alias, seed=seed)
@@ -218,11 +250,15 @@ def run_diagnostics(
         "metrics": lambda: metrics_table(scores, task_alias),
         "beyond_baseline": _beyond,
         "best_baseline": lambda: best_baseline_table(scores, out.get("metrics")),
+        "best_layers": lambda: best_layers(scores, out.get("metrics")),
         "agreement": lambda: agreement(profile_sets),
+        "closest_baseline": lambda: closest_baselines(out.get("agreement"), kinds),
         "dimensionality": lambda: dimensionality(profile_sets),
         "residualized": lambda: residualized_retrieval(
             profile_sets, well_cell_counts=well_cell_counts,
             phenotype_classes=phenotype_classes, log=log),
+        "residualization_panels": lambda: residualization_panels(out.get("residualized"),
+                                                                 kinds),
         "assay_confounds": _assays,
         "phenotype_classes": lambda: class_capture(per_perturbation, phenotype_classes),
         "per_perturbation_differential": lambda: per_perturbation_table(
@@ -268,22 +304,35 @@ def derived_tables(scores: pd.DataFrame, per_perturbation: pd.DataFrame | None,
                    tissue_methods: pd.DataFrame | None = None, *,
                    lower_is_better: Iterable = ()) -> dict[str, pd.DataFrame]:
     """The tables a run writes beside its verdicts for the report to draw, given the ones
-    already computed (``tables``: ``metrics``, ``findings``).
+    already computed (``tables``: ``metrics``, ``findings``, and where the run has them
+    ``agreement`` and ``residualized``).
 
     Returns ``best_baseline`` and ``per_perturbation_differential``
-    (:mod:`baselens.diagnose.differential`) and, for a tissue run
+    (:mod:`baselens.diagnose.differential`), ``best_layers`` (:mod:`baselens.diagnose.
+    layers`), ``closest_baseline`` (from ``tables["agreement"]``,
+    :func:`baselens.diagnose.agreement.closest_baselines`), ``residualization_panels``
+    (from ``tables["residualized"]``,
+    :func:`baselens.diagnose.confounds.residualization_panels`) — the last two empty
+    without their table — and, for a tissue run
     (:func:`baselens.diagnose.tissue.is_tissue_run`), ``tissue_inputs`` and
     ``findings`` with the ``tissue`` rows appended after the run's other findings. Used by
-    the tissue pipeline and ``baselens compare``; :func:`run_diagnostics` computes the first
-    two as steps of its own.
+    the tissue pipeline and ``baselens compare``; :func:`run_diagnostics` computes the
+    first five as steps of its own.
     """
+    from baselens.diagnose.agreement import closest_baselines
+    from baselens.diagnose.confounds import residualization_panels
     from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
     from baselens.diagnose.findings import FINDINGS_COLUMNS
+    from baselens.diagnose.layers import best_layers
     from baselens.diagnose.tissue import is_tissue_run, tissue_findings, tissue_inputs
 
     metrics = tables.get("metrics")
+    kinds = method_kinds(scores)
     out = {"best_baseline": best_baseline_table(scores, metrics,
                                                 lower_is_better=lower_is_better),
+           "best_layers": best_layers(scores, metrics, lower_is_better=lower_is_better),
+           "closest_baseline": closest_baselines(tables.get("agreement"), kinds),
+           "residualization_panels": residualization_panels(tables.get("residualized"), kinds),
            "per_perturbation_differential": per_perturbation_table(
                scores, per_perturbation, metrics, lower_is_better=lower_is_better)}
     if is_tissue_run(scores, tissue_methods):

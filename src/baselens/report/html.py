@@ -17,11 +17,14 @@ sections with stable element ids, so links into a report keep working:
 ``#batch-levels``         headline metric against batch level (SP → NSSL), one line per
                           method/layer
 ``#layers``               score against depth for every multi-layer network, trained and
-                          untrained twins paired
+                          untrained twins paired; best layers from
+                          ``diagnostics/best_layers.parquet``
 ``#classes``              per phenotype class mAP (synthetic screens) and which classes each
                           method captures
 ``#residualization``      mAP per class before and after residualizing on cell count
-``#agreement``            Spearman / CKA heatmaps between methods
+                          (panels: ``diagnostics/residualization_panels.parquet``)
+``#agreement``            Spearman / CKA heatmaps between methods, each model's closest
+                          baseline (``diagnostics/closest_baseline.parquet``)
 ``#dimensionality``       cumulative explained variance, effective rank, participation ratio
 ``#perturbations``        per-perturbation scatter of each model against the best baseline
                           of each perturbation, outliers named (headline level only,
@@ -845,11 +848,12 @@ def render_report(
     """The report as one HTML string (see :func:`write_report`).
 
     ``diagnostics`` maps the names of ``diagnostics/*.parquet`` tables (``beyond_baseline``,
-    ``best_baseline``, ``agreement``, ``dimensionality``, ``residualized``,
-    ``assay_confounds``, ``phenotype_classes``, ``per_perturbation_differential``,
-    ``findings``; tissue runs ``tissue_inputs``, ``tissue_genes``) to their contents;
-    absent ones are reported as absent. The report chooses no best baseline and draws no
-    conclusion itself: those are the tables'.
+    ``best_baseline``, ``best_layers``, ``agreement``, ``closest_baseline``,
+    ``dimensionality``, ``residualized``, ``residualization_panels``, ``assay_confounds``,
+    ``phenotype_classes``, ``per_perturbation_differential``, ``findings``; tissue runs
+    ``tissue_inputs``, ``tissue_genes``) to their contents; absent ones are reported as
+    absent. The report chooses no best baseline, best layer, closest baseline or panel and
+    draws no conclusion itself: those are the tables'.
     ``phenotypes`` (``perturbation, phenotype_class``) lets the report compute per-class
     scores itself when ``phenotype_classes`` is missing.
     """
@@ -866,7 +870,7 @@ def render_report(
     kinds = set(agg["method_kind"])
     headline = _headline_metrics(agg, decl)
     ctx = S.Ctx.build(agg, beyond, lower, headline, _findings(diag.get("findings")),
-                      diag.get("best_baseline"))
+                      diag.get("best_baseline"), diag.get("best_layers"))
 
     n_methods = len(agg[["method", "layer"]].drop_duplicates())
     sub = (f"{n_methods} method{'s' if n_methods != 1 else ''}/layers · {len(tasks)} "
@@ -909,9 +913,10 @@ def render_report(
         body.append(_section("batch-levels", S.batch_levels_html(ctx)))
         body.append(_section("layers", S.layers_html(ctx)))
         body.append(_section("classes", S.classes_html(ctx, pc, pc_source)))
-        body.append(_section("residualization",
-                             S.residualization_html(ctx, diag.get("residualized"))))
-        body.append(_section("agreement", S.agreement_html(ctx, diag.get("agreement"))))
+        body.append(_section("residualization", S.residualization_html(
+            ctx, diag.get("residualized"), diag.get("residualization_panels"))))
+        body.append(_section("agreement", S.agreement_html(ctx, diag.get("agreement"),
+                                                           diag.get("closest_baseline"))))
         body.append(_section("dimensionality",
                              S.dimensionality_html(ctx, diag.get("dimensionality"))))
         pp_parts = []

@@ -20,9 +20,10 @@ from baselens._tables import aggregate_scores, coerce_types
 log = logging.getLogger(__name__)
 
 #: The diagnostics tables the report reads (``DIR/diagnostics/<name>.parquet``).
-DIAGNOSTICS = ("metrics", "beyond_baseline", "best_baseline", "agreement", "dimensionality",
-               "residualized", "assay_confounds", "phenotype_classes",
-               "per_perturbation_differential", "findings")
+DIAGNOSTICS = ("metrics", "beyond_baseline", "best_baseline", "best_layers", "agreement",
+               "closest_baseline", "dimensionality", "residualized", "residualization_panels",
+               "assay_confounds", "phenotype_classes", "per_perturbation_differential",
+               "findings")
 
 PHENOTYPE_COLUMN = "Metadata_PhenotypeClass"
 
@@ -58,7 +59,7 @@ NUMERIC_COLUMNS = ("value", "spearman", "cka", "n_perturbations", "component", "
                    "p_value", "cell_count_balanced_accuracy", "threshold", "p", "p_adjusted",
                    "ci_low", "ci_high", "difference", "paired_difference", "improvement",
                    "value_mean", "value_std", "best_baseline_mean", "best_baseline_std",
-                   "ratio", "baseline_value", "best_baseline_value")
+                   "ratio", "baseline_value", "best_baseline_value", "n_layers", "panel")
 
 
 def coerce_numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -134,10 +135,10 @@ def normalise_keys(df: pd.DataFrame | None, cols=("method", "layer")) -> pd.Data
 
 
 # --------------------------------------------------------------------------- display frames
-# Reshaping for figures and tables only: means over folds, the best baselines the diagnostics
-# named. No verdict, threshold, best baseline or finding is derived here (those are
-# diagnostics/findings.parquet, beyond_baseline.parquet, best_baseline.parquet and
-# per_perturbation_differential.parquet).
+# Reshaping for figures and tables only: means over folds, the best baselines and best
+# layers the diagnostics named. No verdict, threshold, best baseline, best layer or finding
+# is derived here (those are diagnostics/findings.parquet, beyond_baseline.parquet,
+# best_baseline.parquet, best_layers.parquet and per_perturbation_differential.parquet).
 _KEYS = ["task", "batch_level", "metric", "method", "layer"]
 
 
@@ -170,3 +171,18 @@ def best_baseline_map(beyond: pd.DataFrame | None, best: pd.DataFrame | None
             out[(r.task, r.batch_level, r.metric)] = (r.best_baseline, r.best_baseline_layer,
                                                       float(v))
     return out
+
+
+def best_layer_map(best: pd.DataFrame | None
+                   ) -> dict[tuple[str, str, str, str], tuple[str, float]] | None:
+    """``(task, batch_level, metric, method) → (best layer, its mean)`` as
+    ``diagnostics/best_layers.parquet`` names it; ``None`` when the run folder lacks the
+    table (the sections then say so instead of naming a layer)."""
+    keys = ("task", "batch_level", "metric", "method", "best_layer")
+    if best is None or not set(keys) <= set(best.columns):
+        return None
+    t = normalise_keys(best, keys)
+    v = (pd.to_numeric(t["value"], errors="coerce") if "value" in t.columns
+         else pd.Series(np.nan, index=t.index))
+    return {(r.task, r.batch_level, r.metric, r.method): (r.best_layer, float(x))
+            for r, x in zip(t.itertuples(index=False), v)}

@@ -32,7 +32,7 @@ from baselens.report.common import (
     trailing_int,
     trained_name,
 )
-from baselens.report.inputs import FINDINGS_COLUMNS, best_baseline_map
+from baselens.report.inputs import FINDINGS_COLUMNS, best_baseline_map, best_layer_map
 from baselens.report.figures import (
     SERIES_PALETTE,
     dumbbell_svg,
@@ -61,11 +61,15 @@ class Ctx:
     #: (task, level, metric) → (method, layer, mean) of the best baseline the diagnostics
     #: named (:func:`baselens.report.inputs.best_baseline_map`)
     best: dict[tuple[str, str, str], tuple[str, str, float]] = field(default_factory=dict)
+    #: (task, level, metric, method) → (layer, mean) of the method's best layer as
+    #: ``diagnostics/best_layers.parquet`` names it; ``None`` when the folder lacks it
+    best_layer: dict[tuple[str, str, str, str], tuple[str, float]] | None = None
 
     @classmethod
     def build(cls, agg: pd.DataFrame, beyond: pd.DataFrame, lower: set[str],
               headline: dict[str, str], findings: pd.DataFrame | None = None,
-              best_baseline: pd.DataFrame | None = None) -> Ctx:
+              best_baseline: pd.DataFrame | None = None,
+              best_layer_table: pd.DataFrame | None = None) -> Ctx:
         f = findings if findings is not None else pd.DataFrame(columns=FINDINGS_COLUMNS)
         shown = {}
         lv_rows = f[f["kind"] == "levels"] if len(f) else f
@@ -83,7 +87,7 @@ class Ctx:
         order = [(r.method, r.layer) for r in rows]
         kinds = {(r.method, r.layer): r.method_kind for r in rows}
         return cls(agg, beyond, lower, headline, levels, order, kinds, f, shown,
-                   best_baseline_map(beyond, best_baseline))
+                   best_baseline_map(beyond, best_baseline), best_layer_map(best_layer_table))
 
     def rows(self, kind: str, **eq) -> pd.DataFrame:
         """Findings of one kind (``diagnostics/findings.parquet``), filtered by equality."""
@@ -249,12 +253,12 @@ def network_pairs(ctx: Ctx) -> list[tuple[str, str]]:
 
 
 def _best_layer(ctx: Ctx, task: str, method: str):
-    h = ctx.headline_rows(task)
-    h = h[(h["method"] == method) & h["value_mean"].notna()]
-    if h.empty:
-        return None, float("nan")
-    r = h.sort_values("value_mean", ascending=ctx.headline[task] in ctx.lower).iloc[0]
-    return r["layer"], float(r["value_mean"])
+    """``(layer, mean)`` of ``method``'s best layer on the task's headline metric at its
+    shown level, as ``diagnostics/best_layers.parquet`` names it (``(None, nan)`` when it
+    names none)."""
+    b = (ctx.best_layer or {}).get((task, ctx.levels.get(task), ctx.headline.get(task),
+                                    method))
+    return (None, float("nan")) if b is None else b
 
 
 def layers_html(ctx: Ctx) -> str:
@@ -305,11 +309,12 @@ def layers_html(ctx: Ctx) -> str:
         if key is not None:
             hl.append(dict(y=bval, label=f"best baseline ({_method_label(*key)})",
                            colour="#52606d", ink="#52606d"))
-        refs = h[h["method_kind"] == "reference"]
-        if not refs.empty and refs["value_mean"].notna().any():
-            r = refs.loc[refs["value_mean"].idxmax()]
-            hl.append(dict(y=float(r["value_mean"]), label=f"{_method_label(r['method'], r['layer'])}"
-                           " (reference)", colour=KIND_COLOURS["reference"], ink="#9a6700"))
+        # each reference at its best layer (diagnostics/best_layers.parquet)
+        for m in pd.unique(h.loc[h["method_kind"] == "reference", "method"]):
+            la, v = _best_layer(ctx, task, m)
+            if la is not None and not _isnan(v):
+                hl.append(dict(y=float(v), label=f"{_method_label(m, la)} (reference)",
+                               colour=KIND_COLOURS["reference"], ink="#9a6700"))
         mlabel = _metric_label(metric)
         svg = line_chart_svg(series, title=f"{_task_label(task)}: {mlabel} by depth",
                              x_label="relative depth (layer number ÷ deepest layer)",
@@ -325,6 +330,10 @@ def layers_html(ctx: Ctx) -> str:
                          f'{"" if la is None else f" <span class=sd>{_fmt(v)}</span>"}</td>')
         best_rows.append(f"<tr><td>{_esc(_task_label(task))}</td>{''.join(cells)}</tr>")
     parts.append(f'<div class="figgrid">{"".join(figs)}</div>')
+    if ctx.best_layer is None:
+        parts.append(absent("No best layer per network (the diagnostics choose it, with the "
+                            "reference line of each curve)", "best_layers"))
+        return "".join(parts)
     parts.append('<details><summary>Best layer of each network per task</summary>'
                  '<div class="table-wrap"><table class="plain"><thead><tr><th>task</th>'
                  + "".join(f"<th>{_esc(m)}</th>" for m in fams)
@@ -393,7 +402,24 @@ def classes_html(ctx: Ctx, pc: pd.DataFrame | None, source: str) -> str:
 _STRATUM_MEAN = "(stratum mean)"
 
 
-def _resid_frame(res: pd.DataFrame | None) -> pd.DataFrame | None:
+def _panel_frame(panels: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``diagnostics/residualization_panels.parquet`` with its keys as strings, in drawing
+    order (``None`` when the run folder lacks it)."""
+    if panels is None:
+        return None
+    p = panels.copy()
+    for c in ("task", "batch_level", "metric", "confound", "method", "layer"):
+        p[c] = p[c].where(p[c].notna(), "").astype(str) if c in p.columns else ""
+    if "panel" in p.columns:
+        p = p.sort_values("panel", kind="stable")
+    return p
+
+
+def _resid_frame(res: pd.DataFrame | None, panels: pd.DataFrame | None = None
+                 ) -> pd.DataFrame | None:
+    """The slice of ``residualized`` the section shows: the one the diagnostics drew the
+    panels on (``panels``), else replicate retrieval (or the first task) at the headline
+    level on mAP (or the first metric)."""
     if res is None or res.empty:
         return None
     r = res.copy()
@@ -405,7 +431,11 @@ def _resid_frame(res: pd.DataFrame | None) -> pd.DataFrame | None:
             r[c] = "default" if c == "layer" else ""
     if "method_kind" not in r.columns:
         r["method_kind"] = "model"
-    if len(r):
+    if panels is not None and len(panels):
+        p = panels.iloc[0]
+        r = r[(r["task"] == p["task"]) & (r["batch_level"] == p["batch_level"])
+              & (r["metric"] == p["metric"])]
+    elif len(r):
         tasks = list(pd.unique(r["task"]))
         task = "replicate_retrieval" if "replicate_retrieval" in tasks else tasks[0]
         r = r[r["task"] == task]
@@ -432,8 +462,12 @@ def _retained(before: float, after: float) -> float:
     return max(after, 0.0) / before
 
 
-def residualization_html(ctx: Ctx, res: pd.DataFrame | None) -> str:
-    r = _resid_frame(res)
+def residualization_html(ctx: Ctx, res: pd.DataFrame | None,
+                         panels: pd.DataFrame | None = None) -> str:
+    """The residualization section: the panels ``diagnostics/residualization_panels.parquet``
+    names (which representations, which confound), then every method's numbers."""
+    panels = _panel_frame(panels)
+    r = _resid_frame(res, panels)
     if r is None:
         return absent("No residualization results", "residualized")
     t = _resid_by_class(r)
@@ -449,15 +483,17 @@ def residualization_html(ctx: Ctx, res: pd.DataFrame | None) -> str:
              "was the confound.</p>"]
     parts.append(findings_list(ctx.rows("residualization")))
     val = {(a.method, a.layer, a.confound, a.phenotype_class): a.value for a in t.itertuples()}
-    conf = "cell_count" if "cell_count" in confounds else confounds[0]
     if has_classes:
         classes = _class_order(t.loc[t["phenotype_class"] != "", "phenotype_class"])
-        # small multiples for the methods that matter most: reference, models, best baselines
-        ranked = sorted(keys, key=lambda k: (_KIND_ORDER.get(ctx.kind(*k), 1),
-                                             -val.get((*k, "none", ""), 0.0)))
-        shown = [k for k in ranked if ctx.kind(*k) in ("reference", "model")][:4]
-        shown += [k for k in ranked if ctx.kind(*k) == "baseline"][:max(2, 6 - len(shown))]
+        # small multiples of the representations the diagnostics chose, on their confound
         figs = []
+        if panels is None:
+            parts.append(absent("No per-class panels (the diagnostics choose which "
+                                "representations to draw)", "residualization_panels"))
+            shown, conf = [], ""
+        else:
+            shown = list(zip(panels["method"], panels["layer"]))
+            conf = str(panels["confound"].iloc[0]) if len(panels) else ""
         for k in shown:
             rows = [(c, val.get((*k, "none", c), float("nan")), val.get((*k, conf, c), float("nan")))
                     for c in classes]
@@ -469,7 +505,8 @@ def residualization_html(ctx: Ctx, res: pd.DataFrame | None) -> str:
                         f"phenotype class, mAP as is (open) and after removing "
                         f"<code>{_esc(conf)}</code> (filled; red where it drops).</figcaption>"
                         "</figure>")
-        parts.append(f'<div class="figgrid narrow">{"".join(figs)}</div>')
+        if figs:
+            parts.append(f'<div class="figgrid narrow">{"".join(figs)}</div>')
         cols = classes + [""]
         head = "".join(f"<th>{_esc(c or 'all')}</th>" for c in cols)
         body = []
@@ -525,7 +562,36 @@ def _pct(x: float) -> str:
 
 
 # --------------------------------------------------------------------------- agreement
-def agreement_html(ctx: Ctx, ag: pd.DataFrame | None) -> str:
+def _closest_lines(ctx: Ctx, closest: pd.DataFrame | None) -> str:
+    """The "agrees most with" list: the rows of ``diagnostics/closest_baseline.parquet``
+    (which baseline each model and reference agrees most with, and the numbers), in the
+    report's method order; a note when the run folder lacks the table."""
+    if closest is None:
+        return absent("No closest baseline per model (the diagnostics choose it)",
+                      "closest_baseline")
+    c = closest.copy()
+    for col in ("method", "layer", "baseline", "baseline_layer", "measure"):
+        c[col] = (c[col].where(c[col].notna(), "default" if "layer" in col else "").astype(str)
+                  if col in c.columns else ("default" if "layer" in col else "spearman"))
+    by_key = {(r["method"], r["layer"]): r for r in c.to_dict("records")}
+    lines = []
+    for k in ctx.sort_keys(by_key):
+        r = by_key[k]
+        v, cka = r.get("value"), r.get("cka")
+        if r["measure"] == "spearman":
+            nums = f"ρ = {_fmt(v, digits=2)}" + ("" if _isnan(cka) else
+                                                 f", CKA {_fmt(cka, digits=2)}")
+        else:
+            nums = f"CKA = {_fmt(v, digits=2)}"
+        lines.append(f"<li><strong>{_esc(_method_label(*k))}</strong> agrees most with "
+                     f"<strong>{_esc(_method_label(r['baseline'], r['baseline_layer']))}"
+                     f"</strong> ({nums})</li>")
+    return (f'<details open><summary>Closest baseline of each model</summary><ul class="compact">'
+            f'{"".join(lines)}</ul></details>' if lines else "")
+
+
+def agreement_html(ctx: Ctx, ag: pd.DataFrame | None,
+                   closest: pd.DataFrame | None = None) -> str:
     if ag is None or ag.empty:
         return absent("No agreement between methods", "agreement")
     ag = ag.copy()
@@ -537,7 +603,6 @@ def agreement_html(ctx: Ctx, ag: pd.DataFrame | None) -> str:
     labels = [_method_label(*k) for k in keys]
     inks = [label_ink(ctx.kind(*k)) for k in keys]
     figs = []
-    mats = {}
     for col, name in (("spearman", "Spearman ρ of the perturbation-similarity rankings"),
                       ("cka", "linear CKA")):
         if col not in ag.columns:
@@ -549,7 +614,6 @@ def agreement_html(ctx: Ctx, ag: pd.DataFrame | None) -> str:
             v = getattr(r, col)
             if not _isnan(v):
                 m[i, j] = m[j, i] = float(v)
-        mats[col] = m
         svg = heatmap_svg(labels, m, title=name, inks=inks,
                           vmin=-1.0 if col == "spearman" and np.nanmin(m) < 0 else 0.0)
         figs.append(f'<figure id="agreement-{col}" class="scroll">{svg}<figcaption><strong>'
@@ -558,22 +622,6 @@ def agreement_html(ctx: Ctx, ag: pd.DataFrame | None) -> str:
                        "similarity identically." if col == "spearman" else
                        ": similarity of the representations themselves (1 = the same up to "
                        "rotation and scale).") + "</figcaption></figure>")
-    lines = []
-    m = mats.get("spearman", mats.get("cka"))
-    base_idx = [idx[k] for k in keys if ctx.kind(*k) == "baseline"]
-    if m is not None and base_idx:
-        for k in keys:
-            if ctx.kind(*k) not in ("model", "reference"):
-                continue
-            i = idx[k]
-            row = [(m[i, j], keys[j]) for j in base_idx if not _isnan(m[i, j])]
-            if not row:
-                continue
-            v, bk = max(row)
-            lines.append(f"<li><strong>{_esc(_method_label(*k))}</strong> agrees most with "
-                         f"<strong>{_esc(_method_label(*bk))}</strong> (ρ = {_fmt(v, digits=2)}"
-                         + (f", CKA {_fmt(mats['cka'][i, idx[bk]], digits=2)}"
-                            if "cka" in mats and "spearman" in mats else "") + ")</li>")
     n = int(ag["n_perturbations"].max()) if "n_perturbations" in ag.columns and len(ag) else 0
     return (
         '<p class="lead">Do two representations see the same biology? For every pair of methods, '
@@ -581,8 +629,7 @@ def agreement_html(ctx: Ctx, ag: pd.DataFrame | None) -> str:
         "how alike the representations are (CKA)"
         + (f", over {n:,} perturbations" if n else "") + ". A model that agrees closely with a "
         "baseline has mostly learned what the baseline measures.</p>"
-        + (f'<details open><summary>Closest baseline of each model</summary><ul class="compact">'
-           f'{"".join(lines)}</ul></details>' if lines else "")
+        + _closest_lines(ctx, closest)
         + f'<div class="figgrid wide">{"".join(figs)}</div>'
     )
 

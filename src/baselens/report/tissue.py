@@ -24,11 +24,14 @@ per task (HEST subset) at the headline batch level:
 Inputs: the aggregated scores (``ctx``), ``per_perturbation.parquet`` (one row per gene,
 ``perturbation`` = gene) and small tables the tissue pipeline writes under
 ``diagnostics/``: ``tissue_inputs.parquet`` (per task and representation its input
-and whether it is the best of that input, decided by :mod:`baselens.diagnose.tissue`)
-and ``tissue_genes.parquet`` (``task, gene, driver``: the colours). Which representation
-stands for an input, and what that says (the summary's tissue sentences, findings of
-kind ``tissue``), is the diagnostics'; a run folder without ``tissue_inputs.parquet``
-gets a note instead of the panels.
+and whether it is the best of that input, decided by :mod:`baselens.diagnose.tissue`),
+``best_layers.parquet`` (each method's best layer, the count-matched panel's rows,
+decided by :mod:`baselens.diagnose.layers`) and ``tissue_genes.parquet`` (``task, gene,
+driver``: the colours). Which representation stands for an input, which layer stands for
+a method, and what that says (the summary's tissue sentences, findings of kind
+``tissue``), is the diagnostics'; a run folder without ``tissue_inputs.parquet`` gets a
+note instead of the panels, one without ``best_layers.parquet`` a note instead of the
+count-matched dumbbells.
 """
 
 from __future__ import annotations
@@ -369,8 +372,13 @@ def _count_panel(ctx, task, pp, tm, drivers) -> str:
         return (f'<figure id="{_esc(fid)}"><p class="absent">No count-matched scores '
                 "(<code>pearson_count_matched</code>): the run had no cell counts per spot."
                 "</p></figure>")
+    keys = _best_layers(ctx, task)
+    if keys is None:
+        return (f'<figure id="{_esc(fid)}"><p class="absent">No count-matched comparison: '
+                "<code>diagnostics/best_layers.parquet</code> (each method's best layer, "
+                "decided by the diagnostics) is not in this run folder.</p></figure>")
     rows = []
-    for key in _best_layers(ctx, task):
+    for key in keys:
         if mods.get(key[0], "image") == "null":
             continue
         before = _score(ctx, task, key, "pearson")
@@ -408,14 +416,15 @@ def _count_panel(ctx, task, pp, tm, drivers) -> str:
     return "".join(parts)
 
 
-def _best_layers(ctx, task: str) -> list[tuple[str, str]]:
-    """Per method, the layer with the highest mean Pearson r (display order kept)."""
-    a = ctx.agg
-    a = a[(a["task"] == task) & (a["metric"] == "pearson")
-          & (a["batch_level"] == ctx.levels.get(task)) & a["value_mean"].notna()]
-    best = {}
-    for r in a.sort_values("value_mean", ascending=False, kind="stable").itertuples(index=False):
-        best.setdefault(r.method, (str(r.method), str(r.layer)))
+def _best_layers(ctx, task: str) -> list[tuple[str, str]] | None:
+    """Per method, its best layer on Pearson r at the task's shown level as
+    ``diagnostics/best_layers.parquet`` names it, in display order (``None`` when the run
+    folder lacks the table)."""
+    if ctx.best_layer is None:
+        return None
+    level = ctx.levels.get(task)
+    best = {m: (m, la) for (t, lv, met, m), (la, _) in ctx.best_layer.items()
+            if t == task and lv == level and met == "pearson"}
     return [k for k in ctx.order if best.get(k[0]) == k]
 
 

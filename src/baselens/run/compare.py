@@ -12,7 +12,8 @@ representations) next to a baseline run on the same data. :func:`compare_runs`
   baseline may now come from another run. A paired Wilcoxon p-value of a source run is kept
   only where the best baseline it was computed against is still the best baseline;
 * recomputes ``findings`` and the tables the report draws (``best_baseline``,
-  ``per_perturbation_differential``, ``tissue_inputs``:
+  ``per_perturbation_differential``, ``best_layers``, ``closest_baseline``,
+  ``residualization_panels``, ``tissue_inputs``:
   :func:`baselens.diagnose.run.derived_tables`) over the merged runs;
 * writes ``OUT/scores.parquet``, ``OUT/per_perturbation.parquet``,
   ``OUT/diagnostics/*.parquet`` and ``OUT/report.html``.
@@ -55,7 +56,8 @@ class DifferentScreensError(ValueError):
 DIAGNOSTICS = ("beyond_baseline", "agreement", "dimensionality", "residualized",
                "assay_confounds", "phenotype_classes")
 #: Tables recomputed over the merged runs for the report (:func:`derived_tables`).
-_DERIVED = ("best_baseline", "per_perturbation_differential", "tissue_inputs")
+_DERIVED = ("best_baseline", "per_perturbation_differential", "tissue_inputs", "best_layers",
+            "closest_baseline", "residualization_panels")
 #: Columns that name a method, per diagnostics table (the results tables use ``method``).
 _METHOD_COLUMNS = {"agreement": ("method_a", "method_b"), "assay_confounds": ()}
 
