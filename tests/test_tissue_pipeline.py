@@ -323,7 +323,10 @@ def test_spots_in_chunks_give_the_same_features_and_scores(run, tmp_path):
     from baselens.run.pipeline import run_pipeline
     from baselens.run.units import SpotUnits
 
+    from baselens.run.units import SiteUnits, Units
+
     units = SpotUnits()
+    assert isinstance(units, Units) and isinstance(SiteUnits(), Units)  # one interface
     assert units.chunk_size({"chunk_size": 10}) == 64  # whole network and GNN batches
     assert units.chunk_size({"chunk_size": 100, "batch_size": 48}) == 192
     out = tmp_path / "chunked"

@@ -24,7 +24,9 @@ diagnose        :func:`~baselens.diagnose.run.          agreement and dimensiona
                 run_diagnostics`                        seeded subsample of spots
 ==============  =====================================  ====================================
 
-:func:`units_for` picks the adapter from the config's ``[data]`` table.
+:class:`Units` is the interface; :func:`units_for` picks the adapter from the config's
+``[data]`` table. A new kind of unit (e.g. single cells, or wells of a profile table read
+without sites) is a new class with these methods, not a new pipeline.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -44,10 +46,103 @@ from baselens.profile.log import FilterLog
 from baselens.run import execution
 from baselens.run.config import RunConfig
 
-__all__ = ["BATCH_LEVEL", "SiteUnits", "SpotSource", "SpotUnits", "tissue_splits", "units_for"]
+__all__ = ["BATCH_LEVEL", "SiteUnits", "SpotSource", "SpotUnits", "Units", "tissue_splits",
+           "units_for"]
 
 #: The batch level of every tissue score: not same patient (HEST's patient-stratified splits).
 BATCH_LEVEL = "NSPT"
+
+
+@runtime_checkable
+class Units(Protocol):
+    """What :func:`baselens.run.pipeline.run_pipeline` asks of a kind of unit.
+
+    Attributes
+    ----------
+    unit : str
+        The unit's noun (``"site"``, ``"spot"``), used in log lines and ``run.json``.
+    source
+        The units as the chunk runner reads them: ``read_sites(rows)`` (the inputs of
+        ``rows``, e.g. images) and ``channels``.
+    meta : DataFrame
+        One row per unit, in source order: the key columns its features are cached with.
+    context : dict
+        Extra inputs handed to every extractor (e.g. a synthetic screen's ground truth).
+    one_task_per_method : bool
+        Whether a chunk runs as one executor task per representation (units in memory)
+        or one task for every representation (inputs read once per chunk).
+    in_process_reason : str
+        Why :meth:`in_process` representations run in the run's process (for the log).
+    t_profile : float
+        Seconds spent forming profiles (part of :meth:`score`), reported apart.
+    """
+
+    unit: str
+    source: Any
+    meta: pd.DataFrame
+    context: dict
+    one_task_per_method: bool
+    in_process_reason: str
+    t_profile: float
+
+    def load(self, cfg: RunConfig, out: Path, say, log: FilterLog) -> None:
+        """Read the data (write what the run keeps of it); set ``source`` and ``meta``."""
+
+    def preflight(self, cfg: RunConfig, log: FilterLog, say) -> dict:
+        """Checks before any worker starts; return the ``[tasks]`` table to score."""
+
+    def chunk_size(self, ex_cfg: dict) -> int:
+        """Units per cached chunk, from ``[execution]``."""
+
+    def task_batch_size(self, ex_cfg: dict, chunk_size: int) -> int:
+        """Units per extractor call inside a chunk."""
+
+    def make_chunks(self, chunk_size: int) -> list:
+        """The run's chunks (:class:`baselens.run.execution.Chunk`)."""
+
+    def chunk_identities(self, chunks: list) -> dict[str, str]:
+        """Each chunk's input identity: a changed input is a new cache key."""
+
+    def extractor(self, m: dict) -> Any:
+        """The representation of a ``[[methods]]`` entry, callable on a ``SiteBatch``."""
+
+    def in_process(self, ex: Any) -> bool:
+        """Whether ``ex`` runs in this process over every unit at once."""
+
+    def chunks_for(self, ex: Any, chunks: list) -> list:
+        """The chunks ``ex`` is computed in (e.g. one of every spot when it needs all)."""
+
+    def take(self, rows: np.ndarray) -> Any:
+        """``source`` restricted to ``rows`` (what a chunk task carries to a worker)."""
+
+    def kind(self, m: dict) -> str:
+        """``baseline``, ``model``, ``reference`` or ``null``."""
+
+    def start_scoring(self, cfg: RunConfig, feats_by_method: dict, tasks_cfg: dict,
+                      log: FilterLog, say) -> None:
+        """Set up scoring (inputs every representation shares)."""
+
+    def score(self, cfg: RunConfig, m: dict, label: str, kind: str, layer: str,
+              frame: pd.DataFrame, tasks_cfg: dict, log: FilterLog, say
+              ) -> tuple[list, list, Any]:
+        """One representation layer → score frames, per-item frames and its
+        :class:`~baselens.diagnose.run.ProfileSet` (or ``None``)."""
+
+    def finish_scoring(self) -> None:
+        """Tear down what :meth:`start_scoring` set up."""
+
+    def diagnose(self, cfg: RunConfig, profile_sets: list, scores: pd.DataFrame,
+                 per: pd.DataFrame, out: Path, log: FilterLog) -> dict[str, pd.DataFrame]:
+        """Write ``diagnostics/`` and return its tables (``beyond_baseline`` included)."""
+
+    def run_info(self) -> dict:
+        """This unit's part of ``run.json`` (counts, data description)."""
+
+    def task_record(self) -> dict:
+        """Warnings and fold plans the tasks reported, for ``run.json``."""
+
+    def report_context(self, info: dict) -> dict:
+        """The report's run-information table from ``run.json``."""
 
 
 def units_for(cfg: RunConfig) -> "SiteUnits | SpotUnits":
@@ -692,8 +787,11 @@ class SpotUnits:
         self.context: dict = {}
         self.ident: dict = {}
         self.t_profile = 0.0
-        self.sets: list = []
-        self.split_info: dict = {}
+        self.split_info: dict = {}  # task -> how its splits were formed (run.json)
+        self.tasks: dict = {}  # task -> (spot rows, splits, patient of each spot)
+        self.use_counts = False  # pearson_count_matched scored (nuclei counts vary)
+        self.seed, self.probe_kw, self.drivers = 0, {}, {}
+        self.diag_enabled, self.diag_idx = True, np.arange(0)
         self._kinds: dict[str, str] = {}
 
     @property
@@ -761,7 +859,6 @@ class SpotUnits:
                     "has the same number of nuclei (no segmentation?)")
         seed = int(ge.get("seed", 0))
         tasks = self.ds.spots["Metadata_Task"].astype(str).to_numpy()
-        self.tasks = {}
         for task in pd.unique(tasks):
             idx = np.flatnonzero(tasks == task)
             spots = self.ds.spots.iloc[idx].reset_index(drop=True)
