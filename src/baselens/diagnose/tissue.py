@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from baselens._tables import aggregate_scores
-from baselens.diagnose.findings import _frame, _row, shown_levels
+from baselens.diagnose.findings import _frame, _label, _row, shown_levels
 
 __all__ = ["INPUTS", "TISSUE_INPUT_COLUMNS", "is_tissue_run", "input_of",
            "tissue_findings", "tissue_inputs"]
@@ -142,10 +142,6 @@ def _fmt(x, digits: int = 3) -> str:
         return "∞" if x > 0 else "−∞"
     s = f"{abs(x):.{digits}f}"
     return ("−" if x < 0 and s.strip("0.") else "") + s
-
-
-def _label(method: str, layer: str) -> str:
-    return method if str(layer) in ("default", "", "None", "nan") else f"{method}/{layer}"
 
 
 def tissue_findings(scores: pd.DataFrame, inputs: pd.DataFrame | None = None, *,
