@@ -6,6 +6,8 @@ renders the same numbers), so neither keeps a copy and the report imports no sta
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -15,6 +17,20 @@ _METHOD_KEYS = ["method", "layer"]
 
 _REQUIRED_SCORE_COLUMNS = {"method", "method_kind", "task", "metric", "value"}
 _REQUIRED_PERPERT_COLUMNS = {"method", "method_kind", "task", "perturbation", "metric", "value"}
+
+#: MorphoHELM's batch levels, least to most demanding.
+LEVEL_ORDER = ["SP", "NR", "NSL", "NSP", "NSB", "NSS", "NSSL"]
+#: What each batch level forbids or keeps, in words (the findings' sentences, the report).
+LEVEL_NAMES = {"SP": "same plate", "NR": "no restriction", "NSL": "not same well position",
+               "NSP": "not same plate", "NSB": "not same batch", "NSS": "not same source",
+               "NSSL": "not same source nor position"}
+
+
+def order_levels(levels: Iterable[str]) -> list[str]:
+    """Distinct levels, MorphoHELM's in their canonical order (:data:`LEVEL_ORDER`), any
+    others after them in order of appearance."""
+    seen = list(dict.fromkeys(str(x) for x in levels))
+    return [x for x in LEVEL_ORDER if x in seen] + [x for x in seen if x not in LEVEL_ORDER]
 
 
 def _normalise(df: pd.DataFrame, required: set[str], what: str) -> pd.DataFrame:

@@ -82,13 +82,13 @@ Kinds and their verdicts
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from baselens._tables import coerce_types
+from baselens._tables import LEVEL_NAMES, LEVEL_ORDER, coerce_types, order_levels
 
 __all__ = [
     "CAPTURE_FOLD",
@@ -111,11 +111,6 @@ KINDS = ("levels", "identical_levels", "sample_size", "verdict", "model_summary"
          "confound", "assay", "assays", "untrained_twin", "class_capture", "residualization",
          "collapse", "tissue")
 
-#: MorphoHELM's batch levels, least to most demanding.
-LEVEL_ORDER = ["SP", "NR", "NSL", "NSP", "NSB", "NSS", "NSSL"]
-LEVEL_NAMES = {"SP": "same plate", "NR": "no restriction", "NSL": "not same well position",
-               "NSP": "not same plate", "NSB": "not same batch", "NSS": "not same source",
-               "NSSL": "not same source nor position"}
 #: Sample-size caveats: fewer perturbations / median replicates than these.
 MIN_PERTURBATIONS = 5
 MIN_REPLICATES = 3
@@ -186,11 +181,6 @@ def _join(words: list[str]) -> str:
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def order_levels(levels: Iterable[str]) -> list[str]:
-    seen = list(dict.fromkeys(str(x) for x in levels))
-    return [x for x in LEVEL_ORDER if x in seen] + [x for x in seen if x not in LEVEL_ORDER]
 
 
 def _row(kind: str, severity: str, sentence: str, **kw) -> dict:
