@@ -27,7 +27,7 @@ import pandas as pd
 
 from baselens._tables import per_perturbation_differential
 from baselens.diagnose.beyond_baseline import best_baselines
-from baselens.diagnose.findings import headline_metrics, order_levels, shown_levels
+from baselens.diagnose.findings import _lower, headline_metrics, order_levels, shown_levels
 
 __all__ = ["BEST_BASELINE_COLUMNS", "DIFFERENTIAL_COLUMNS", "best_baseline_table",
            "item_metric", "per_perturbation_table"]
@@ -45,17 +45,6 @@ DIFFERENTIAL_COLUMNS = ["task", "metric", "higher_is_better", "batch_level", "pe
 
 #: Per-item metrics that are not scores to plot: p-values, q-values, FDRs.
 _PVALUE_LIKE = re.compile(r"p_?val|q_?val|fdr", re.IGNORECASE)
-
-
-def _lower(metrics: pd.DataFrame | None, lower_is_better: Iterable = ()) -> set:
-    """``(task, metric)`` pairs declared lower-is-better in ``metrics.parquet``, plus the
-    metric names (or pairs) in ``lower_is_better``."""
-    out = set(lower_is_better)
-    if metrics is not None and len(metrics) and {"task", "metric", "higher_is_better"} <= \
-            set(metrics.columns):
-        low = metrics[~metrics["higher_is_better"].astype(bool)]
-        out |= set(zip(low["task"].astype(str), low["metric"].astype(str)))
-    return out
 
 
 def best_baseline_table(scores: pd.DataFrame, metrics: pd.DataFrame | None = None, *,

@@ -82,7 +82,7 @@ Kinds and their verdicts
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -224,11 +224,15 @@ def _headlines(agg: pd.DataFrame, metrics: pd.DataFrame | None) -> dict[str, str
     return out
 
 
-def _lower(metrics: pd.DataFrame | None) -> set[tuple[str, str]]:
-    if metrics is None or not len(metrics) or "higher_is_better" not in metrics.columns:
-        return set()
-    low = metrics[~metrics["higher_is_better"].astype(bool)]
-    return set(zip(low["task"].astype(str), low["metric"].astype(str)))
+def _lower(metrics: pd.DataFrame | None, lower_is_better: Iterable = ()) -> set:
+    """``(task, metric)`` pairs declared lower-is-better in ``metrics.parquet``, plus the
+    metric names (or pairs) in ``lower_is_better``."""
+    out = set(lower_is_better)
+    if metrics is not None and len(metrics) and {"task", "metric", "higher_is_better"} <= \
+            set(metrics.columns):
+        low = metrics[~metrics["higher_is_better"].astype(bool)]
+        out |= set(zip(low["task"].astype(str), low["metric"].astype(str)))
+    return out
 
 
 # --------------------------------------------------------------------------- design

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from baselens._tables import aggregate_scores
-from baselens.diagnose.differential import _lower
+from baselens.diagnose.findings import _lower
 
 __all__ = ["BEST_LAYER_COLUMNS", "best_layers"]
 
