@@ -85,8 +85,11 @@ def best_baselines(
     Columns: ``task, batch_level, metric, best_baseline, best_baseline_layer,
     best_baseline_mean, best_baseline_std``.
     """
-    lower = set(lower_is_better)
-    agg = aggregate_scores(scores)
+    return _best_of(aggregate_scores(scores), set(lower_is_better))
+
+
+def _best_of(agg: pd.DataFrame, lower: set) -> pd.DataFrame:
+    """:func:`best_baselines` of already aggregated scores (:func:`aggregate_scores`)."""
     cols = [*GROUP_KEYS, "best_baseline", "best_baseline_layer", "best_baseline_mean",
             "best_baseline_std"]
     base = agg[(agg["method_kind"] == "baseline") & agg["value_mean"].notna()]
@@ -228,7 +231,7 @@ def beyond_best_baseline(
         decl = pd.DataFrame(columns=["task", "metric", "higher_is_better", "metric_kind",
                                      "paired_with", "declared_task"])
     agg = aggregate_scores(df)
-    best = best_baselines(df, lower_is_better=lower)
+    best = _best_of(agg, lower)
     others = agg[agg["method_kind"] != "baseline"]
     if others.empty:
         out = pd.DataFrame(columns=BEYOND_COLUMNS)
