@@ -209,15 +209,13 @@ def run_diagnostics(
     task_alias
         ``task`` value → registered task of :mod:`baselens.evaluate.registry` (tissue runs).
     """
-    from baselens.diagnose.agreement import agreement, closest_baselines
+    from baselens.diagnose.agreement import agreement
     from baselens.diagnose.beyond_baseline import beyond_best_baseline
     from baselens.diagnose.classes import class_capture
-    from baselens.diagnose.confounds import residualization_panels, residualized_retrieval
+    from baselens.diagnose.confounds import residualized_retrieval
     from baselens.diagnose.curation import assay_confounds, compound_cell_counts, curated_tasks
-    from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
     from baselens.diagnose.dimensionality import dimensionality
     from baselens.diagnose.findings import design_summary, findings
-    from baselens.diagnose.layers import best_layers
     from baselens.evaluate.registry import metrics_table
 
     profile_sets = list(profile_sets)
@@ -246,24 +244,19 @@ def run_diagnostics(
         cc = compound_cell_counts(meta, well_cell_counts)
         return assay_confounds(cc, labels, seed=seed)
 
-    steps: dict[str, Callable[[], pd.DataFrame]] = {
+    out: dict[str, pd.DataFrame] = {}
+    own: dict[str, Callable[[], pd.DataFrame]] = {
         "metrics": lambda: metrics_table(scores, task_alias),
         "beyond_baseline": _beyond,
-        "best_baseline": lambda: best_baseline_table(scores, out.get("metrics")),
-        "best_layers": lambda: best_layers(scores, out.get("metrics")),
         "agreement": lambda: agreement(profile_sets),
-        "closest_baseline": lambda: closest_baselines(out.get("agreement"), kinds),
         "dimensionality": lambda: dimensionality(profile_sets),
         "residualized": lambda: residualized_retrieval(
             profile_sets, well_cell_counts=well_cell_counts,
             phenotype_classes=phenotype_classes, log=log),
-        "residualization_panels": lambda: residualization_panels(out.get("residualized"),
-                                                                 kinds),
         "assay_confounds": _assays,
         "phenotype_classes": lambda: class_capture(per_perturbation, phenotype_classes),
-        "per_perturbation_differential": lambda: per_perturbation_table(
-            scores, per_perturbation, out.get("metrics")),
-        # last: it reads the tables above (a failed one is empty, and says so by absence)
+        # last in DIAGNOSTICS: it reads the tables above (a failed one is empty, and says
+        # so by absence)
         "findings": lambda: findings(
             scores, out.get("beyond_baseline"), out.get("metrics"),
             per_perturbation=per_perturbation, assay_confounds=out.get("assay_confounds"),
@@ -272,7 +265,10 @@ def run_diagnostics(
             dimensionality=out.get("dimensionality"),
             design=design_summary(_well_meta(profile_sets))),
     }
-    out: dict[str, pd.DataFrame] = {}
+    # the report's derived tables, as derived_tables computes them, reading ``out`` as it
+    # fills (each runs after the tables it reads: the order of DIAGNOSTICS)
+    own.update(_derived_steps(scores, per_perturbation, out, kinds))
+    steps = {name: own[name] for name in DIAGNOSTICS}
     timings: dict[str, float] = {}
     for name, fn in steps.items():
         t = time.perf_counter()
@@ -299,6 +295,31 @@ def run_diagnostics(
     return out
 
 
+def _derived_steps(scores: pd.DataFrame, per_perturbation: pd.DataFrame | None,
+                   tables: Mapping[str, pd.DataFrame], kinds: Mapping[tuple[str, str], str],
+                   lower_is_better: Iterable = ()) -> dict[str, Callable[[], pd.DataFrame]]:
+    """The five tables the report draws from ``scores`` and the tables already computed,
+    each as a call that reads ``tables`` (``metrics``, ``agreement``, ``residualized``)
+    when it runs: shared by :func:`run_diagnostics` (as its steps) and
+    :func:`derived_tables`."""
+    from baselens.diagnose.agreement import closest_baselines
+    from baselens.diagnose.confounds import residualization_panels
+    from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
+    from baselens.diagnose.layers import best_layers
+
+    return {
+        "best_baseline": lambda: best_baseline_table(
+            scores, tables.get("metrics"), lower_is_better=lower_is_better),
+        "best_layers": lambda: best_layers(scores, tables.get("metrics"),
+                                           lower_is_better=lower_is_better),
+        "closest_baseline": lambda: closest_baselines(tables.get("agreement"), kinds),
+        "residualization_panels": lambda: residualization_panels(tables.get("residualized"),
+                                                                 kinds),
+        "per_perturbation_differential": lambda: per_perturbation_table(
+            scores, per_perturbation, tables.get("metrics"), lower_is_better=lower_is_better),
+    }
+
+
 def derived_tables(scores: pd.DataFrame, per_perturbation: pd.DataFrame | None,
                    tables: Mapping[str, pd.DataFrame],
                    tissue_methods: pd.DataFrame | None = None, *,
@@ -317,24 +338,14 @@ def derived_tables(scores: pd.DataFrame, per_perturbation: pd.DataFrame | None,
     (:func:`baselens.diagnose.tissue.is_tissue_run`), ``tissue_inputs`` and
     ``findings`` with the ``tissue`` rows appended after the run's other findings. Used by
     the tissue pipeline and ``baselens compare``; :func:`run_diagnostics` computes the
-    first five as steps of its own.
+    first five as steps of its own (both from :func:`_derived_steps`).
     """
-    from baselens.diagnose.agreement import closest_baselines
-    from baselens.diagnose.confounds import residualization_panels
-    from baselens.diagnose.differential import best_baseline_table, per_perturbation_table
     from baselens.diagnose.findings import FINDINGS_COLUMNS
-    from baselens.diagnose.layers import best_layers
     from baselens.diagnose.tissue import is_tissue_run, tissue_findings, tissue_inputs
 
-    metrics = tables.get("metrics")
-    kinds = method_kinds(scores)
-    out = {"best_baseline": best_baseline_table(scores, metrics,
-                                                lower_is_better=lower_is_better),
-           "best_layers": best_layers(scores, metrics, lower_is_better=lower_is_better),
-           "closest_baseline": closest_baselines(tables.get("agreement"), kinds),
-           "residualization_panels": residualization_panels(tables.get("residualized"), kinds),
-           "per_perturbation_differential": per_perturbation_table(
-               scores, per_perturbation, metrics, lower_is_better=lower_is_better)}
+    steps = _derived_steps(scores, per_perturbation, tables, method_kinds(scores),
+                           lower_is_better)
+    out = {name: fn() for name, fn in steps.items()}
     if is_tissue_run(scores, tissue_methods):
         mods = tissue_inputs(scores, tissue_methods)
         out["tissue_inputs"] = mods
