@@ -717,13 +717,16 @@ def _resid_rows(res: pd.DataFrame | None, kinds: dict) -> list[dict]:
     by = r.groupby(["method", "layer", "confound", "phenotype_class"])["value"].mean()
     allc = r.groupby(["method", "layer", "confound"])["value"].mean()
     has_classes = (r["phenotype_class"] != "").any()
+    keys = list(dict.fromkeys(zip(r["method"], r["layer"])))
+    # a representation scores.parquet does not list takes the kind of its method's first row
+    first = (r.drop_duplicates("method").set_index("method")["method_kind"]
+             if "method_kind" in r.columns else None)
+    kind_of = {k: kinds.get(k, first[k[0]] if first is not None else "model") for k in keys}
     out = []
     for conf in [c for c in pd.unique(r["confound"]) if c != "none"]:
         chosen = []
         for kind in ("reference", "model", "baseline"):
-            cand = [k for k in dict.fromkeys(zip(r["method"], r["layer"]))
-                    if kinds.get(k, r.loc[(r["method"] == k[0]), "method_kind"].iloc[0]
-                                 if "method_kind" in r.columns else "model") == kind
+            cand = [k for k in keys if kind_of[k] == kind
                     and (*k, "none") in allc.index and (*k, conf) in allc.index]
             if cand:
                 chosen.append((max(cand, key=lambda k: allc[(*k, "none")]), kind))
