@@ -8,9 +8,10 @@ Similarity-ranking agreement (arXiv 2603.13377, Fig. 1b)
     For each representation, the cosine similarity of every pair of perturbations
     ``s_ij = <x_i, x_j> / (|x_i| |x_j|)``, ``i < j``. The agreement of two representations
     is the Spearman correlation of their ``s_ij`` over all pairs: 1 when both rank the
-        pairs identically, ≈ 0 when their rankings are unrelated. “Deep Learning for BioImaging:
-    What Are We Learning?” (arXiv 2603.13377, ICML 2026) found pretrained and untrained ViTs
-    ranking gene pairs almost identically — they exploit the same relational signal.
+    pairs identically, ≈ 0 when their rankings are unrelated. “Deep Learning for
+    BioImaging: What Are We Learning?” (arXiv 2603.13377, ICML 2026) found pretrained and
+    untrained ViTs ranking gene pairs almost identically — they exploit the same
+    relational signal.
 
 Linear CKA (Kornblith et al. 2019, "Similarity of neural network representations
 revisited", ICML)

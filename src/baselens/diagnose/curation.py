@@ -6,7 +6,7 @@ count before crediting a representation with predicting it (recommendations 1–
 
 1. compare the cell count of actives and inactives with a two-sided t-test
    (``t_statistic``, ``p_value``; here Welch's unequal-variance test on every compound
-  — Seal et al. instead subsampled the larger group to the smaller one's size and used
+   — Seal et al. instead subsampled the larger group to the smaller one's size and used
    Student's test, which is ``balanced=True, equal_var=True``);
 2. threshold the cell count at every cut-off and keep the best balanced accuracy
    (:func:`baselens.evaluate.bioactivity.threshold_sweep_balanced_accuracy`, Eq. 1 of
