@@ -207,25 +207,6 @@ def _findings(f: pd.DataFrame | None) -> pd.DataFrame | None:
     return f
 
 
-_VERDICT_WORDS = {"beats": "beats it", "worse": "is worse than it",
-                  "not distinguishable": "is not distinguishable from it",
-                  "no baseline": "has no baseline to compare with",
-                  "not tested": "was not tested against it"}
-
-
-def _ci_text(r) -> str:
-    """`` (95 % CI [a, b], p_adj = …, n pairs)`` of a verdict row, or ``""``."""
-    lo, hi, padj = r.get("ci_low"), r.get("ci_high"), r.get("p_adjusted")
-    if _isnan(lo) or _isnan(hi):
-        return ""
-    n = r.get("n_paired")
-    over = str(r.get("paired_over") or "")
-    pairs = (f", {int(n)} {over}{'s' if int(n) != 1 else ''}" if not _isnan(n) and over
-             else "")
-    p = "" if _isnan(padj) else f", p<sub>adj</sub> {_fmt_p(padj)}"
-    return f"paired 95 % CI [{_fmt(lo, signed=True)}, {_fmt(hi, signed=True)}]{p}{pairs}"
-
-
 _SHORT = {"perturbations": "{v:g} perturbations", "replicates": "{v:g} replicates (median)",
           "plates": "one plate"}
 
@@ -280,7 +261,7 @@ def _verdict_table(ctx: S.Ctx, cols: list[str]) -> str:
             "</table></div>")
 
 
-def _summary_html(ctx: S.Ctx, agg: pd.DataFrame) -> str:
+def _summary_html(ctx: S.Ctx) -> str:
     """The top of the page: confound callouts, the verdict of every model at the strictest
     level formed and at NR, sample-size caveats and other findings — every sentence from
     ``diagnostics/findings.parquet``."""
@@ -616,8 +597,7 @@ def _perpert_html(diff: pd.DataFrame | None, per_pert: pd.DataFrame | None,
     return html_, len(figs)
 
 
-def _footer_html(agg: pd.DataFrame, lower: set[str]) -> str:
-    notes = {m: METHOD_NOTES[m] for m in pd.unique(agg["method"]) if m in METHOD_NOTES}
+def _footer_html(lower: set[str]) -> str:
     direction = ("All metrics are higher-is-better" if not lower else
                  "All metrics are higher-is-better except "
                  + ", ".join(f"<code>{_esc(m)}</code>" for m in sorted(lower))
@@ -906,7 +886,7 @@ def render_report(
             pc = S.class_table(ctx, phenotype_classes_from_per_pert(per_perturbation, phenotypes))
             pc_source = ("per-perturbation replicate mAP averaged within each class of the "
                          "screen's ground truth (no diagnostics/phenotype_classes.parquet)")
-        body.append(_summary_html(ctx, agg))
+        body.append(_summary_html(ctx))
         body.append(_section("leaderboard", _leaderboard_section(
             agg, beyond, headline, ctx, _pvalue_map(beyond), n_levels, kinds, metric_kinds)))
         body.append(tissue_html)
@@ -940,7 +920,7 @@ def render_report(
                        "compare against (per_perturbation.parquet absent or empty).</p>")
         body.append(_section("perturbations", pp_html))
         body.append(_section("assays", S.assays_html(ctx, diag.get("assay_confounds"))))
-    body.append(_footer_html(agg, lower))
+    body.append(_footer_html(lower))
 
     css = _asset("report.css")
     js = _asset("report.js")

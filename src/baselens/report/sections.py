@@ -109,17 +109,6 @@ class Ctx:
         pos = {k: i for i, k in enumerate(self.order)}
         return sorted(keys, key=lambda k: (pos.get(k, len(pos)), k))
 
-    def headline_beyond(self, key: tuple[str, str]):
-        """``(task, row)`` of ``beyond`` for representation ``key`` on each task's headline
-        metric and level, where its improvement over the best baseline is defined."""
-        b = self.beyond
-        mine = b[(b["method"] == key[0]) & (b["layer"] == key[1])]
-        for task, metric in self.headline.items():
-            r = mine[(mine["task"] == task) & (mine["metric"] == metric)
-                     & (mine["batch_level"] == self.levels.get(task))]
-            if not r.empty and not _isnan(r["improvement"].iloc[0]):
-                yield task, r.iloc[0]
-
     def headline_rows(self, task: str) -> pd.DataFrame:
         a = self.agg
         return a[(a["task"] == task) & (a["metric"] == self.headline.get(task))

@@ -84,14 +84,6 @@ INPUT_COLOURS = {
     "reference": "#e69f00",
     "null": "#cc79a7",
 }
-MODALITY_NAMES = {
-    "structure": "structure only (cell positions)",
-    "count": "cell count",
-    "image": "image (H&E pixels)",
-    "pixel": "pixel statistics",
-    "reference": "ground truth (upper bound)",
-    "null": "random (chance)",
-}
 
 
 def read_tissue_tables(diag_dir: str | Path) -> dict[str, pd.DataFrame]:
