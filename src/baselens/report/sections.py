@@ -9,6 +9,7 @@ Every function copes with its table being absent or empty.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,17 @@ class Ctx:
         for k, v in eq.items():
             f = f[f[k].astype(str) == str(v)]
         return f
+
+    @cached_property
+    def _means(self) -> dict[tuple[str, str, str, str, str], float]:
+        a = self.agg
+        return dict(zip(zip(a["task"], a["batch_level"], a["metric"], a["method"], a["layer"]),
+                        a["value_mean"]))
+
+    def mean(self, task: str, level: str | None, metric: str, key: tuple[str, str]) -> float:
+        """Mean ``metric`` of representation ``key`` (method, layer) on ``task`` at
+        ``level`` (NaN when it was not scored): a look-up in ``agg``, indexed once."""
+        return float(self._means.get((task, level, metric, *key), float("nan")))
 
     def kind(self, method: str, layer: str = "default") -> str:
         k = self.kinds.get((method, layer))

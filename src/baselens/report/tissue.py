@@ -187,12 +187,7 @@ def _best_of(tm: pd.DataFrame, kind_of_input: str) -> tuple[tuple[str, str] | No
 
 def _score(ctx, task: str, key: tuple[str, str] | None, metric: str) -> float:
     """The mean ``metric`` of ``key`` at the task's shown level (a look-up)."""
-    if key is None:
-        return float("nan")
-    a = ctx.agg
-    v = a[(a["task"] == task) & (a["metric"] == metric) & (a["batch_level"] == ctx.levels.get(task))
-          & (a["method"] == key[0]) & (a["layer"] == key[1])]["value_mean"]
-    return float(v.iloc[0]) if len(v) else float("nan")
+    return float("nan") if key is None else ctx.mean(task, ctx.levels.get(task), metric, key)
 
 
 # --------------------------------------------------------------------------- figures
