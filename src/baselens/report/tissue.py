@@ -315,7 +315,7 @@ def _legend(items: list[tuple[str, str]]) -> str:
 
 
 # --------------------------------------------------------------------------- panels
-def _genes_panel(ctx, task, pp, tm, drivers) -> str:
+def _genes_panel(ctx, task, gv, tm, drivers) -> str:
     img, img_v = _best_of(tm, "image")
     st, st_v = _best_of(tm, "structure")
     fid = _slug("tissue-genes", task)
@@ -323,7 +323,7 @@ def _genes_panel(ctx, task, pp, tm, drivers) -> str:
         missing = " and ".join(w for w, k in (("image", img), ("structure-only", st)) if k is None)
         return (f'<figure id="{_esc(fid)}"><p class="absent">No {missing} representation was '
                 "scored on this task, so there is no gene-wise comparison.</p></figure>")
-    pts = _gene_pairs(_gene_values(pp, task, ctx.levels[task]), img, st, drivers)
+    pts = _gene_pairs(gv, img, st, drivers)
     il, sl = _method_label(*img), _method_label(*st)
     svg = gene_scatter_svg(pts, x_label=f"best image model: {il} (Pearson r)",
                            y_label=f"best structure model: {sl} (r)",
@@ -349,7 +349,7 @@ def _genes_panel(ctx, task, pp, tm, drivers) -> str:
             f"{by}</figcaption>{leg}</figure>")
 
 
-def _count_panel(ctx, task, pp, tm, drivers) -> str:
+def _count_panel(ctx, task, gv, tm, drivers) -> str:
     mods = _inputs(tm)
     a = ctx.agg
     lvl = ctx.levels[task]
@@ -388,7 +388,7 @@ def _count_panel(ctx, task, pp, tm, drivers) -> str:
     cnt, cnt_v = _best_of(tm, "count")
     st, _ = _best_of(tm, "structure")
     if cnt is not None and st is not None:
-        pts = _gene_pairs(_gene_values(pp, task, lvl), cnt, st, drivers)
+        pts = _gene_pairs(gv, cnt, st, drivers)
         cl, sl = _method_label(*cnt), _method_label(*st)
         svg2 = gene_scatter_svg(pts, x_label=f"cell count: {cl} (Pearson r)",
                                 y_label=f"structure: {sl} (r)",
@@ -486,9 +486,10 @@ def tissue_section_html(ctx, per_perturbation: pd.DataFrame | None,
                          "each input, decided by the diagnostics) is not in this run folder"
                          " for this task; rerun the run to write it.</p></div>")
             continue
+        gv = _gene_values(per_perturbation, task, ctx.levels[task])  # both scatters' genes
         parts.append(head + '<div class="figgrid">'
-                     + _genes_panel(ctx, task, per_perturbation, tm, drivers)
-                     + _count_panel(ctx, task, per_perturbation, tm, drivers)
+                     + _genes_panel(ctx, task, gv, tm, drivers)
+                     + _count_panel(ctx, task, gv, tm, drivers)
                      + "</div>" + _drivers_panel(ctx, task, tm, drivers) + "</div>")
     return ('<section class="block" id="tissue"><h2>Tissue: genes, cell count and structure'
             f"</h2>{''.join(parts)}</section>")
