@@ -350,17 +350,15 @@ def findings_html(rows: pd.DataFrame, cls: str) -> str:
 
 
 def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: str,
-                      pvals: Mapping | None = None, lower: Iterable = (),
-                      best: Mapping | None = None) -> str:
+                      lower: Iterable = (), best: Mapping | None = None) -> str:
     """One sortable table: rows = method/layer, columns = score and margin per metric.
 
-    ``pvals`` maps ``(method, layer, metric)`` to ``(p_adjusted, n_paired, paired_over,
-    verdict)`` (from ``diagnostics/beyond_baseline.parquet``); the margin cell then shows
-    the adjusted p-value, and is green only for ``verdict == "beats"`` (red for "worse").
-    ``best`` maps a metric to the ``(method, layer)`` of its best baseline as the
-    diagnostics named it (:attr:`baselens.report.sections.Ctx.best`), marked ★.
+    The margin cell is the model's row of ``beyond_tl`` (``diagnostics/beyond_baseline.
+    parquet``): model − best baseline with the adjusted p-value of the paired test, green
+    only for ``verdict == "beats"`` (red for "worse"). ``best`` maps a metric to the
+    ``(method, layer)`` of its best baseline as the diagnostics named it
+    (:attr:`baselens.report.sections.Ctx.best`), marked ★.
     """
-    pvals = pvals or {}
     metrics = list(pd.unique(agg_tl["metric"]))
     if not metrics:  # e.g. a batch level at which none of the task's main metrics was scored
         return '<p class="tablenote">No headline metric was scored at this batch level.</p>'
@@ -435,15 +433,15 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
                     cls = {"beats": "pos", "worse": "neg"}.get(str(g.verdict), "")
                     ratio = (_fmt_ratio(g.ratio)
                              if g.best_baseline_mean > 0 and g.value_mean >= 0 else "")
-                    pv = pvals.get((r.method, r.layer, metric))
                     ptxt = ""
-                    if pv is not None and not _isnan(pv[0]):
-                        over = f" {pv[2]}s" if pv[2] else ""
-                        ntxt = f" over {int(pv[1])}{over}" if not _isnan(pv[1]) else ""
+                    if not _isnan(g.p_adjusted):
+                        over = "" if _isnan(g.paired_over) else str(g.paired_over)
+                        over = f" {over}s" if over else ""
+                        ntxt = f" over {int(g.n_paired)}{over}" if not _isnan(g.n_paired) else ""
                         ptxt = (f'<span class="pval" title="paired Wilcoxon signed-rank test'
                                 f'{_esc(ntxt)}, Benjamini–Hochberg adjusted over the run; '
                                 f'verdict: {_esc(g.verdict)}">p<sub>adj</sub> '
-                                f'{_esc(_fmt_p(pv[0]))}</span>')
+                                f'{_esc(_fmt_p(g.p_adjusted))}</span>')
                     cells.append(
                         f'<td class="num" data-value="{float(g.improvement)!r}" '
                         f'data-verdict="{_esc(g.verdict)}" title="{_esc(g.verdict)}">'
@@ -716,16 +714,6 @@ def _main_metrics(metrics: list[str], headline: str, kinds: dict | None = None) 
     return out[:MAX_MAIN_METRICS]
 
 
-def _pvalue_map(bb: pd.DataFrame) -> dict:
-    if bb is None or bb.empty:
-        return {}
-    n = bb["n_paired"]
-    over = bb["paired_over"].fillna("").astype(str)
-    return {(t, lv, m, la, me): (p, nn, o, v) for t, lv, m, la, me, p, nn, o, v in zip(
-        bb["task"], bb["batch_level"], bb["method"], bb["layer"], bb["metric"],
-        bb["p_adjusted"], n, over, bb["verdict"])}
-
-
 def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str) -> str:
     """Every other metric of a task at every level: rows (metric, level), columns methods."""
     rest = at[~at["metric"].isin(main) | (at["batch_level"] != at["_hl"])]
@@ -750,18 +738,20 @@ def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str)
             "</details>")
 
 
-def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
-                         metric_kinds=None) -> str:
+def _leaderboard_section(ctx: S.Ctx, n_levels: int, metric_kinds: Mapping | None = None
+                         ) -> str:
+    agg, headline = ctx.agg, ctx.headline
     parts = ['<p class="lead">Per task, the strictest batch level formed first and NR beside '
              "it (scores are means over folds and seeds; ★ marks the best baseline of each metric; the "
              "<em>beyond best baseline</em> column is model − best baseline, with the ratio and, "
              "where the diagnostics paired the comparison, a Wilcoxon p-value). Click a heading "
              "to sort; other batch levels and sub-metrics are folded under each table.</p>",
-             _legend_html(kinds)]
+             _legend_html(set(agg["method_kind"]))]
     nav = []
     open_bars = True  # the first task's chart is open, the others folded
     for task in pd.unique(agg["task"]):
         at = agg[agg["task"] == task]
+        bt = ctx.beyond[ctx.beyond["task"] == task]
         hl = ctx.levels[task]
         main = _main_metrics(list(pd.unique(at["metric"])), headline[task],
                              {m: k for (t, m), k in (metric_kinds or {}).items() if t == task})
@@ -774,13 +764,10 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
 
         def table(level: str) -> str:
             atl = at[(at["batch_level"] == level) & at["metric"].isin(main)]
-            btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == level)
-                         & beyond["metric"].isin(main)]
-            pv = {(m, la, me): v for (t, lv, m, la, me), v in pvals.items()
-                  if t == task and lv == level}
+            btl = bt[(bt["batch_level"] == level) & bt["metric"].isin(main)]
             low = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
             best = {m: ctx.best[(task, level, m)] for m in main if (task, level, m) in ctx.best}
-            return _leaderboard_html(atl, btl, _slug("table", task, level), pv, low, best)
+            return _leaderboard_html(atl, btl, _slug("table", task, level), low, best)
 
         shown = [lv for lv in ctx.shown.get(task, [hl]) if lv in set(levels)] or [hl]
         beside = ["NR"] if "NR" in shown and hl != "NR" else []
@@ -790,7 +777,7 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
             + (" (strictest formed)" if lv == hl and len(shown) > 1 else "")
             + "</h4>" + table(lv) + "</div>" for lv in [hl, *beside]) + "</div>")
         atl = at[(at["batch_level"] == hl) & (at["metric"] == headline[task])]
-        btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == hl)]
+        btl = bt[bt["batch_level"] == hl]
         best_hl = {m: k for (t, lv, m), k in ctx.best.items() if t == task and lv == hl}
         body.append(f'<details class="bars"{" open" if open_bars else ""}><summary>Bar chart: '
                     f"{_esc(_metric_label(headline[task]))} at {_esc(hl)}</summary>"
@@ -847,7 +834,6 @@ def render_report(
     beyond = _verdicts(diag.get("beyond_baseline"))
     tasks = list(pd.unique(agg["task"]))
     n_levels = agg["batch_level"].nunique()
-    kinds = set(agg["method_kind"])
     headline = _headline_metrics(agg, decl)
     ctx = S.Ctx.build(agg, beyond, lower, headline, _findings(diag.get("findings")),
                       diag.get("best_baseline"), diag.get("best_layers"))
@@ -887,8 +873,7 @@ def render_report(
             pc_source = ("per-perturbation replicate mAP averaged within each class of the "
                          "screen's ground truth (no diagnostics/phenotype_classes.parquet)")
         body.append(_summary_html(ctx))
-        body.append(_section("leaderboard", _leaderboard_section(
-            agg, beyond, headline, ctx, _pvalue_map(beyond), n_levels, kinds, metric_kinds)))
+        body.append(_section("leaderboard", _leaderboard_section(ctx, n_levels, metric_kinds)))
         body.append(tissue_html)
         body.append(_section("batch-levels", S.batch_levels_html(ctx)))
         body.append(_section("layers", S.layers_html(ctx)))
