@@ -53,8 +53,8 @@ class Ctx:
     beyond: pd.DataFrame
     lower: set[str]
     headline: dict[str, str]  # task → headline metric
-    levels: dict[str, str] = field(default_factory=dict)  # task → headline batch level
-    order: list[tuple[str, str]] = field(default_factory=list)  # (method, layer) display order
+    #: (method, layer) → method kind, in display order (references, models, baselines,
+    #: nulls; in order of first appearance within a kind)
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     findings: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: task → the distinct levels shown, strictest first (identical levels folded together)
@@ -79,16 +79,24 @@ class Ctx:
         for t, g in agg.groupby("task", sort=False):  # a folder without findings: every level
             if not shown.get(t):
                 shown[t] = order_levels(g["batch_level"])[::-1]
-        # the default view of a task: its strictest distinct level (findings "levels")
-        levels = {t: v[0] for t, v in shown.items()}
         pairs = agg[["method", "layer", "method_kind"]].drop_duplicates(["method", "layer"])
         first = {m: i for i, m in enumerate(pd.unique(pairs["method"]))}
         rows = sorted(pairs.itertuples(index=False),
                       key=lambda r: (_KIND_ORDER.get(r.method_kind, 1), first[r.method]))
-        order = [(r.method, r.layer) for r in rows]
         kinds = {(r.method, r.layer): r.method_kind for r in rows}
-        return cls(agg, beyond, lower, headline, levels, order, kinds, f, shown,
+        return cls(agg, beyond, lower, headline, kinds, f, shown,
                    best_baseline_map(beyond, best_baseline), best_layer_map(best_layer_table))
+
+    @cached_property
+    def levels(self) -> dict[str, str]:
+        """task → the default view of the task: its strictest distinct level (the first of
+        :attr:`shown`)."""
+        return {t: v[0] for t, v in self.shown.items()}
+
+    @cached_property
+    def order(self) -> list[tuple[str, str]]:
+        """(method, layer) in display order (the keys of :attr:`kinds`)."""
+        return list(self.kinds)
 
     def rows(self, kind: str, **eq) -> pd.DataFrame:
         """Findings of one kind (``diagnostics/findings.parquet``), filtered by equality."""
