@@ -79,6 +79,7 @@ from baselens.report.common import (  # noqa: F401  (re-exported for callers and
 from baselens.report.figures import bar_chart_svg, scatter_svg  # noqa: F401
 from baselens.report.inputs import (
     BEYOND_COLUMNS,
+    DIAGNOSTICS,
     coerce_numeric,
     display_means,
     find_phenotypes,
@@ -967,11 +968,10 @@ def write_report(
         raise FileNotFoundError(f"no scores.parquet in {run_dir}")
     scores = pd.read_parquet(scores_path)
     per_pert = read_table(run_dir / "per_perturbation.parquet")
-    diag = read_diagnostics(Path(diagnostics_dir) if diagnostics_dir else run_dir / "diagnostics")
-    from baselens.report.tissue import read_tissue_tables  # tissue runs' gene/method tables
+    from baselens.report.tissue import TABLES as TISSUE_TABLES  # tissue runs' gene/input tables
 
-    diag.update(read_tissue_tables(Path(diagnostics_dir) if diagnostics_dir
-                                   else run_dir / "diagnostics"))
+    diag = read_diagnostics(Path(diagnostics_dir) if diagnostics_dir else run_dir / "diagnostics",
+                            (*DIAGNOSTICS, *TISSUE_TABLES))
     if phenotypes is None:
         phenotypes = find_phenotypes(run_dir)
     page = render_report(

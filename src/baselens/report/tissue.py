@@ -36,7 +36,6 @@ count-matched dumbbells.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
@@ -55,9 +54,10 @@ from baselens.report.common import (
 from baselens.report.figures import dumbbell_svg
 
 __all__ = ["DRIVER_COLOURS", "INPUT_COLOURS", "TABLES", "is_tissue_run",
-           "read_tissue_tables", "tissue_section_html"]
+           "tissue_section_html"]
 
-#: Extra tables the tissue pipeline writes under ``diagnostics/``.
+#: Extra tables the tissue pipeline writes under ``diagnostics/`` (``write_report`` reads
+#: them with the diagnostics).
 TABLES = ("tissue_genes", "tissue_methods", "tissue_inputs")
 
 #: Planted drivers of synthetic genes, in display order, with their colours (Okabe–Ito).
@@ -84,20 +84,6 @@ INPUT_COLOURS = {
     "reference": "#e69f00",
     "null": "#cc79a7",
 }
-
-
-def read_tissue_tables(diag_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """``{name: table}`` for the :data:`TABLES` present in ``diag_dir`` (a run's
-    ``diagnostics/``)."""
-    out = {}
-    for name in TABLES:
-        p = Path(diag_dir) / f"{name}.parquet"
-        if p.exists():
-            try:
-                out[name] = pd.read_parquet(p)
-            except Exception:  # noqa: BLE001 - a damaged extra table must not cost the report
-                continue
-    return out
 
 
 def _pearson_tasks(ctx) -> list[str]:
