@@ -51,7 +51,7 @@ from baselens.report.common import (
     _text_width,
     _truncate,
 )
-from baselens.report.figures import dumbbell_svg
+from baselens.report.figures import dumbbell_svg, square_axes
 
 __all__ = ["DRIVER_COLOURS", "INPUT_COLOURS", "TABLES", "is_tissue_run",
            "tissue_section_html"]
@@ -187,35 +187,13 @@ def gene_scatter_svg(points: pd.DataFrame, *, x_label: str, y_label: str, title:
     size, ml, mb, mt, mr = 420.0, 54.0, 46.0, 14.0, 18.0
     pw = size - ml - mr
     ticks = _domain(list(d["x"]) + list(d["y"]))
-    d0, d1 = ticks[0], ticks[-1]
-
-    def sx(v: float) -> float:
-        return ml + pw * (float(v) - d0) / (d1 - d0)
-
-    def sy(v: float) -> float:
-        return mt + pw - pw * (float(v) - d0) / (d1 - d0)
-
+    sx, sy, grid, frame = square_axes(ticks, ml, mt, pw, zero_stroke="#cbd2d9")
     out = [f'<svg viewBox="0 0 {size:.0f} {mt + pw + mb:.0f}" role="img" '
-           f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>']
-    for t in ticks:
-        out.append(
-            f'<line x1="{sx(t):.1f}" y1="{mt:.1f}" x2="{sx(t):.1f}" y2="{mt + pw:.1f}" '
-            f'stroke="{"#cbd2d9" if t == 0 else "#eef0f3"}"/>'
-            f'<line x1="{ml:.1f}" y1="{sy(t):.1f}" x2="{ml + pw:.1f}" y2="{sy(t):.1f}" '
-            f'stroke="{"#cbd2d9" if t == 0 else "#eef0f3"}"/>'
-            f'<text x="{sx(t):.1f}" y="{mt + pw + 15:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="middle">{_esc(_fmt_tick(t, ticks))}</text>'
-            f'<text x="{ml - 6:.1f}" y="{sy(t) + 4:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="end">{_esc(_fmt_tick(t, ticks))}</text>')
-    out.append(
-        f'<rect x="{ml:.1f}" y="{mt:.1f}" width="{pw:.1f}" height="{pw:.1f}" fill="none" '
-        f'stroke="#cbd2d9"/>'
-        f'<line x1="{sx(d0):.1f}" y1="{sy(d0):.1f}" x2="{sx(d1):.1f}" y2="{sy(d1):.1f}" '
-        f'stroke="#52606d" stroke-width="1.2" stroke-dasharray="5 4"/>'
-        f'<text x="{ml + pw / 2:.1f}" y="{mt + pw + 34:.1f}" font-size="11.5" fill="#3e4c59" '
-        f'text-anchor="middle">{_esc(_truncate(x_label, 60))}</text>'
-        f'<text transform="translate(14,{mt + pw / 2:.1f}) rotate(-90)" font-size="11.5" '
-        f'fill="#3e4c59" text-anchor="middle">{_esc(_truncate(y_label, 50))}</text>')
+           f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>', grid, frame,
+           f'<text x="{ml + pw / 2:.1f}" y="{mt + pw + 34:.1f}" font-size="11.5" fill="#3e4c59" '
+           f'text-anchor="middle">{_esc(_truncate(x_label, 60))}</text>'
+           f'<text transform="translate(14,{mt + pw / 2:.1f}) rotate(-90)" font-size="11.5" '
+           f'fill="#3e4c59" text-anchor="middle">{_esc(_truncate(y_label, 50))}</text>']
     if d.empty:
         out.append(f'<text x="{ml + pw / 2:.1f}" y="{mt + pw / 2:.1f}" font-size="12" '
                    f'fill="#9aa5b1" text-anchor="middle">no gene with both values</text></svg>')
