@@ -843,15 +843,16 @@ def render_report(
     sub = (f"{n_methods} method{'s' if n_methods != 1 else ''}/layers · {len(tasks)} "
            f"task{'s' if len(tasks) != 1 else ''}"
            + (f" · {n_levels} batch levels" if n_levels > 1 else ""))
-    toc = "".join(f'<a href="#{sid}">{_esc(label)}</a>' for sid, label in SECTIONS)
     # tissue runs (gene expression scored by Pearson r): the panels of baselens.report.tissue
     tissue_html = ""
     if not agg.empty and (agg["metric"] == "pearson").any():
         from baselens.report import tissue as T
 
         tissue_html = T.tissue_section_html(ctx, per_perturbation, diag)
-        if tissue_html:
-            toc = toc.replace('Leaderboard</a>', 'Leaderboard</a><a href="#tissue">Tissue</a>', 1)
+    entries = list(SECTIONS)
+    if tissue_html:  # the tissue section follows the leaderboard
+        entries.insert(entries.index(("leaderboard", "Leaderboard")) + 1, ("tissue", "Tissue"))
+    toc = "".join(f'<a href="#{sid}">{_esc(label)}</a>' for sid, label in entries)
     body = [
         '<header class="hero"><div class="eyebrow">baselens · signal beyond baselines</div>',
         f"<h1>{_esc(title)}</h1>",
