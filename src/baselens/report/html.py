@@ -74,6 +74,7 @@ from baselens.report.common import (  # noqa: F401  (re-exported for callers and
     _tag,
     _task_label,
     is_secondary_metric,
+    legend_html,
     order_levels,
 )
 from baselens.report.figures import bar_chart_svg, scatter_svg  # noqa: F401
@@ -464,22 +465,13 @@ def _fmt_p(p: float) -> str:
 
 
 def _legend_html(kinds: set[str]) -> str:
-    items = [
-        f'<span><span class="sw" style="background:{KIND_COLOURS["baseline"]}"></span>baseline</span>',
-        f'<span><span class="sw" style="background:{KIND_COLOURS["best_baseline"]}"></span>'
-        "best baseline</span>",
-    ]
-    if "model" in kinds:
-        items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["model"]}"></span>'
-                     "learned model</span>")
-    if "reference" in kinds:
-        items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["reference"]}">'
-                     "</span>reference (upper bound)</span>")
-    if "null" in kinds:
-        items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["null"]}">'
-                     "</span>null (chance level)</span>")
-    items.append('<span><span class="sw dash"></span>best-baseline level</span>')
-    return f'<div class="legend">{"".join(items)}</div>'
+    items = [("baseline", KIND_COLOURS["baseline"]),
+             ("best baseline", KIND_COLOURS["best_baseline"])]
+    items += [(label, KIND_COLOURS[k]) for k, label in (
+        ("model", "learned model"), ("reference", "reference (upper bound)"),
+        ("null", "null (chance level)")) if k in kinds]
+    return legend_html(items,
+                       extra='<span><span class="sw dash"></span>best-baseline level</span>')
 
 
 def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, level: str,

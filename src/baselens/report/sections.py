@@ -29,6 +29,7 @@ from baselens.report.common import (
     _task_label,
     headline_level,
     is_untrained,
+    legend_html,
     order_levels,
     trailing_int,
     trained_name,
@@ -163,12 +164,10 @@ def _best_baseline_of(ctx: Ctx, task: str, level: str, metric: str):
     return (b[0], b[1]), b[2]
 
 
-def _kind_legend(kinds: set[str], extra: str = "") -> str:
+def _kind_legend(kinds: set[str]) -> str:
     names = [("baseline", "baselines"), ("model", "learned models"),
              ("reference", "reference (upper bound)"), ("null", "null (chance level)")]
-    items = [f'<span><span class="sw line" style="background:{KIND_COLOURS[k]}"></span>{t}</span>'
-             for k, t in names if k in kinds]
-    return f'<div class="legend">{"".join(items)}{extra}</div>'
+    return legend_html([(t, KIND_COLOURS[k]) for k, t in names if k in kinds], swatch="sw line")
 
 
 # --------------------------------------------------------------------------- batch levels

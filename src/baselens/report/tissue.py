@@ -50,6 +50,7 @@ from baselens.report.common import (
     _slug,
     _text_width,
     _truncate,
+    legend_html,
 )
 from baselens.report.figures import dumbbell_svg, square_axes
 
@@ -272,12 +273,6 @@ def grouped_bars_svg(groups: list[str], series: list[tuple[str, str]],
     return "".join(out)
 
 
-def _legend(items: list[tuple[str, str]]) -> str:
-    return ('<div class="legend">' + "".join(
-        f'<span><span class="sw" style="background:{c}"></span>{_esc(t)}</span>'
-        for t, c in items) + "</div>")
-
-
 # --------------------------------------------------------------------------- panels
 def _genes_panel(ctx, task, gv, tm, drivers) -> str:
     img, img_v = _best_of(tm, "image")
@@ -293,7 +288,7 @@ def _genes_panel(ctx, task, gv, tm, drivers) -> str:
                            y_label=f"best structure model: {sl} (r)",
                            title=f"{task}: per gene, {sl} vs {il}")
     k = int((pts["y"] > pts["x"]).sum())
-    leg = _legend([(d, c) for d, c in DRIVER_COLOURS.items() if d in set(drivers.values())]) \
+    leg = legend_html([(d, c) for d, c in DRIVER_COLOURS.items() if d in set(drivers.values())]) \
         if drivers else ""
     by = ""
     if drivers and len(pts):
@@ -423,7 +418,7 @@ def _drivers_panel(ctx, task, tm, drivers) -> str:
              f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
     return (f'<div class="figgrid"><figure id="{_esc(fid)}">{svg}<figcaption><strong>Per '
             f"driver</strong>: mean Pearson r over the genes of each planted driver. {notes}."
-            f"</figcaption>{_legend([(lab, c) for lab, _, c in series])}</figure>"
+            f"</figcaption>{legend_html([(lab, c) for lab, _, c in series])}</figure>"
             f"<div>{table}</div></div>")
 
 
