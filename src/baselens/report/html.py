@@ -709,8 +709,7 @@ def _main_metrics(metrics: list[str], headline: str, kinds: dict | None = None) 
 
 def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str) -> str:
     """Every other metric of a task at every level: rows (metric, level), columns methods."""
-    rest = at[~at["metric"].isin(main) | (at["batch_level"] != at["_hl"])]
-    rest = rest[~rest["metric"].isin(main)]
+    rest = at[~at["metric"].isin(main)]
     if rest.empty:
         return ""
     keys = [k for k in order if k in set(zip(rest["method"], rest["layer"]))]
@@ -788,7 +787,7 @@ def _leaderboard_section(ctx: S.Ctx, n_levels: int, metric_kinds: Mapping | None
         if hidden:
             body.append(f'<p class="tablenote">Not repeated: {", ".join(hidden)} — identical '
                         "to a level shown (see the note at the top).</p>")
-        body.append(_all_metrics_table(at.assign(_hl=hl), set(main), ctx.order, task))
+        body.append(_all_metrics_table(at, set(main), ctx.order, task))
         body.append("</div>")
         parts.append("".join(body))
     parts.insert(1, f'<nav class="subnav">{"".join(nav)}</nav>')
