@@ -757,9 +757,8 @@ def _leaderboard_section(ctx: S.Ctx, n_levels: int, metric_kinds: Mapping | None
         def table(level: str) -> str:
             atl = at[(at["batch_level"] == level) & at["metric"].isin(main)]
             btl = bt[(bt["batch_level"] == level) & bt["metric"].isin(main)]
-            low = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
             best = {m: ctx.best[(task, level, m)] for m in main if (task, level, m) in ctx.best}
-            return _leaderboard_html(atl, btl, _slug("table", task, level), low, best)
+            return _leaderboard_html(atl, btl, _slug("table", task, level), ctx.lower, best)
 
         shown = [lv for lv in ctx.shown.get(task, [hl]) if lv in set(levels)] or [hl]
         beside = ["NR"] if "NR" in shown and hl != "NR" else []
