@@ -712,11 +712,15 @@ def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str)
     rest = at[~at["metric"].isin(main)]
     if rest.empty:
         return ""
-    keys = [k for k in order if k in set(zip(rest["method"], rest["layer"]))]
+    present = set(zip(rest["method"], rest["layer"]))
+    keys = [k for k in order if k in present]
     vals = {(r.metric, r.batch_level, r.method, r.layer): r.value_mean for r in rest.itertuples()}
+    levels: dict[str, list[str]] = {}  # metric → its levels, metrics in order of appearance
+    for metric, lv in zip(rest["metric"], rest["batch_level"]):
+        levels.setdefault(metric, []).append(lv)
     rows = []
-    for metric in pd.unique(rest["metric"]):
-        for lv in order_levels(rest.loc[rest["metric"] == metric, "batch_level"]):
+    for metric, lvs in levels.items():
+        for lv in order_levels(lvs):
             cells = "".join(f'<td class="num">{_fmt(vals.get((metric, lv, *k)))}</td>'
                             for k in keys)
             rows.append(f"<tr><td><code>{_esc(metric)}</code></td><td>{_esc(lv)}</td>"
