@@ -663,10 +663,11 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
         colours = kind_colours([(k, kinds[k]) for k in keys])
         series = []
         kmax = 1
+        by_key = dict(iter(cum.groupby(["method", "layer"], sort=False)))
         for k in keys:
-            g = cum[(cum["method"] == k[0]) & (cum["layer"] == k[1])].sort_values("component")
-            if g.empty:
+            if k not in by_key:
                 continue
+            g = by_key[k].sort_values("component")
             kmax = max(kmax, int(g["component"].max()))
             pts = [(int(c), float(v), f"{_method_label(*k)}: {_fmt(v, digits=2)} at {int(c)}")
                    for c, v in zip(g["component"], g["value"])]
