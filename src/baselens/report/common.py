@@ -143,6 +143,14 @@ def _tag(kind: str) -> str:
     return f'<span class="tag tag-{_esc(cls)}">{_esc(label)}</span>'
 
 
+def legend_html(items: Iterable[tuple[str, str]], *, swatch: str = "sw", extra: str = "") -> str:
+    """A row of colour keys: a swatch (CSS class ``swatch``) and a label per ``(label,
+    colour)``, then the HTML ``extra``."""
+    return ('<div class="legend">' + "".join(
+        f'<span><span class="{swatch}" style="background:{c}"></span>{_esc(t)}</span>'
+        for t, c in items) + extra + "</div>")
+
+
 def _asset(name: str) -> str:
     return resources.files("baselens.report").joinpath(name).read_text(encoding="utf-8")
 

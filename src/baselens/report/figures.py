@@ -132,6 +132,39 @@ def bar_chart_svg(
     return "".join(out)
 
 
+def square_axes(ticks: list[float], ml: float, mt: float, pw: float, *,
+                zero_stroke: str = "#eef0f3"):
+    """Scales and scaffolding of a square scatter whose x and y axes share ``ticks``.
+
+    The plot is ``pw`` wide and high, its top-left corner at ``(ml, mt)``. Returns
+    ``(sx, sy, grid, frame)``: the two scales (value → SVG coordinate), the tick lines
+    with their labels on both axes (the lines at 0 drawn in ``zero_stroke``), and the
+    border with the dashed diagonal y = x.
+    """
+    d0, d1 = ticks[0], ticks[-1]
+
+    def sx(v: float) -> float:
+        return ml + pw * (float(v) - d0) / (d1 - d0)
+
+    def sy(v: float) -> float:
+        return mt + pw - pw * (float(v) - d0) / (d1 - d0)
+
+    grid = "".join(
+        f'<line x1="{sx(t):.1f}" y1="{mt:.1f}" x2="{sx(t):.1f}" y2="{mt + pw:.1f}" '
+        f'stroke="{zero_stroke if t == 0 else "#eef0f3"}"/>'
+        f'<line x1="{ml:.1f}" y1="{sy(t):.1f}" x2="{ml + pw:.1f}" y2="{sy(t):.1f}" '
+        f'stroke="{zero_stroke if t == 0 else "#eef0f3"}"/>'
+        f'<text x="{sx(t):.1f}" y="{mt + pw + 15:.1f}" font-size="11" fill="#616e7c" '
+        f'text-anchor="middle">{_esc(_fmt_tick(t, ticks))}</text>'
+        f'<text x="{ml - 6:.1f}" y="{sy(t) + 4:.1f}" font-size="11" fill="#616e7c" '
+        f'text-anchor="end">{_esc(_fmt_tick(t, ticks))}</text>' for t in ticks)
+    frame = (f'<rect x="{ml:.1f}" y="{mt:.1f}" width="{pw:.1f}" height="{pw:.1f}" fill="none" '
+             f'stroke="#cbd2d9"/>'
+             f'<line x1="{sx(d0):.1f}" y1="{sy(d0):.1f}" x2="{sx(d1):.1f}" y2="{sy(d1):.1f}" '
+             f'stroke="#52606d" stroke-width="1.2" stroke-dasharray="5 4"/>')
+    return sx, sy, grid, frame
+
+
 def scatter_svg(diff: pd.DataFrame, *, model_label: str, metric_label: str, n_labels: int = 5
                 ) -> str:
     """Per-perturbation scatter: x = best baseline for that perturbation, y = the model.
@@ -147,12 +180,7 @@ def scatter_svg(diff: pd.DataFrame, *, model_label: str, metric_label: str, n_la
     ticks = _domain(list(d["value"]) + list(d["best_baseline_value"]))
     d0, d1 = ticks[0], ticks[-1]
     width, height = size, mt + pw + mb
-
-    def sx(v: float) -> float:
-        return ml + pw * (float(v) - d0) / (d1 - d0)
-
-    def sy(v: float) -> float:
-        return mt + pw - pw * (float(v) - d0) / (d1 - d0)
+    sx, sy, grid, frame = square_axes(ticks, ml, mt, pw)
 
     title = f"{model_label} vs best baseline, per perturbation ({metric_label})"
     out = [
@@ -161,23 +189,8 @@ def scatter_svg(diff: pd.DataFrame, *, model_label: str, metric_label: str, n_la
         # region where the model beats every baseline
         f'<polygon points="{sx(d0):.1f},{sy(d0):.1f} {sx(d0):.1f},{sy(d1):.1f} '
         f'{sx(d1):.1f},{sy(d1):.1f}" fill="#0072b2" fill-opacity="0.05"/>',
-    ]
-    for t in ticks:
-        out.append(
-            f'<line x1="{sx(t):.1f}" y1="{mt:.1f}" x2="{sx(t):.1f}" y2="{mt + pw:.1f}" '
-            f'stroke="#eef0f3"/>'
-            f'<line x1="{ml:.1f}" y1="{sy(t):.1f}" x2="{ml + pw:.1f}" y2="{sy(t):.1f}" '
-            f'stroke="#eef0f3"/>'
-            f'<text x="{sx(t):.1f}" y="{mt + pw + 15:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="middle">{_esc(_fmt_tick(t, ticks))}</text>'
-            f'<text x="{ml - 6:.1f}" y="{sy(t) + 4:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="end">{_esc(_fmt_tick(t, ticks))}</text>'
-        )
-    out.append(
-        f'<rect x="{ml:.1f}" y="{mt:.1f}" width="{pw:.1f}" height="{pw:.1f}" fill="none" '
-        f'stroke="#cbd2d9"/>'
-        f'<line x1="{sx(d0):.1f}" y1="{sy(d0):.1f}" x2="{sx(d1):.1f}" y2="{sy(d1):.1f}" '
-        f'stroke="#52606d" stroke-width="1.2" stroke-dasharray="5 4"/>'
+        grid,
+        frame,
         f'<text x="{ml + 8:.1f}" y="{mt + 16:.1f}" font-size="11" fill="#0b4f8a">'
         f"model better ↑</text>"
         f'<text x="{ml + pw - 8:.1f}" y="{mt + pw - 8:.1f}" font-size="11" fill="#616e7c" '
@@ -186,8 +199,8 @@ def scatter_svg(diff: pd.DataFrame, *, model_label: str, metric_label: str, n_la
         f'text-anchor="middle">best baseline for the perturbation ({_esc(metric_label)})</text>'
         f'<text transform="translate({14:.1f},{mt + pw / 2:.1f}) rotate(-90)" font-size="11.5" '
         f'fill="#3e4c59" text-anchor="middle">{_esc(_truncate(model_label, 40))} '
-        f"({_esc(metric_label)})</text>"
-    )
+        f"({_esc(metric_label)})</text>",
+    ]
     if d.empty:
         out.append(
             f'<text x="{ml + pw / 2:.1f}" y="{mt + pw / 2:.1f}" font-size="12" fill="#9aa5b1" '

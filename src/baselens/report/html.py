@@ -74,11 +74,13 @@ from baselens.report.common import (  # noqa: F401  (re-exported for callers and
     _tag,
     _task_label,
     is_secondary_metric,
+    legend_html,
     order_levels,
 )
 from baselens.report.figures import bar_chart_svg, scatter_svg  # noqa: F401
 from baselens.report.inputs import (
     BEYOND_COLUMNS,
+    DIAGNOSTICS,
     coerce_numeric,
     display_means,
     find_phenotypes,
@@ -207,25 +209,6 @@ def _findings(f: pd.DataFrame | None) -> pd.DataFrame | None:
     return f
 
 
-_VERDICT_WORDS = {"beats": "beats it", "worse": "is worse than it",
-                  "not distinguishable": "is not distinguishable from it",
-                  "no baseline": "has no baseline to compare with",
-                  "not tested": "was not tested against it"}
-
-
-def _ci_text(r) -> str:
-    """`` (95 % CI [a, b], p_adj = …, n pairs)`` of a verdict row, or ``""``."""
-    lo, hi, padj = r.get("ci_low"), r.get("ci_high"), r.get("p_adjusted")
-    if _isnan(lo) or _isnan(hi):
-        return ""
-    n = r.get("n_paired")
-    over = str(r.get("paired_over") or "")
-    pairs = (f", {int(n)} {over}{'s' if int(n) != 1 else ''}" if not _isnan(n) and over
-             else "")
-    p = "" if _isnan(padj) else f", p<sub>adj</sub> {_fmt_p(padj)}"
-    return f"paired 95 % CI [{_fmt(lo, signed=True)}, {_fmt(hi, signed=True)}]{p}{pairs}"
-
-
 _SHORT = {"perturbations": "{v:g} perturbations", "replicates": "{v:g} replicates (median)",
           "plates": "one plate"}
 
@@ -280,7 +263,7 @@ def _verdict_table(ctx: S.Ctx, cols: list[str]) -> str:
             "</table></div>")
 
 
-def _summary_html(ctx: S.Ctx, agg: pd.DataFrame) -> str:
+def _summary_html(ctx: S.Ctx) -> str:
     """The top of the page: confound callouts, the verdict of every model at the strictest
     level formed and at NR, sample-size caveats and other findings — every sentence from
     ``diagnostics/findings.parquet``."""
@@ -369,17 +352,15 @@ def findings_html(rows: pd.DataFrame, cls: str) -> str:
 
 
 def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: str,
-                      pvals: Mapping | None = None, lower: Iterable = (),
-                      best: Mapping | None = None) -> str:
+                      lower: Iterable = (), best: Mapping | None = None) -> str:
     """One sortable table: rows = method/layer, columns = score and margin per metric.
 
-    ``pvals`` maps ``(method, layer, metric)`` to ``(p_adjusted, n_paired, paired_over,
-    verdict)`` (from ``diagnostics/beyond_baseline.parquet``); the margin cell then shows
-    the adjusted p-value, and is green only for ``verdict == "beats"`` (red for "worse").
-    ``best`` maps a metric to the ``(method, layer)`` of its best baseline as the
-    diagnostics named it (:attr:`baselens.report.sections.Ctx.best`), marked ★.
+    The margin cell is the model's row of ``beyond_tl`` (``diagnostics/beyond_baseline.
+    parquet``): model − best baseline with the adjusted p-value of the paired test, green
+    only for ``verdict == "beats"`` (red for "worse"). ``best`` maps a metric to the
+    ``(method, layer)`` of its best baseline as the diagnostics named it
+    (:attr:`baselens.report.sections.Ctx.best`), marked ★.
     """
-    pvals = pvals or {}
     metrics = list(pd.unique(agg_tl["metric"]))
     if not metrics:  # e.g. a batch level at which none of the task's main metrics was scored
         return '<p class="tablenote">No headline metric was scored at this batch level.</p>'
@@ -454,15 +435,15 @@ def _leaderboard_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, table_id: s
                     cls = {"beats": "pos", "worse": "neg"}.get(str(g.verdict), "")
                     ratio = (_fmt_ratio(g.ratio)
                              if g.best_baseline_mean > 0 and g.value_mean >= 0 else "")
-                    pv = pvals.get((r.method, r.layer, metric))
                     ptxt = ""
-                    if pv is not None and not _isnan(pv[0]):
-                        over = f" {pv[2]}s" if pv[2] else ""
-                        ntxt = f" over {int(pv[1])}{over}" if not _isnan(pv[1]) else ""
+                    if not _isnan(g.p_adjusted):
+                        over = "" if _isnan(g.paired_over) else str(g.paired_over)
+                        over = f" {over}s" if over else ""
+                        ntxt = f" over {int(g.n_paired)}{over}" if not _isnan(g.n_paired) else ""
                         ptxt = (f'<span class="pval" title="paired Wilcoxon signed-rank test'
                                 f'{_esc(ntxt)}, Benjamini–Hochberg adjusted over the run; '
                                 f'verdict: {_esc(g.verdict)}">p<sub>adj</sub> '
-                                f'{_esc(_fmt_p(pv[0]))}</span>')
+                                f'{_esc(_fmt_p(g.p_adjusted))}</span>')
                     cells.append(
                         f'<td class="num" data-value="{float(g.improvement)!r}" '
                         f'data-verdict="{_esc(g.verdict)}" title="{_esc(g.verdict)}">'
@@ -484,22 +465,13 @@ def _fmt_p(p: float) -> str:
 
 
 def _legend_html(kinds: set[str]) -> str:
-    items = [
-        f'<span><span class="sw" style="background:{KIND_COLOURS["baseline"]}"></span>baseline</span>',
-        f'<span><span class="sw" style="background:{KIND_COLOURS["best_baseline"]}"></span>'
-        "best baseline</span>",
-    ]
-    if "model" in kinds:
-        items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["model"]}"></span>'
-                     "learned model</span>")
-    if "reference" in kinds:
-        items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["reference"]}">'
-                     "</span>reference (upper bound)</span>")
-    if "null" in kinds:
-        items.append(f'<span><span class="sw" style="background:{KIND_COLOURS["null"]}">'
-                     "</span>null (chance level)</span>")
-    items.append('<span><span class="sw dash"></span>best-baseline level</span>')
-    return f'<div class="legend">{"".join(items)}</div>'
+    items = [("baseline", KIND_COLOURS["baseline"]),
+             ("best baseline", KIND_COLOURS["best_baseline"])]
+    items += [(label, KIND_COLOURS[k]) for k, label in (
+        ("model", "learned model"), ("reference", "reference (upper bound)"),
+        ("null", "null (chance level)")) if k in kinds]
+    return legend_html(items,
+                       extra='<span><span class="sw dash"></span>best-baseline level</span>')
 
 
 def _bar_figures_html(agg_tl: pd.DataFrame, beyond_tl: pd.DataFrame, task: str, level: str,
@@ -616,8 +588,7 @@ def _perpert_html(diff: pd.DataFrame | None, per_pert: pd.DataFrame | None,
     return html_, len(figs)
 
 
-def _footer_html(agg: pd.DataFrame, lower: set[str]) -> str:
-    notes = {m: METHOD_NOTES[m] for m in pd.unique(agg["method"]) if m in METHOD_NOTES}
+def _footer_html(lower: set[str]) -> str:
     direction = ("All metrics are higher-is-better" if not lower else
                  "All metrics are higher-is-better except "
                  + ", ".join(f"<code>{_esc(m)}</code>" for m in sorted(lower))
@@ -736,27 +707,20 @@ def _main_metrics(metrics: list[str], headline: str, kinds: dict | None = None) 
     return out[:MAX_MAIN_METRICS]
 
 
-def _pvalue_map(bb: pd.DataFrame) -> dict:
-    if bb is None or bb.empty:
-        return {}
-    n = bb["n_paired"]
-    over = bb["paired_over"].fillna("").astype(str)
-    return {(t, lv, m, la, me): (p, nn, o, v) for t, lv, m, la, me, p, nn, o, v in zip(
-        bb["task"], bb["batch_level"], bb["method"], bb["layer"], bb["metric"],
-        bb["p_adjusted"], n, over, bb["verdict"])}
-
-
 def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str) -> str:
     """Every other metric of a task at every level: rows (metric, level), columns methods."""
-    rest = at[~at["metric"].isin(main) | (at["batch_level"] != at["_hl"])]
-    rest = rest[~rest["metric"].isin(main)]
+    rest = at[~at["metric"].isin(main)]
     if rest.empty:
         return ""
-    keys = [k for k in order if k in set(zip(rest["method"], rest["layer"]))]
+    present = set(zip(rest["method"], rest["layer"]))
+    keys = [k for k in order if k in present]
     vals = {(r.metric, r.batch_level, r.method, r.layer): r.value_mean for r in rest.itertuples()}
+    levels: dict[str, list[str]] = {}  # metric → its levels, metrics in order of appearance
+    for metric, lv in zip(rest["metric"], rest["batch_level"]):
+        levels.setdefault(metric, []).append(lv)
     rows = []
-    for metric in pd.unique(rest["metric"]):
-        for lv in order_levels(rest.loc[rest["metric"] == metric, "batch_level"]):
+    for metric, lvs in levels.items():
+        for lv in order_levels(lvs):
             cells = "".join(f'<td class="num">{_fmt(vals.get((metric, lv, *k)))}</td>'
                             for k in keys)
             rows.append(f"<tr><td><code>{_esc(metric)}</code></td><td>{_esc(lv)}</td>"
@@ -770,18 +734,20 @@ def _all_metrics_table(at: pd.DataFrame, main: set[str], order: list, task: str)
             "</details>")
 
 
-def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
-                         metric_kinds=None) -> str:
+def _leaderboard_section(ctx: S.Ctx, n_levels: int, metric_kinds: Mapping | None = None
+                         ) -> str:
+    agg, headline = ctx.agg, ctx.headline
     parts = ['<p class="lead">Per task, the strictest batch level formed first and NR beside '
              "it (scores are means over folds and seeds; ★ marks the best baseline of each metric; the "
              "<em>beyond best baseline</em> column is model − best baseline, with the ratio and, "
              "where the diagnostics paired the comparison, a Wilcoxon p-value). Click a heading "
              "to sort; other batch levels and sub-metrics are folded under each table.</p>",
-             _legend_html(kinds)]
+             _legend_html(set(agg["method_kind"]))]
     nav = []
     open_bars = True  # the first task's chart is open, the others folded
     for task in pd.unique(agg["task"]):
         at = agg[agg["task"] == task]
+        bt = ctx.beyond[ctx.beyond["task"] == task]
         hl = ctx.levels[task]
         main = _main_metrics(list(pd.unique(at["metric"])), headline[task],
                              {m: k for (t, m), k in (metric_kinds or {}).items() if t == task})
@@ -794,13 +760,9 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
 
         def table(level: str) -> str:
             atl = at[(at["batch_level"] == level) & at["metric"].isin(main)]
-            btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == level)
-                         & beyond["metric"].isin(main)]
-            pv = {(m, la, me): v for (t, lv, m, la, me), v in pvals.items()
-                  if t == task and lv == level}
-            low = {m for m in main if m in ctx.lower or (task, m) in ctx.lower}
+            btl = bt[(bt["batch_level"] == level) & bt["metric"].isin(main)]
             best = {m: ctx.best[(task, level, m)] for m in main if (task, level, m) in ctx.best}
-            return _leaderboard_html(atl, btl, _slug("table", task, level), pv, low, best)
+            return _leaderboard_html(atl, btl, _slug("table", task, level), ctx.lower, best)
 
         shown = [lv for lv in ctx.shown.get(task, [hl]) if lv in set(levels)] or [hl]
         beside = ["NR"] if "NR" in shown and hl != "NR" else []
@@ -810,7 +772,7 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
             + (" (strictest formed)" if lv == hl and len(shown) > 1 else "")
             + "</h4>" + table(lv) + "</div>" for lv in [hl, *beside]) + "</div>")
         atl = at[(at["batch_level"] == hl) & (at["metric"] == headline[task])]
-        btl = beyond[(beyond["task"] == task) & (beyond["batch_level"] == hl)]
+        btl = bt[bt["batch_level"] == hl]
         best_hl = {m: k for (t, lv, m), k in ctx.best.items() if t == task and lv == hl}
         body.append(f'<details class="bars"{" open" if open_bars else ""}><summary>Bar chart: '
                     f"{_esc(_metric_label(headline[task]))} at {_esc(hl)}</summary>"
@@ -828,7 +790,7 @@ def _leaderboard_section(agg, beyond, headline, ctx, pvals, n_levels, kinds,
         if hidden:
             body.append(f'<p class="tablenote">Not repeated: {", ".join(hidden)} — identical '
                         "to a level shown (see the note at the top).</p>")
-        body.append(_all_metrics_table(at.assign(_hl=hl), set(main), ctx.order, task))
+        body.append(_all_metrics_table(at, set(main), ctx.order, task))
         body.append("</div>")
         parts.append("".join(body))
     parts.insert(1, f'<nav class="subnav">{"".join(nav)}</nav>')
@@ -867,7 +829,6 @@ def render_report(
     beyond = _verdicts(diag.get("beyond_baseline"))
     tasks = list(pd.unique(agg["task"]))
     n_levels = agg["batch_level"].nunique()
-    kinds = set(agg["method_kind"])
     headline = _headline_metrics(agg, decl)
     ctx = S.Ctx.build(agg, beyond, lower, headline, _findings(diag.get("findings")),
                       diag.get("best_baseline"), diag.get("best_layers"))
@@ -876,15 +837,16 @@ def render_report(
     sub = (f"{n_methods} method{'s' if n_methods != 1 else ''}/layers · {len(tasks)} "
            f"task{'s' if len(tasks) != 1 else ''}"
            + (f" · {n_levels} batch levels" if n_levels > 1 else ""))
-    toc = "".join(f'<a href="#{sid}">{_esc(label)}</a>' for sid, label in SECTIONS)
     # tissue runs (gene expression scored by Pearson r): the panels of baselens.report.tissue
     tissue_html = ""
     if not agg.empty and (agg["metric"] == "pearson").any():
         from baselens.report import tissue as T
 
         tissue_html = T.tissue_section_html(ctx, per_perturbation, diag)
-        if tissue_html:
-            toc = toc.replace('Leaderboard</a>', 'Leaderboard</a><a href="#tissue">Tissue</a>', 1)
+    entries = list(SECTIONS)
+    if tissue_html:  # the tissue section follows the leaderboard
+        entries.insert(entries.index(("leaderboard", "Leaderboard")) + 1, ("tissue", "Tissue"))
+    toc = "".join(f'<a href="#{sid}">{_esc(label)}</a>' for sid, label in entries)
     body = [
         '<header class="hero"><div class="eyebrow">baselens · signal beyond baselines</div>',
         f"<h1>{_esc(title)}</h1>",
@@ -906,9 +868,8 @@ def render_report(
             pc = S.class_table(ctx, phenotype_classes_from_per_pert(per_perturbation, phenotypes))
             pc_source = ("per-perturbation replicate mAP averaged within each class of the "
                          "screen's ground truth (no diagnostics/phenotype_classes.parquet)")
-        body.append(_summary_html(ctx, agg))
-        body.append(_section("leaderboard", _leaderboard_section(
-            agg, beyond, headline, ctx, _pvalue_map(beyond), n_levels, kinds, metric_kinds)))
+        body.append(_summary_html(ctx))
+        body.append(_section("leaderboard", _leaderboard_section(ctx, n_levels, metric_kinds)))
         body.append(tissue_html)
         body.append(_section("batch-levels", S.batch_levels_html(ctx)))
         body.append(_section("layers", S.layers_html(ctx)))
@@ -940,7 +901,7 @@ def render_report(
                        "compare against (per_perturbation.parquet absent or empty).</p>")
         body.append(_section("perturbations", pp_html))
         body.append(_section("assays", S.assays_html(ctx, diag.get("assay_confounds"))))
-    body.append(_footer_html(agg, lower))
+    body.append(_footer_html(lower))
 
     css = _asset("report.css")
     js = _asset("report.js")
@@ -1002,11 +963,10 @@ def write_report(
         raise FileNotFoundError(f"no scores.parquet in {run_dir}")
     scores = pd.read_parquet(scores_path)
     per_pert = read_table(run_dir / "per_perturbation.parquet")
-    diag = read_diagnostics(Path(diagnostics_dir) if diagnostics_dir else run_dir / "diagnostics")
-    from baselens.report.tissue import read_tissue_tables  # tissue runs' gene/method tables
+    from baselens.report.tissue import TABLES as TISSUE_TABLES  # tissue runs' gene/input tables
 
-    diag.update(read_tissue_tables(Path(diagnostics_dir) if diagnostics_dir
-                                   else run_dir / "diagnostics"))
+    diag = read_diagnostics(Path(diagnostics_dir) if diagnostics_dir else run_dir / "diagnostics",
+                            (*DIAGNOSTICS, *TISSUE_TABLES))
     if phenotypes is None:
         phenotypes = find_phenotypes(run_dir)
     page = render_report(

@@ -69,9 +69,11 @@ def coerce_numeric(df: pd.DataFrame | None) -> pd.DataFrame | None:
                                              "best_of_input"))
 
 
-def read_diagnostics(diag_dir: Path) -> dict[str, pd.DataFrame | None]:
-    return {name: coerce_numeric(read_table(Path(diag_dir) / f"{name}.parquet"))
-            for name in DIAGNOSTICS}
+def read_diagnostics(diag_dir: Path, names: tuple[str, ...] = DIAGNOSTICS
+                     ) -> dict[str, pd.DataFrame | None]:
+    """``{name: diag_dir/<name>.parquet}`` for ``names`` (``None`` where absent or unreadable);
+    :func:`baselens.report.html.render_report` coerces their types."""
+    return {name: read_table(Path(diag_dir) / f"{name}.parquet") for name in names}
 
 
 def find_phenotypes(run_dir: Path) -> pd.DataFrame | None:

@@ -9,6 +9,7 @@ Every function copes with its table being absent or empty.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from baselens.report.common import (
     _task_label,
     headline_level,
     is_untrained,
+    legend_html,
     order_levels,
     trailing_int,
     trained_name,
@@ -52,8 +54,8 @@ class Ctx:
     beyond: pd.DataFrame
     lower: set[str]
     headline: dict[str, str]  # task → headline metric
-    levels: dict[str, str] = field(default_factory=dict)  # task → headline batch level
-    order: list[tuple[str, str]] = field(default_factory=list)  # (method, layer) display order
+    #: (method, layer) → method kind, in display order (references, models, baselines,
+    #: nulls; in order of first appearance within a kind)
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     findings: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: task → the distinct levels shown, strictest first (identical levels folded together)
@@ -78,16 +80,24 @@ class Ctx:
         for t, g in agg.groupby("task", sort=False):  # a folder without findings: every level
             if not shown.get(t):
                 shown[t] = order_levels(g["batch_level"])[::-1]
-        # the default view of a task: its strictest distinct level (findings "levels")
-        levels = {t: v[0] for t, v in shown.items()}
         pairs = agg[["method", "layer", "method_kind"]].drop_duplicates(["method", "layer"])
         first = {m: i for i, m in enumerate(pd.unique(pairs["method"]))}
         rows = sorted(pairs.itertuples(index=False),
                       key=lambda r: (_KIND_ORDER.get(r.method_kind, 1), first[r.method]))
-        order = [(r.method, r.layer) for r in rows]
         kinds = {(r.method, r.layer): r.method_kind for r in rows}
-        return cls(agg, beyond, lower, headline, levels, order, kinds, f, shown,
+        return cls(agg, beyond, lower, headline, kinds, f, shown,
                    best_baseline_map(beyond, best_baseline), best_layer_map(best_layer_table))
+
+    @cached_property
+    def levels(self) -> dict[str, str]:
+        """task → the default view of the task: its strictest distinct level (the first of
+        :attr:`shown`)."""
+        return {t: v[0] for t, v in self.shown.items()}
+
+    @cached_property
+    def order(self) -> list[tuple[str, str]]:
+        """(method, layer) in display order (the keys of :attr:`kinds`)."""
+        return list(self.kinds)
 
     def rows(self, kind: str, **eq) -> pd.DataFrame:
         """Findings of one kind (``diagnostics/findings.parquet``), filtered by equality."""
@@ -99,6 +109,17 @@ class Ctx:
             f = f[f[k].astype(str) == str(v)]
         return f
 
+    @cached_property
+    def _means(self) -> dict[tuple[str, str, str, str, str], float]:
+        a = self.agg
+        return dict(zip(zip(a["task"], a["batch_level"], a["metric"], a["method"], a["layer"]),
+                        a["value_mean"]))
+
+    def mean(self, task: str, level: str | None, metric: str, key: tuple[str, str]) -> float:
+        """Mean ``metric`` of representation ``key`` (method, layer) on ``task`` at
+        ``level`` (NaN when it was not scored): a look-up in ``agg``, indexed once."""
+        return float(self._means.get((task, level, metric, *key), float("nan")))
+
     def kind(self, method: str, layer: str = "default") -> str:
         k = self.kinds.get((method, layer))
         if k is None:
@@ -108,17 +129,6 @@ class Ctx:
     def sort_keys(self, keys) -> list[tuple[str, str]]:
         pos = {k: i for i, k in enumerate(self.order)}
         return sorted(keys, key=lambda k: (pos.get(k, len(pos)), k))
-
-    def headline_beyond(self, key: tuple[str, str]):
-        """``(task, row)`` of ``beyond`` for representation ``key`` on each task's headline
-        metric and level, where its improvement over the best baseline is defined."""
-        b = self.beyond
-        mine = b[(b["method"] == key[0]) & (b["layer"] == key[1])]
-        for task, metric in self.headline.items():
-            r = mine[(mine["task"] == task) & (mine["metric"] == metric)
-                     & (mine["batch_level"] == self.levels.get(task))]
-            if not r.empty and not _isnan(r["improvement"].iloc[0]):
-                yield task, r.iloc[0]
 
     def headline_rows(self, task: str) -> pd.DataFrame:
         a = self.agg
@@ -154,12 +164,10 @@ def _best_baseline_of(ctx: Ctx, task: str, level: str, metric: str):
     return (b[0], b[1]), b[2]
 
 
-def _kind_legend(kinds: set[str], extra: str = "") -> str:
+def _kind_legend(kinds: set[str]) -> str:
     names = [("baseline", "baselines"), ("model", "learned models"),
              ("reference", "reference (upper bound)"), ("null", "null (chance level)")]
-    items = [f'<span><span class="sw line" style="background:{KIND_COLOURS[k]}"></span>{t}</span>'
-             for k, t in names if k in kinds]
-    return f'<div class="legend">{"".join(items)}{extra}</div>'
+    return legend_html([(t, KIND_COLOURS[k]) for k, t in names if k in kinds], swatch="sw line")
 
 
 # --------------------------------------------------------------------------- batch levels
@@ -655,10 +663,11 @@ def dimensionality_html(ctx: Ctx, dim: pd.DataFrame | None) -> str:
         colours = kind_colours([(k, kinds[k]) for k in keys])
         series = []
         kmax = 1
+        by_key = dict(iter(cum.groupby(["method", "layer"], sort=False)))
         for k in keys:
-            g = cum[(cum["method"] == k[0]) & (cum["layer"] == k[1])].sort_values("component")
-            if g.empty:
+            if k not in by_key:
                 continue
+            g = by_key[k].sort_values("component")
             kmax = max(kmax, int(g["component"].max()))
             pts = [(int(c), float(v), f"{_method_label(*k)}: {_fmt(v, digits=2)} at {int(c)}")
                    for c, v in zip(g["component"], g["value"])]

@@ -36,7 +36,6 @@ count-matched dumbbells.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
@@ -51,13 +50,15 @@ from baselens.report.common import (
     _slug,
     _text_width,
     _truncate,
+    legend_html,
 )
-from baselens.report.figures import dumbbell_svg
+from baselens.report.figures import dumbbell_svg, square_axes
 
 __all__ = ["DRIVER_COLOURS", "INPUT_COLOURS", "TABLES", "is_tissue_run",
-           "read_tissue_tables", "tissue_section_html"]
+           "tissue_section_html"]
 
-#: Extra tables the tissue pipeline writes under ``diagnostics/``.
+#: Extra tables the tissue pipeline writes under ``diagnostics/`` (``write_report`` reads
+#: them with the diagnostics).
 TABLES = ("tissue_genes", "tissue_methods", "tissue_inputs")
 
 #: Planted drivers of synthetic genes, in display order, with their colours (Okabe–Ito).
@@ -84,28 +85,6 @@ INPUT_COLOURS = {
     "reference": "#e69f00",
     "null": "#cc79a7",
 }
-MODALITY_NAMES = {
-    "structure": "structure only (cell positions)",
-    "count": "cell count",
-    "image": "image (H&E pixels)",
-    "pixel": "pixel statistics",
-    "reference": "ground truth (upper bound)",
-    "null": "random (chance)",
-}
-
-
-def read_tissue_tables(diag_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """``{name: table}`` for the :data:`TABLES` present in ``diag_dir`` (a run's
-    ``diagnostics/``)."""
-    out = {}
-    for name in TABLES:
-        p = Path(diag_dir) / f"{name}.parquet"
-        if p.exists():
-            try:
-                out[name] = pd.read_parquet(p)
-            except Exception:  # noqa: BLE001 - a damaged extra table must not cost the report
-                continue
-    return out
 
 
 def _pearson_tasks(ctx) -> list[str]:
@@ -195,12 +174,7 @@ def _best_of(tm: pd.DataFrame, kind_of_input: str) -> tuple[tuple[str, str] | No
 
 def _score(ctx, task: str, key: tuple[str, str] | None, metric: str) -> float:
     """The mean ``metric`` of ``key`` at the task's shown level (a look-up)."""
-    if key is None:
-        return float("nan")
-    a = ctx.agg
-    v = a[(a["task"] == task) & (a["metric"] == metric) & (a["batch_level"] == ctx.levels.get(task))
-          & (a["method"] == key[0]) & (a["layer"] == key[1])]["value_mean"]
-    return float(v.iloc[0]) if len(v) else float("nan")
+    return float("nan") if key is None else ctx.mean(task, ctx.levels.get(task), metric, key)
 
 
 # --------------------------------------------------------------------------- figures
@@ -214,35 +188,13 @@ def gene_scatter_svg(points: pd.DataFrame, *, x_label: str, y_label: str, title:
     size, ml, mb, mt, mr = 420.0, 54.0, 46.0, 14.0, 18.0
     pw = size - ml - mr
     ticks = _domain(list(d["x"]) + list(d["y"]))
-    d0, d1 = ticks[0], ticks[-1]
-
-    def sx(v: float) -> float:
-        return ml + pw * (float(v) - d0) / (d1 - d0)
-
-    def sy(v: float) -> float:
-        return mt + pw - pw * (float(v) - d0) / (d1 - d0)
-
+    sx, sy, grid, frame = square_axes(ticks, ml, mt, pw, zero_stroke="#cbd2d9")
     out = [f'<svg viewBox="0 0 {size:.0f} {mt + pw + mb:.0f}" role="img" '
-           f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>']
-    for t in ticks:
-        out.append(
-            f'<line x1="{sx(t):.1f}" y1="{mt:.1f}" x2="{sx(t):.1f}" y2="{mt + pw:.1f}" '
-            f'stroke="{"#cbd2d9" if t == 0 else "#eef0f3"}"/>'
-            f'<line x1="{ml:.1f}" y1="{sy(t):.1f}" x2="{ml + pw:.1f}" y2="{sy(t):.1f}" '
-            f'stroke="{"#cbd2d9" if t == 0 else "#eef0f3"}"/>'
-            f'<text x="{sx(t):.1f}" y="{mt + pw + 15:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="middle">{_esc(_fmt_tick(t, ticks))}</text>'
-            f'<text x="{ml - 6:.1f}" y="{sy(t) + 4:.1f}" font-size="11" fill="#616e7c" '
-            f'text-anchor="end">{_esc(_fmt_tick(t, ticks))}</text>')
-    out.append(
-        f'<rect x="{ml:.1f}" y="{mt:.1f}" width="{pw:.1f}" height="{pw:.1f}" fill="none" '
-        f'stroke="#cbd2d9"/>'
-        f'<line x1="{sx(d0):.1f}" y1="{sy(d0):.1f}" x2="{sx(d1):.1f}" y2="{sy(d1):.1f}" '
-        f'stroke="#52606d" stroke-width="1.2" stroke-dasharray="5 4"/>'
-        f'<text x="{ml + pw / 2:.1f}" y="{mt + pw + 34:.1f}" font-size="11.5" fill="#3e4c59" '
-        f'text-anchor="middle">{_esc(_truncate(x_label, 60))}</text>'
-        f'<text transform="translate(14,{mt + pw / 2:.1f}) rotate(-90)" font-size="11.5" '
-        f'fill="#3e4c59" text-anchor="middle">{_esc(_truncate(y_label, 50))}</text>')
+           f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>', grid, frame,
+           f'<text x="{ml + pw / 2:.1f}" y="{mt + pw + 34:.1f}" font-size="11.5" fill="#3e4c59" '
+           f'text-anchor="middle">{_esc(_truncate(x_label, 60))}</text>'
+           f'<text transform="translate(14,{mt + pw / 2:.1f}) rotate(-90)" font-size="11.5" '
+           f'fill="#3e4c59" text-anchor="middle">{_esc(_truncate(y_label, 50))}</text>']
     if d.empty:
         out.append(f'<text x="{ml + pw / 2:.1f}" y="{mt + pw / 2:.1f}" font-size="12" '
                    f'fill="#9aa5b1" text-anchor="middle">no gene with both values</text></svg>')
@@ -321,14 +273,8 @@ def grouped_bars_svg(groups: list[str], series: list[tuple[str, str]],
     return "".join(out)
 
 
-def _legend(items: list[tuple[str, str]]) -> str:
-    return ('<div class="legend">' + "".join(
-        f'<span><span class="sw" style="background:{c}"></span>{_esc(t)}</span>'
-        for t, c in items) + "</div>")
-
-
 # --------------------------------------------------------------------------- panels
-def _genes_panel(ctx, task, pp, tm, drivers) -> str:
+def _genes_panel(ctx, task, gv, tm, drivers) -> str:
     img, img_v = _best_of(tm, "image")
     st, st_v = _best_of(tm, "structure")
     fid = _slug("tissue-genes", task)
@@ -336,13 +282,13 @@ def _genes_panel(ctx, task, pp, tm, drivers) -> str:
         missing = " and ".join(w for w, k in (("image", img), ("structure-only", st)) if k is None)
         return (f'<figure id="{_esc(fid)}"><p class="absent">No {missing} representation was '
                 "scored on this task, so there is no gene-wise comparison.</p></figure>")
-    pts = _gene_pairs(_gene_values(pp, task, ctx.levels[task]), img, st, drivers)
+    pts = _gene_pairs(gv, img, st, drivers)
     il, sl = _method_label(*img), _method_label(*st)
     svg = gene_scatter_svg(pts, x_label=f"best image model: {il} (Pearson r)",
                            y_label=f"best structure model: {sl} (r)",
                            title=f"{task}: per gene, {sl} vs {il}")
     k = int((pts["y"] > pts["x"]).sum())
-    leg = _legend([(d, c) for d, c in DRIVER_COLOURS.items() if d in set(drivers.values())]) \
+    leg = legend_html([(d, c) for d, c in DRIVER_COLOURS.items() if d in set(drivers.values())]) \
         if drivers else ""
     by = ""
     if drivers and len(pts):
@@ -362,7 +308,7 @@ def _genes_panel(ctx, task, pp, tm, drivers) -> str:
             f"{by}</figcaption>{leg}</figure>")
 
 
-def _count_panel(ctx, task, pp, tm, drivers) -> str:
+def _count_panel(ctx, task, gv, tm, drivers) -> str:
     mods = _inputs(tm)
     a = ctx.agg
     lvl = ctx.levels[task]
@@ -401,7 +347,7 @@ def _count_panel(ctx, task, pp, tm, drivers) -> str:
     cnt, cnt_v = _best_of(tm, "count")
     st, _ = _best_of(tm, "structure")
     if cnt is not None and st is not None:
-        pts = _gene_pairs(_gene_values(pp, task, lvl), cnt, st, drivers)
+        pts = _gene_pairs(gv, cnt, st, drivers)
         cl, sl = _method_label(*cnt), _method_label(*st)
         svg2 = gene_scatter_svg(pts, x_label=f"cell count: {cl} (Pearson r)",
                                 y_label=f"structure: {sl} (r)",
@@ -472,7 +418,7 @@ def _drivers_panel(ctx, task, tm, drivers) -> str:
              f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
     return (f'<div class="figgrid"><figure id="{_esc(fid)}">{svg}<figcaption><strong>Per '
             f"driver</strong>: mean Pearson r over the genes of each planted driver. {notes}."
-            f"</figcaption>{_legend([(lab, c) for lab, _, c in series])}</figure>"
+            f"</figcaption>{legend_html([(lab, c) for lab, _, c in series])}</figure>"
             f"<div>{table}</div></div>")
 
 
@@ -499,9 +445,10 @@ def tissue_section_html(ctx, per_perturbation: pd.DataFrame | None,
                          "each input, decided by the diagnostics) is not in this run folder"
                          " for this task; rerun the run to write it.</p></div>")
             continue
+        gv = _gene_values(per_perturbation, task, ctx.levels[task])  # both scatters' genes
         parts.append(head + '<div class="figgrid">'
-                     + _genes_panel(ctx, task, per_perturbation, tm, drivers)
-                     + _count_panel(ctx, task, per_perturbation, tm, drivers)
+                     + _genes_panel(ctx, task, gv, tm, drivers)
+                     + _count_panel(ctx, task, gv, tm, drivers)
                      + "</div>" + _drivers_panel(ctx, task, tm, drivers) + "</div>")
     return ('<section class="block" id="tissue"><h2>Tissue: genes, cell count and structure'
             f"</h2>{''.join(parts)}</section>")
