@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# MorphoHELM's batch levels and their canonical order: one definition, in baselens._tables
+from baselens._tables import LEVEL_NAMES, LEVEL_ORDER, order_levels  # noqa: F401
+
 REPORT_NAME = "report.html"
 
 KIND_COLOURS = {
@@ -202,25 +205,7 @@ def _fmt_tick(t: float, ticks: list[float]) -> str:
     return s.lstrip("-") if float(s) == 0 else s.replace("-", "−")
 
 
-
-
 # --------------------------------------------------------------------------- ordering
-#: MorphoHELM's batch levels, from least to most demanding.
-LEVEL_ORDER = ["SP", "NR", "NSL", "NSP", "NSB", "NSS", "NSSL"]
-LEVEL_NAMES = {
-    "SP": "same plate", "NR": "no restriction", "NSL": "not same well position",
-    "NSP": "not same plate", "NSB": "not same batch", "NSS": "not same source",
-    "NSSL": "not same source nor position",
-}
-
-
-def order_levels(levels: Iterable[str]) -> list[str]:
-    """Distinct levels, MorphoHELM's in their canonical order, any others after them."""
-    seen = list(dict.fromkeys(str(x) for x in levels))
-    known = [x for x in LEVEL_ORDER if x in seen]
-    return known + [x for x in seen if x not in LEVEL_ORDER]
-
-
 def headline_level(levels: Iterable[str]) -> str:
     """The level the summary talks about: NR when scored, else the first in order."""
     lv = order_levels(levels)
