@@ -520,12 +520,17 @@ def morphohelm(
     enrich = _Enrichment(df[~negcon].reset_index(drop=True), features, moa_col, protocol, rule,
                          cutoff_fraction, n_resamples, moa_sep, seed) \
         if ("enrichment" in metrics and moa_col is not None) else None
+    # the same at every level: the treated wells, and (NegCon mAP) every well with DMSO
+    # wells given their own reference id
+    meta_trt, x_trt = meta.iloc[trt].reset_index(drop=True), x[trt]
+    meta_neg = meta.assign(**{_REF: np.where(negcon, np.arange(len(meta)), -1)})
+    knn_hits = (_nearest_is_replicate(meta_trt, x_trt, levels)
+                if "knn_recall_at_1" in metrics and trt.size > 1 else None)
     for lv in levels:
         if "replicate_map" in metrics and len(q_local):
-            mt = meta.iloc[trt].reset_index(drop=True)
             rules = apply_level([PERT], [], [], [PERT], level=lv)
             try:
-                ap = _m.average_precision(mt, x[trt], **rules).iloc[q_local]
+                ap = _m.average_precision(meta_trt, x_trt, **rules).iloc[q_local]
                 ap = ap[ap["n_pos_pairs"] > 0]
             except ValueError:
                 ap = pd.DataFrame(columns=[PERT, "average_precision"])
@@ -536,11 +541,9 @@ def morphohelm(
             else:
                 skipped[f"{lv}/replicate_map"] = "no query has an eligible positive"
         if "negcon_map" in metrics and len(q_local) and negcon.sum():
-            mt = meta.copy()
-            mt[_REF] = np.where(negcon, np.arange(len(mt)), -1)
             rules = apply_level([PERT, _REF], [], [], [PERT, _REF], level=lv)
             try:
-                ap = _m.average_precision(mt, x, **rules).iloc[q_global]
+                ap = _m.average_precision(meta_neg, x, **rules).iloc[q_global]
                 ap = ap[(ap["n_pos_pairs"] > 0) & (ap["n_total_pairs"] > ap["n_pos_pairs"])]
             except ValueError:
                 ap = pd.DataFrame(columns=[PERT, "average_precision"])
@@ -550,21 +553,8 @@ def morphohelm(
                                          "value": ap["average_precision"].to_numpy(), "batch_level": lv}))
             else:
                 skipped[f"{lv}/negcon_map"] = "no query has a replicate and DMSO in its pool"
-        if "knn_recall_at_1" in metrics and trt.size > 1:
-            mt = meta.iloc[trt].reset_index(drop=True)
-            comp = pd.factorize(mt[PERT])[0]
-            xt = x[trt]
-            hits = []
-            step = max(1, (1 << 22) // len(mt))
-            for a in range(0, len(mt), step):
-                r = np.arange(a, min(len(mt), a + step))
-                allowed = allowed_candidates(mt, lv, r)
-                same = comp[r, None] == comp[None, :]
-                elig = (allowed & same).any(axis=1)
-                sim = np.where(allowed, xt[r] @ xt.T, -np.inf)
-                top = np.argmax(sim, axis=1)
-                hits.append((comp[top] == comp[r])[elig])
-            hits = np.concatenate(hits) if hits else np.array([])
+        if knn_hits is not None:
+            hits = knn_hits[lv]
             if hits.size:
                 add("knn_recall_at_1", hits.mean(), hits.size, lv)
             else:
@@ -604,6 +594,29 @@ def morphohelm(
     if dropped:
         scores.attrs["dropped"] = dropped
     return scores, per_df
+
+
+def _nearest_is_replicate(meta: pd.DataFrame, x: np.ndarray, levels) -> dict[str, np.ndarray]:
+    """kNN Recall@1 hits per level: for every well with a same-compound well among the
+    candidates the level allows, whether its most similar allowed candidate is one.
+
+    ``x`` holds L2-normalized rows; a block of queries' similarities is computed once and
+    masked for every level.
+    """
+    comp = pd.factorize(meta[PERT])[0]
+    n = len(meta)
+    hits: dict[str, list] = {lv: [] for lv in levels}
+    step = max(1, (1 << 22) // n)
+    for a in range(0, n, step):
+        r = np.arange(a, min(n, a + step))
+        sim = x[r] @ x.T
+        same = comp[r, None] == comp[None, :]
+        for lv in levels:
+            allowed = allowed_candidates(meta, lv, r)
+            elig = (allowed & same).any(axis=1)
+            top = np.argmax(np.where(allowed, sim, -np.inf), axis=1)
+            hits[lv].append((comp[top] == comp[r])[elig])
+    return {lv: np.concatenate(h) for lv, h in hits.items()}
 
 
 class _Enrichment:
