@@ -123,7 +123,7 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact, permutation_test
+from scipy.stats import permutation_test
 
 from baselens import metrics as _m
 from baselens.evaluate.batch_levels import (
@@ -132,6 +132,7 @@ from baselens.evaluate.batch_levels import (
     report_skipped,
     resolve_levels,
 )
+from baselens.evaluate.relationship_enrichment import _unit, odds_ratio_from_counts
 
 PERT = "Metadata_Perturbation"
 SOURCE, BATCH, PLATE, WELL = "Metadata_Source", "Metadata_Batch", "Metadata_Plate", "Metadata_Well"
@@ -161,20 +162,27 @@ def choose_queries(compounds: np.ndarray, seed: int = 42) -> tuple[list[str], np
 
 def odds_ratio(target_hits, background_hits) -> float:
     """Odds ratio of hits in target vs background, +0.5 to all cells only if one is zero."""
-    t = np.asarray(target_hits)
-    b = np.asarray(background_hits)
-    table = np.array([[np.sum(t == 1), np.sum(t == 0)], [np.sum(b == 1), np.sum(b == 0)]])
-    if np.any(table == 0):
-        table = table.astype(float) + 0.5
-        return float(table[0, 0] * table[1, 1] / (table[0, 1] * table[1, 0]))
-    return float(fisher_exact(table, alternative="greater")[0])
+    return float(_odds_ratio_of_hits(np.asarray(target_hits), np.asarray(background_hits)))
+
+
+def _odds_ratio_of_hits(t: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """:func:`odds_ratio` along ``axis`` (every permutation of a ``permutation_test`` batch
+    at once): the table ``[[t1, t0], [b1, b0]]`` of hits (1) and misses (0) scored by
+    :func:`~baselens.evaluate.relationship_enrichment.odds_ratio_from_counts` — MorphoHELM's
+    ``fisher_exact(table)[0]``, ``a d / (b c)``, without the exact test's p-value."""
+    t1, t0 = np.sum(t == 1, axis=axis), np.sum(t == 0, axis=axis)
+    b1, b0 = np.sum(b == 1, axis=axis), np.sum(b == 0, axis=axis)
+    return odds_ratio_from_counts(t1, t1 + t0, t1 + b1, t1 + t0 + b1 + b0)
 
 
 def enrichment_test(target_hits, background_hits, n_resamples: int = 100,
                     random_state: int = 61) -> tuple[float, float]:
     """Observed odds ratio and its permutation p-value (MorphoHELM's ``permutation_pvalue``)."""
     if len(target_hits) >= 2 and len(background_hits) >= 2:
-        res = permutation_test((list(target_hits), list(background_hits)), statistic=odds_ratio,
+        # the permutations scipy draws do not depend on ``vectorized``: the same p-value as
+        # ``statistic=odds_ratio``, one call per batch instead of one per resample
+        res = permutation_test((list(target_hits), list(background_hits)),
+                               statistic=_odds_ratio_of_hits, vectorized=True,
                                n_resamples=n_resamples, alternative="greater",
                                random_state=random_state)
         return float(res.statistic), float(res.pvalue)
@@ -213,12 +221,6 @@ def enrichment_cutoff(n_unique: int, rule: str = "baselens", cutoff_fraction: fl
     raise ValueError(f"cutoff_rule must be one of {CUTOFF_RULES}, got {rule!r}")
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1
-    return x / norms
-
-
 def _label_sets(values, sep="|"):
     out = []
     for v in values:
@@ -251,7 +253,7 @@ def _enrichment_block(q_names, q_labels, q_x, c_names, c_labels, c_x, *, cutoff_
     """Per query profile: (compound, OR, p), MorphoHELM's ``run_enrichment`` ranking.
 
     ``queries``: compounds allowed as queries (None: all)."""
-    sim = _l2(q_x) @ _l2(c_x).T
+    sim = _unit(q_x) @ _unit(c_x).T
     out = []
     for i in range(len(q_names)):
         if queries is not None and q_names[i] not in queries:
@@ -506,7 +508,7 @@ def morphohelm(
     levels, skipped = resolve_levels(df, batch_level)
     negcon = (df["Metadata_ControlType"].astype(str) == "negcon").to_numpy()
     meta = df[[PERT] + [c for c in _LEVEL_COLS if c in df.columns]].astype(str)
-    x = _l2(df[features].to_numpy(dtype=np.float64))
+    x = _unit(df[features].to_numpy(dtype=np.float64))
     trt = np.flatnonzero(~negcon)
     comps, q_local = choose_queries(meta[PERT].to_numpy()[trt], seed)
     q_global = trt[q_local]
@@ -518,12 +520,17 @@ def morphohelm(
     enrich = _Enrichment(df[~negcon].reset_index(drop=True), features, moa_col, protocol, rule,
                          cutoff_fraction, n_resamples, moa_sep, seed) \
         if ("enrichment" in metrics and moa_col is not None) else None
+    # the same at every level: the treated wells, and (NegCon mAP) every well with DMSO
+    # wells given their own reference id
+    meta_trt, x_trt = meta.iloc[trt].reset_index(drop=True), x[trt]
+    meta_neg = meta.assign(**{_REF: np.where(negcon, np.arange(len(meta)), -1)})
+    knn_hits = (_nearest_is_replicate(meta_trt, x_trt, levels)
+                if "knn_recall_at_1" in metrics and trt.size > 1 else None)
     for lv in levels:
         if "replicate_map" in metrics and len(q_local):
-            mt = meta.iloc[trt].reset_index(drop=True)
             rules = apply_level([PERT], [], [], [PERT], level=lv)
             try:
-                ap = _m.average_precision(mt, x[trt], **rules).iloc[q_local]
+                ap = _m.average_precision(meta_trt, x_trt, **rules).iloc[q_local]
                 ap = ap[ap["n_pos_pairs"] > 0]
             except ValueError:
                 ap = pd.DataFrame(columns=[PERT, "average_precision"])
@@ -534,11 +541,9 @@ def morphohelm(
             else:
                 skipped[f"{lv}/replicate_map"] = "no query has an eligible positive"
         if "negcon_map" in metrics and len(q_local) and negcon.sum():
-            mt = meta.copy()
-            mt[_REF] = np.where(negcon, np.arange(len(mt)), -1)
             rules = apply_level([PERT, _REF], [], [], [PERT, _REF], level=lv)
             try:
-                ap = _m.average_precision(mt, x, **rules).iloc[q_global]
+                ap = _m.average_precision(meta_neg, x, **rules).iloc[q_global]
                 ap = ap[(ap["n_pos_pairs"] > 0) & (ap["n_total_pairs"] > ap["n_pos_pairs"])]
             except ValueError:
                 ap = pd.DataFrame(columns=[PERT, "average_precision"])
@@ -548,21 +553,8 @@ def morphohelm(
                                          "value": ap["average_precision"].to_numpy(), "batch_level": lv}))
             else:
                 skipped[f"{lv}/negcon_map"] = "no query has a replicate and DMSO in its pool"
-        if "knn_recall_at_1" in metrics and trt.size > 1:
-            mt = meta.iloc[trt].reset_index(drop=True)
-            comp = pd.factorize(mt[PERT])[0]
-            xt = x[trt]
-            hits = []
-            step = max(1, (1 << 22) // len(mt))
-            for a in range(0, len(mt), step):
-                r = np.arange(a, min(len(mt), a + step))
-                allowed = allowed_candidates(mt, lv, r)
-                same = comp[r, None] == comp[None, :]
-                elig = (allowed & same).any(axis=1)
-                sim = np.where(allowed, xt[r] @ xt.T, -np.inf)
-                top = np.argmax(sim, axis=1)
-                hits.append((comp[top] == comp[r])[elig])
-            hits = np.concatenate(hits) if hits else np.array([])
+        if knn_hits is not None:
+            hits = knn_hits[lv]
             if hits.size:
                 add("knn_recall_at_1", hits.mean(), hits.size, lv)
             else:
@@ -602,6 +594,29 @@ def morphohelm(
     if dropped:
         scores.attrs["dropped"] = dropped
     return scores, per_df
+
+
+def _nearest_is_replicate(meta: pd.DataFrame, x: np.ndarray, levels) -> dict[str, np.ndarray]:
+    """kNN Recall@1 hits per level: for every well with a same-compound well among the
+    candidates the level allows, whether its most similar allowed candidate is one.
+
+    ``x`` holds L2-normalized rows; a block of queries' similarities is computed once and
+    masked for every level.
+    """
+    comp = pd.factorize(meta[PERT])[0]
+    n = len(meta)
+    hits: dict[str, list] = {lv: [] for lv in levels}
+    step = max(1, (1 << 22) // n)
+    for a in range(0, n, step):
+        r = np.arange(a, min(n, a + step))
+        sim = x[r] @ x.T
+        same = comp[r, None] == comp[None, :]
+        for lv in levels:
+            allowed = allowed_candidates(meta, lv, r)
+            elig = (allowed & same).any(axis=1)
+            top = np.argmax(np.where(allowed, sim, -np.inf), axis=1)
+            hits[lv].append((comp[top] == comp[r])[elig])
+    return {lv: np.concatenate(h) for lv, h in hits.items()}
 
 
 class _Enrichment:

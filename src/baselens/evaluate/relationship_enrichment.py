@@ -62,6 +62,7 @@ import scipy.sparse as sp
 from scipy.stats import hypergeom
 
 from baselens.evaluate.batch_levels import level_rule, report_skipped, resolve_levels
+from baselens.evaluate.relationship_recall import _treated as _treated_wells
 from baselens.metrics.relationship_recall import filter_relationship_pairs
 
 PERT = "Metadata_Perturbation"
@@ -131,10 +132,9 @@ def _adjacency(pairs: pd.DataFrame, genes: list[str]) -> sp.csr_matrix:
 
 
 def _treated(profiles: pd.DataFrame) -> pd.DataFrame:
-    ct = profiles["Metadata_ControlType"] if "Metadata_ControlType" in profiles \
-        else pd.Series("", index=profiles.index)
-    keep = ct.astype(str).isin(["", "nan", "None", "trt"]) | ct.isna()
-    return profiles[keep]
+    """The non-control wells (relationship recall's rule); every well without a
+    ``Metadata_ControlType`` column."""
+    return _treated_wells(profiles) if "Metadata_ControlType" in profiles else profiles
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -183,19 +183,9 @@ def _prepare_features(x: np.ndarray, distance: str) -> np.ndarray:
     return x
 
 
-def _similarity_block(xp: np.ndarray, rows: slice, distance: str) -> np.ndarray:
-    """Similarities (float64) of profiles ``rows`` against all profiles."""
-    q = xp[rows]
-    if distance == "cosine" or distance == "correlation":
-        return q @ xp.T
-    if distance == "abs_cosine":
-        return np.abs(q @ xp.T)
-    metric = {"euclidean": "euclidean", "manhattan": "cityblock", "chebyshev": "chebyshev"}[distance]
-    return 1.0 / (1.0 + cdist(q, xp, metric=metric))
-
-
-def _similarity_cols(xp: np.ndarray, rows: np.ndarray, cols: np.ndarray, distance: str) -> np.ndarray:
-    """Similarities (float64) of profiles ``rows`` against profiles ``cols`` only."""
+def _similarity_cols(xp: np.ndarray, rows, cols, distance: str) -> np.ndarray:
+    """Similarities (float64) of profiles ``rows`` against profiles ``cols`` (index arrays or
+    slices; ``slice(None)``: every profile)."""
     q, c = xp[rows], xp[cols]
     if distance == "cosine" or distance == "correlation":
         return q @ c.T
@@ -241,7 +231,8 @@ def _full_keys(xp: np.ndarray, distance: str, dense: bool) -> tuple[np.ndarray |
     got = np.empty((n, n), dtype=np.float32)
     step = max(1, DEFAULT_BATCH_SIZE // n)
     for a in range(0, n, step):
-        got[a: a + step] = _rank_keys(_similarity_block(xp, slice(a, min(n, a + step)), distance))
+        block = _similarity_cols(xp, slice(a, min(n, a + step)), slice(None), distance)
+        got[a: a + step] = _rank_keys(block)
     got.setflags(write=False)
     _FULL_KEYS[fp] = got
     return got, fp
@@ -1067,8 +1058,8 @@ def multilabel_average_precision(
     full, _ = _full_keys(xp, distance, dense=True)
     for start in range(0, n, rows_per_block):
         rows = np.arange(start, min(n, start + rows_per_block))
-        key = (full[rows[0]: rows[-1] + 1] if full is not None else
-               _rank_keys(_similarity_block(xp, slice(rows[0], rows[-1] + 1), distance)))
+        key = (full[rows[0]: rows[-1] + 1] if full is not None else _rank_keys(
+            _similarity_cols(xp, slice(rows[0], rows[-1] + 1), slice(None), distance)))
         shared = (ind[rows] @ ind.T) > 0
         base_pos = _pair_mask(codes, pos_sameby, pos_diffby, rows, n)
         neg = _pair_mask(codes, neg_sameby, neg_diffby, rows, n) & ~shared
