@@ -73,10 +73,6 @@ class _Progress:
             print(f"[baselens] {msg}", file=sys.stderr, flush=True)
 
 
-#: the public name of the stage-line printer (tissue runs use it too)
-Progress = _Progress
-
-
 def write_results(out: Path, scores: pd.DataFrame, per_perturbation: pd.DataFrame) -> None:
     """The results contract's score tables, for screens and tissue alike.
 
@@ -272,11 +268,6 @@ def feature_manifest(feat_dir: Path, label: str, key: str) -> tuple[dict, dict] 
     if info.get("key") != key or not paths or not all(p.exists() for p in paths.values()):
         return None
     return info, paths
-
-
-def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
-    found = feature_manifest(feat_dir, label, key)
-    return None if found is None else {layer: pd.read_parquet(p) for layer, p in found[1].items()}
 
 
 class _Layers(dict):
