@@ -231,9 +231,10 @@ class ScoringProgress:
 _ScoringProgress = ScoringProgress
 
 
-def _method_base(m: dict) -> str:
-    """Extractor name, its parameters, the files they name and the code version."""
-    blob = json.dumps({"name": m["name"], "params": m.get("params", {}),
+def _method_hash(m: dict, **extra) -> str:
+    """Hash of the extractor name, its parameters, the code version, ``extra`` and the
+    files the parameters name."""
+    blob = json.dumps({"name": m["name"], "params": m.get("params", {}), **extra,
                        "version": baselens.__version__}, sort_keys=True, default=str)
     files = _param_files(m)
     if files:  # (keys of methods without path parameters are unchanged)
@@ -241,16 +242,15 @@ def _method_base(m: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _method_base(m: dict) -> str:
+    """Extractor name, its parameters, the files they name and the code version."""
+    return _method_hash(m)
+
+
 def method_key(m: dict, data_id: str) -> str:
     """Cache key of a method's features: extractor name, parameters, the files they name
     (size, mtime, content hash), data identity, version."""
-    blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
-                       "version": baselens.__version__}, sort_keys=True, default=str)
-    files = _param_files(m)
-    if files:
-        blob += json.dumps(files, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
+    return _method_hash(m, data=data_id)
 
 
 def feature_manifest(feat_dir: Path, label: str, key: str) -> tuple[dict, dict] | None:
