@@ -322,6 +322,7 @@ def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict
     chunks = units.make_chunks(chunk_size)
     idents = units.chunk_identities(chunks)
     data_id = execution.screen_identity(idents)
+    whole = execution.screen_identity(idents, length=24)  # a chunk of every unit
     say.log(f"extract: {len(chunks)} chunks of <= {chunk_size} {noun}, input identity "
             f"{data_id} ({time.perf_counter() - t:.1f} s to identify the inputs)")
     results: dict[str, dict] = {}
@@ -350,10 +351,8 @@ def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict
         if not own:
             plan[label]["in_process"] = True
         elif [c.id for c in own] != [c.id for c in chunks]:  # e.g. one chunk of every spot
-            plan[label]["chunks"] = [{"id": c.id, "n": c.n, "identity": _whole_identity(idents)}
-                                     for c in own]
-    idents = {**idents, **{c.id: _whole_identity(idents) for td in todo for c in td[5]
-                           if c.id not in idents}}
+            plan[label]["chunks"] = [{"id": c.id, "n": c.n, "identity": whole} for c in own]
+    idents = {**idents, **{c.id: whole for td in todo for c in td[5] if c.id not in idents}}
     execution.write_plan(feat_dir, {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "chunk_size": chunk_size,
         "unit": units.unit, "data_id": data_id, "methods": plan,
@@ -373,11 +372,6 @@ def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict
     for label, same in aliases.items():
         results[label] = results[same]
     return results
-
-
-def _whole_identity(idents: dict[str, str]) -> str:
-    """The identity of a chunk of every unit: that of all the chunks."""
-    return hashlib.sha256(json.dumps(idents, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _extract_in_process(units, feat_dir, say, label, m, key, ex) -> dict[str, pd.DataFrame]:
