@@ -471,7 +471,7 @@ def _extract_chunks(cfg, units, feat_dir, say, todo, idents) -> None:
             + f") on {executor.describe()}")
         if executor.dashboard_link:
             say(f"extract: dask dashboard {executor.dashboard_link}"
-                + ("" if _has_bokeh() else " (install bokeh to serve it)"))
+                + ("" if execution._has_bokeh() else " (install bokeh to serve it)"))
         bar = _bar(total, say, noun)
         try:
             for s in executor.map(tasks):
@@ -496,12 +496,6 @@ def _extract_chunks(cfg, units, feat_dir, say, todo, idents) -> None:
     say("extract: time per method " + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
         + f"; waiting for inputs {t_read:.1f} s"
         + (f" (summed over {executor.n_workers} workers)" if executor.n_workers > 1 else ""))
-
-
-def _has_bokeh() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("bokeh") is not None
 
 
 def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunks, idents,
