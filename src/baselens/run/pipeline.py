@@ -389,15 +389,11 @@ def _extract_in_process(units, feat_dir, say, label, m, key, ex) -> dict[str, pd
     batch = SiteBatch(images=images, channels=list(units.source.channels), meta=meta,
                       context=units.context)
     layers, _ = execution.run_extractors({label: ex}, batch, len(meta))
-    out, files = {}, {}
+    out = {}
     for layer, df in layers[label].items():
         df.columns = [str(c) for c in df.columns]
-        full = pd.concat([meta, df.astype(np.float64)], axis=1)
-        fname = f"{label}.{layer}.parquet"
-        write_parquet_atomic(full, feat_dir / fname)
-        out[layer], files[layer] = full, fname
-    write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
-                      feat_dir / f"{label}.json")
+        out[layer] = pd.concat([meta, df.astype(np.float64)], axis=1)
+    write_feature_cache(feat_dir, label, key, m, out)
     say(f"extract: {label}: {len(meta)} {units.unit}s in this process "
         f"({units.in_process_reason}), {time.perf_counter() - t:.1f} s")
     return out
