@@ -91,7 +91,7 @@ def write_results(out: Path, scores: pd.DataFrame, per_perturbation: pd.DataFram
 
 
 def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
-                        layers: dict[str, pd.DataFrame], **extra) -> dict[str, str]:
+                        layers: dict[str, pd.DataFrame]) -> dict[str, str]:
     """``features/<label>.<layer>.parquet`` per layer, then the manifest
     ``features/<label>.json`` (written last: :func:`feature_manifest` reads a cache only
     when its manifest carries ``key`` and every layer file exists).
@@ -108,8 +108,6 @@ def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
         The method's config entry, kept in the manifest.
     layers : dict of str to DataFrame
         Per-unit features (key columns + features), in the extractor's layer order.
-    **extra
-        More manifest entries (e.g. a tissue representation's ``kind``).
 
     Returns
     -------
@@ -121,7 +119,7 @@ def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
         fname = f"{label}.{layer}.parquet"
         write_parquet_atomic(df, feat_dir / fname)
         files[layer] = fname
-    write_json_atomic({"key": key, "method": method, **extra,
+    write_json_atomic({"key": key, "method": method,
                        "layers": [[k, v] for k, v in files.items()]}, feat_dir / f"{label}.json")
     return files
 
