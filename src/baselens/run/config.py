@@ -571,23 +571,19 @@ def is_tissue_config_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def _check_method_names(methods: list[dict], error) -> None:
-    """Unknown representation names fail before any data is generated or read."""
+def _check_method_names(methods: list[dict]) -> None:
+    """Unknown tissue representation names fail before any data is generated or read."""
     try:
-        from baselens.extract.networks import ARCHITECTURES
-        from baselens.extract.tissue import TISSUE_METHODS
+        from baselens.extract.tissue import TISSUE_METHODS, _network_names
     except ImportError:  # pragma: no cover - extraction reports it later
         return
-    known = set(TISSUE_METHODS) | {"network"} | set(ARCHITECTURES) | {f"{a}_random" for a in ARCHITECTURES}
+    known = set(TISSUE_METHODS) | _network_names()  # what spot_extractor builds
     for i, m in enumerate(methods):
         if m["name"] not in known:
-            import difflib
-
-            close = difflib.get_close_matches(m["name"], sorted(known), n=1)
-            raise error(f"methods[{i}]: unknown tissue representation {m['name']!r}"
-                        + (f" — did you mean {close[0]!r}?" if close else "")
-                        + f" (tissue methods: {', '.join(TISSUE_METHODS)}, or a network such "
-                        "as resnet50 / vit_small_patch16_224)")
+            raise ConfigError(f"methods[{i}]: unknown tissue representation {m['name']!r}"
+                              + _did_you_mean(m["name"], sorted(known))
+                              + f" (tissue methods: {', '.join(TISSUE_METHODS)}, or a network "
+                              "such as resnet50 / vit_small_patch16_224)")
 
 
 def synthetic_tissue_config(d: dict):
