@@ -104,7 +104,8 @@ def _screen_of(run_dir: Path) -> dict | None:
     if t is not None:
         out["perturbations"] = set(t["Metadata_Perturbation"].astype(str))
         out["wells"] = set(zip(t["Metadata_Plate"].astype(str), t["Metadata_Well"].astype(str)))
-    pp = _read(run_dir / "per_perturbation.parquet")
+    pp_path = run_dir / "per_perturbation.parquet"
+    pp = pd.read_parquet(pp_path, columns=["task", "perturbation"]) if pp_path.exists() else None
     if pp is not None and len(pp):
         rr = pp[pp["task"].astype(str) == "replicate_retrieval"]
         if len(rr):
