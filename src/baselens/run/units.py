@@ -429,15 +429,13 @@ class SiteUnits:
         would stop the run later (with the same message), skip the tasks that lack their
         input (the reason goes to run.json and the report). Returns the ``[tasks]`` table
         to score."""
-        from baselens.evaluate.registry import default_tasks
         from baselens.run.inspect import preflight
+        from baselens.run.tasks import enabled_tasks
 
         ld = self.source
-        on = default_tasks()
-        enabled = [t for t in {*on, *cfg.tasks}
-                   if cfg.tasks.get(t, {}).get("enabled", t in on)
+        enabled = [t for t in enabled_tasks(cfg.tasks)
                    # a configured label or row filter: the task decides (run.tasks) itself
-                   and not (t == "knn_probe" and {"label", "where"} & set(cfg.tasks.get(t, {})))]
+                   if not (t == "knn_probe" and {"label", "where"} & set(cfg.tasks.get(t, {})))]
         steps = "steps" in cfg.profile or any("profile" in m for m in cfg.methods)
         errors, skips = preflight(ld.metadata, tasks=enabled,
                                   reference=None if steps else cfg.profile.get("reference", "negcon"))
