@@ -158,11 +158,11 @@ def method_extras(name: str, params: Mapping | None = None, *, tissue: bool = Fa
     params = dict(params or {})
     need: set[str] = set()
     if tissue:
-        from baselens.extract.tissue import TISSUE_METHODS
+        from baselens.extract.tissue import TISSUE_METHODS, _network_names
 
         if name in TISSUE_METHODS:
             need.update(_TISSUE_METHOD_EXTRAS.get(name, ()))
-        elif _is_network_name(name):
+        elif name in _network_names():
             need.add("networks")
         return tuple(e for e in EXTRAS if e in need)
     from baselens.extract.registry import get_spec
@@ -189,13 +189,6 @@ def _names_h5ad(params: Mapping) -> bool:
     if isinstance(params.get("layers"), Mapping):
         paths += list(params["layers"].values())
     return any(isinstance(p, str) and p.lower().endswith(".h5ad") for p in paths)
-
-
-def _is_network_name(name: str) -> bool:
-    from baselens.extract.networks import ARCHITECTURES
-
-    base = name[:-len("_random")] if name.endswith("_random") else name
-    return base in ARCHITECTURES or name == "network"
 
 
 def requirements(methods: Iterable[Mapping], data: Mapping | None = None,

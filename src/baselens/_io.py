@@ -57,25 +57,11 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = _tmp_near(path)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = _tmp_near(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json_atomic(obj, path: str | os.PathLike) -> Path:

@@ -43,10 +43,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Benchmark", "Results", "IMAGE_BASELINES", "LEVEL_ORDER", "unusable_columns"]
+from baselens.evaluate.batch_levels import LEVEL_ORDER
+from baselens.evaluate.registry import headline_metric
 
-#: Batch levels from the least to the most stringent (plots and the default view).
-LEVEL_ORDER: tuple[str, ...] = ("SP", "NR", "NSL", "NSP", "NSB", "NSS", "NSSL")
+__all__ = ["Benchmark", "Results", "IMAGE_BASELINES", "LEVEL_ORDER", "unusable_columns"]
 
 #: Baselines added when ``load_data`` points at images (fast ones; the networks and
 #: CellProfiler-style features can be asked for by name in ``methods``).
@@ -463,13 +463,6 @@ class Benchmark:
 
 
 # --------------------------------------------------------------------------- Results
-def _main_metrics() -> dict[str, str]:
-    """Each task's headline metric (the task registry, :mod:`baselens.evaluate.registry`)."""
-    from baselens.evaluate.registry import TASKS
-
-    return {name: spec.headline for name, spec in TASKS.items()}
-
-
 def _lower_is_better(metric: str, task: str | None = None) -> bool:
     """Whether smaller values of ``metric`` are better (the registry's declaration; an
     undeclared metric is taken as higher-is-better)."""
@@ -537,7 +530,6 @@ class Results:
         if level not in set(s["batch_level"].astype(str)):
             raise ValueError(f"level {level!r} was not formed in this run (levels: {self.levels})")
         s = s[s["batch_level"].astype(str) == level]
-        main = _main_metrics()
         if metric is not None:
             s = s[s["metric"] == metric]
             if s.empty:
@@ -545,7 +537,7 @@ class Results:
                                  f"{sorted(pd.unique(self.scores['metric']))})")
         else:
             first = s.groupby("task", sort=False)["metric"].first()
-            want = {t: main.get(t, m) for t, m in first.items()}
+            want = {t: headline_metric(t) or m for t, m in first.items()}
             s = s[[want.get(t) == m for t, m in zip(s["task"], s["metric"])]]
         g = (s.groupby(["method", "layer", "method_kind", "task", "metric"], sort=False, observed=True)
              ["value"].mean().reset_index())
@@ -610,8 +602,7 @@ class Results:
         if "verdict" not in bb.columns:
             raise ValueError("verdicts need the 'verdict' column of beyond_baseline "
                              "(not in this baselens version)")
-        main = _main_metrics()
-        bb = bb[[main.get(t) == m for t, m in zip(bb["task"], bb["metric"])]]
+        bb = bb[[headline_metric(t) == m for t, m in zip(bb["task"], bb["metric"])]]
         wide = bb.pivot_table(index=["method", "layer", "task"], columns="batch_level",
                               values="verdict", aggfunc="first", sort=False)
         wide = wide[sorted(wide.columns, key=_level_key)]
@@ -622,10 +613,9 @@ class Results:
     def _headline_rows(self, task: str | None, metric: str | None) -> pd.DataFrame:
         s = self.scores
         tasks = [task] if task else list(pd.unique(s["task"]))
-        main = _main_metrics()
         keep = np.zeros(len(s), dtype=bool)
         for t in tasks:
-            m = metric or main.get(t) or s.loc[s["task"] == t, "metric"].iloc[0]
+            m = metric or headline_metric(t) or s.loc[s["task"] == t, "metric"].iloc[0]
             keep |= ((s["task"] == t) & (s["metric"] == m)).to_numpy()
         if not keep.any():
             raise ValueError(f"no scores for task={task!r} metric={metric!r} "

@@ -104,7 +104,8 @@ def _screen_of(run_dir: Path) -> dict | None:
     if t is not None:
         out["perturbations"] = set(t["Metadata_Perturbation"].astype(str))
         out["wells"] = set(zip(t["Metadata_Plate"].astype(str), t["Metadata_Well"].astype(str)))
-    pp = _read(run_dir / "per_perturbation.parquet")
+    pp_path = run_dir / "per_perturbation.parquet"
+    pp = pd.read_parquet(pp_path, columns=["task", "perturbation"]) if pp_path.exists() else None
     if pp is not None and len(pp):
         rr = pp[pp["task"].astype(str) == "replicate_retrieval"]
         if len(rr):
@@ -173,14 +174,25 @@ def merge_runs(run_dirs, *, lower_is_better=None,
         ``allow_different_screens``: then every method is prefixed with its run and each
         run's models are compared with their own run's baselines.
     """
-    lower_is_better = () if lower_is_better is None else lower_is_better
+    dirs = _run_dirs(run_dirs)
+    names = _run_names(dirs)
+    diffs, _ = _screens(dirs, names, allow_different_screens)
+    return _merge(dirs, names, diffs, () if lower_is_better is None else lower_is_better)
+
+
+def _run_dirs(run_dirs) -> list[Path]:
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise ValueError("compare needs at least one run folder")
     for d in dirs:
         if not (d / "scores.parquet").exists():
             raise FileNotFoundError(f"no scores.parquet in {d} (is it a run folder?)")
-    names = _run_names(dirs)
+    return dirs
+
+
+def _screens(dirs: list[Path], names: list[str], allow_different_screens: bool
+             ) -> tuple[list[str], list[str]]:
+    """:func:`screen_differences`, stopping on a difference unless allowed."""
     diffs, unchecked = screen_differences(dirs, names)
     if diffs and not allow_different_screens:
         raise DifferentScreensError(
@@ -190,6 +202,12 @@ def merge_runs(run_dirs, *, lower_is_better=None,
             "`baselens compare ... --allow-different-screens` (Python: "
             "allow_different_screens=True): each run's models are then compared with their "
             "own run's baselines only.")
+    return diffs, unchecked
+
+
+def _merge(dirs: list[Path], names: list[str], diffs: list[str],
+           lower_is_better) -> dict[str, pd.DataFrame]:
+    """:func:`merge_runs` once the runs are checked (``diffs``: how their screens differ)."""
     separate = bool(diffs)
     scores = {n: pd.read_parquet(d / "scores.parquet") for n, d in zip(names, dirs)}
     # a method name seen in more than one run is prefixed with its run everywhere
@@ -267,15 +285,16 @@ def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better
     out = Path(out_dir)
     if any(out.resolve() == d.resolve() for d in dirs):
         raise ValueError(f"--out {out} is one of the runs being compared; choose a new folder")
-    tables = merge_runs(dirs, lower_is_better=lower_is_better,
-                        allow_different_screens=allow_different_screens)
+    dirs = _run_dirs(dirs)
+    names = _run_names(dirs)
+    diffs, unchecked = _screens(dirs, names, allow_different_screens)
+    tables = _merge(dirs, names, diffs, lower_is_better)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(tables["scores"], out / "scores.parquet")
     write_parquet_atomic(tables["per_perturbation"], out / "per_perturbation.parquet")
     for name in (*DIAGNOSTICS, "metrics", "findings", *_DERIVED):
         if name in tables:
             write_parquet_atomic(tables[name], out / "diagnostics" / f"{name}.parquet")
-    names = _run_names(dirs)
     phenotypes = next((p for d in dirs if (p := find_phenotypes(d)) is not None), None)
     s = tables["scores"]
     context = {
@@ -283,7 +302,6 @@ def compare_runs(run_dirs, out_dir, *, title: str | None = None, lower_is_better
         "methods per run": {n: ", ".join(pd.unique(s.loc[s["run"] == n, "method"].astype(str)))
                             for n in names},
     }
-    diffs, unchecked = screen_differences(dirs, names)
     if diffs:
         context["different screens"] = ("; ".join(diffs) + ". Each run's models are compared "
                                          "with their own run's baselines (method names carry "

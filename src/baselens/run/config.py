@@ -169,10 +169,6 @@ def _check(d: dict, schema: dict, where: str) -> None:
             raise ConfigError(f"{name} must be {expected.__name__}, got {value!r}")
 
 
-#: the public name of the schema check (tissue configs use it too)
-check_schema = _check
-
-
 @dataclass
 class RunConfig:
     """A validated run configuration (see the module docstring for the TOML form)."""
@@ -212,17 +208,7 @@ class RunConfig:
                               "[data.synthetic_tissue]); a screen's tasks are listed by "
                               "`baselens list`")
         methods = d.get("methods", [dict(m) for m in DEFAULT_METHODS])
-        labels = set()
-        for i, m in enumerate(methods):
-            if not isinstance(m, dict):
-                raise ConfigError(f"methods[{i}] must be a table with a 'name'")
-            _check(m, _METHOD_SCHEMA, f"methods[{i}]")
-            if "name" not in m:
-                raise ConfigError(f"methods[{i}] needs a 'name' (see `baselens list`)")
-            label = m.get("label", m["name"])
-            if label in labels:
-                raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
-            labels.add(label)
+        _check_method_tables(methods)
         data = d.get("data", {})
         if "load_data" in data and "synthetic" in data:
             raise ConfigError("data: give either load_data or synthetic, not both")
@@ -338,18 +324,8 @@ class RunConfig:
                 raise ConfigError(f"data.hest.coarsen must be one of {_COARSEN_CHOICES}, "
                                   f"got {h['coarsen']!r}")
         methods = d.get("methods", [dict(m) for m in DEFAULT_TISSUE_METHODS])
-        labels: set[str] = set()
-        for i, m in enumerate(methods):
-            if not isinstance(m, dict) or "name" not in m:
-                raise ConfigError(f"methods[{i}] must be a table with a 'name'")
-            if "profile" in m:
-                raise ConfigError(f"methods[{i}].profile does not apply to tissue spots")
-            _check(m, _METHOD_SCHEMA, f"methods[{i}]")
-            label = m.get("label", m["name"])
-            if label in labels:
-                raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
-            labels.add(label)
-        _check_method_names(methods, ConfigError)
+        _check_method_tables(methods, tissue=True)
+        _check_method_names(methods)
         tasks = d.get("tasks", {})
         other = sorted(set(tasks) - {"gene_expression"})
         if other:
@@ -368,6 +344,24 @@ class RunConfig:
                    methods=[dict(m) for m in methods], tasks=tasks,
                    diagnostics=d.get("diagnostics", {}), execution=d.get("execution", {}),
                    base_dir=Path(base_dir) if base_dir is not None else Path.cwd())
+
+
+def _check_method_tables(methods: list, *, tissue: bool = False) -> None:
+    """Each ``[[methods]]`` entry is a table with a ``name`` and method keys only (no
+    ``profile`` for tissue spots); labels are distinct."""
+    labels: set[str] = set()
+    for i, m in enumerate(methods):
+        if not isinstance(m, dict) or (tissue and "name" not in m):
+            raise ConfigError(f"methods[{i}] must be a table with a 'name'")
+        if tissue and "profile" in m:
+            raise ConfigError(f"methods[{i}].profile does not apply to tissue spots")
+        _check(m, _METHOD_SCHEMA, f"methods[{i}]")
+        if "name" not in m:
+            raise ConfigError(f"methods[{i}] needs a 'name' (see `baselens list`)")
+        label = m.get("label", m["name"])
+        if label in labels:
+            raise ConfigError(f"two methods are labelled {label!r}; give one a distinct 'label'")
+        labels.add(label)
 
 
 def check_extras(methods: list[dict], data: dict, tasks: dict, *, tissue: bool = False) -> None:
@@ -577,23 +571,19 @@ def is_tissue_config_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def _check_method_names(methods: list[dict], error) -> None:
-    """Unknown representation names fail before any data is generated or read."""
+def _check_method_names(methods: list[dict]) -> None:
+    """Unknown tissue representation names fail before any data is generated or read."""
     try:
-        from baselens.extract.networks import ARCHITECTURES
-        from baselens.extract.tissue import TISSUE_METHODS
+        from baselens.extract.tissue import TISSUE_METHODS, _network_names
     except ImportError:  # pragma: no cover - extraction reports it later
         return
-    known = set(TISSUE_METHODS) | {"network"} | set(ARCHITECTURES) | {f"{a}_random" for a in ARCHITECTURES}
+    known = set(TISSUE_METHODS) | _network_names()  # what spot_extractor builds
     for i, m in enumerate(methods):
         if m["name"] not in known:
-            import difflib
-
-            close = difflib.get_close_matches(m["name"], sorted(known), n=1)
-            raise error(f"methods[{i}]: unknown tissue representation {m['name']!r}"
-                        + (f" — did you mean {close[0]!r}?" if close else "")
-                        + f" (tissue methods: {', '.join(TISSUE_METHODS)}, or a network such "
-                        "as resnet50 / vit_small_patch16_224)")
+            raise ConfigError(f"methods[{i}]: unknown tissue representation {m['name']!r}"
+                              + _did_you_mean(m["name"], sorted(known))
+                              + f" (tissue methods: {', '.join(TISSUE_METHODS)}, or a network "
+                              "such as resnet50 / vit_small_patch16_224)")
 
 
 def synthetic_tissue_config(d: dict):

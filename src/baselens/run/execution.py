@@ -147,8 +147,11 @@ def chunk_identities(ld, chunks: list[Chunk], threads: int = 8) -> dict[str, str
         return dict(zip([c.id for c in chunks], pool.map(one, chunks)))
 
 
-def screen_identity(idents: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(idents, sort_keys=True).encode()).hexdigest()[:16]
+def screen_identity(idents: dict[str, str], length: int = 16) -> str:
+    """The identity of a set of chunks (the whole screen): a hash of their identities,
+    ``length`` hex digits (16 for the data part of a method's key, 24 for the identity of
+    a chunk of every unit, as long as a chunk's own)."""
+    return hashlib.sha256(json.dumps(idents, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def chunk_key(method_base: str, identity: str) -> str:

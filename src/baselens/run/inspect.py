@@ -246,8 +246,9 @@ def preflight(sites: pd.DataFrame, *, tasks: Sequence[str] = ("batch_mixing", "k
 
 
 def _preflight_section(rep: InspectReport, wells: pd.DataFrame) -> None:
-    """inspect's view of :func:`preflight` (the default tasks and profile)."""
-    _, skips = preflight(wells, tasks=("batch_mixing",))
+    """inspect's view of :func:`preflight` (the default tasks and profile; the
+    normalization and kNN checks are already in :func:`_screen_sections`)."""
+    _, skips = preflight(wells, tasks=("batch_mixing",), reference=None)
     for task, why in skips.items():
         rep.add("tasks", f"FLAG: a run skips {task}: {why}")
         rep.info.setdefault("skipped_tasks", {})[task] = why

@@ -73,10 +73,6 @@ class _Progress:
             print(f"[baselens] {msg}", file=sys.stderr, flush=True)
 
 
-#: the public name of the stage-line printer (tissue runs use it too)
-Progress = _Progress
-
-
 def write_results(out: Path, scores: pd.DataFrame, per_perturbation: pd.DataFrame) -> None:
     """The results contract's score tables, for screens and tissue alike.
 
@@ -95,7 +91,7 @@ def write_results(out: Path, scores: pd.DataFrame, per_perturbation: pd.DataFram
 
 
 def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
-                        layers: dict[str, pd.DataFrame], **extra) -> dict[str, str]:
+                        layers: dict[str, pd.DataFrame]) -> dict[str, str]:
     """``features/<label>.<layer>.parquet`` per layer, then the manifest
     ``features/<label>.json`` (written last: :func:`feature_manifest` reads a cache only
     when its manifest carries ``key`` and every layer file exists).
@@ -112,8 +108,6 @@ def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
         The method's config entry, kept in the manifest.
     layers : dict of str to DataFrame
         Per-unit features (key columns + features), in the extractor's layer order.
-    **extra
-        More manifest entries (e.g. a tissue representation's ``kind``).
 
     Returns
     -------
@@ -125,7 +119,7 @@ def write_feature_cache(feat_dir: Path, label: str, key: str, method: dict,
         fname = f"{label}.{layer}.parquet"
         write_parquet_atomic(df, feat_dir / fname)
         files[layer] = fname
-    write_json_atomic({"key": key, "method": method, **extra,
+    write_json_atomic({"key": key, "method": method,
                        "layers": [[k, v] for k, v in files.items()]}, feat_dir / f"{label}.json")
     return files
 
@@ -235,9 +229,10 @@ class ScoringProgress:
 _ScoringProgress = ScoringProgress
 
 
-def _method_base(m: dict) -> str:
-    """Extractor name, its parameters, the files they name and the code version."""
-    blob = json.dumps({"name": m["name"], "params": m.get("params", {}),
+def _method_hash(m: dict, **extra) -> str:
+    """Hash of the extractor name, its parameters, the code version, ``extra`` and the
+    files the parameters name."""
+    blob = json.dumps({"name": m["name"], "params": m.get("params", {}), **extra,
                        "version": baselens.__version__}, sort_keys=True, default=str)
     files = _param_files(m)
     if files:  # (keys of methods without path parameters are unchanged)
@@ -245,16 +240,15 @@ def _method_base(m: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _method_base(m: dict) -> str:
+    """Extractor name, its parameters, the files they name and the code version."""
+    return _method_hash(m)
+
+
 def method_key(m: dict, data_id: str) -> str:
     """Cache key of a method's features: extractor name, parameters, the files they name
     (size, mtime, content hash), data identity, version."""
-    blob = json.dumps({"name": m["name"], "params": m.get("params", {}), "data": data_id,
-                       "version": baselens.__version__}, sort_keys=True, default=str)
-    files = _param_files(m)
-    if files:
-        blob += json.dumps(files, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
+    return _method_hash(m, data=data_id)
 
 
 def feature_manifest(feat_dir: Path, label: str, key: str) -> tuple[dict, dict] | None:
@@ -272,11 +266,6 @@ def feature_manifest(feat_dir: Path, label: str, key: str) -> tuple[dict, dict] 
     if info.get("key") != key or not paths or not all(p.exists() for p in paths.values()):
         return None
     return info, paths
-
-
-def _read_consolidated(feat_dir: Path, label: str, key: str) -> dict | None:
-    found = feature_manifest(feat_dir, label, key)
-    return None if found is None else {layer: pd.read_parquet(p) for layer, p in found[1].items()}
 
 
 class _Layers(dict):
@@ -331,6 +320,7 @@ def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict
     chunks = units.make_chunks(chunk_size)
     idents = units.chunk_identities(chunks)
     data_id = execution.screen_identity(idents)
+    whole = execution.screen_identity(idents, length=24)  # a chunk of every unit
     say.log(f"extract: {len(chunks)} chunks of <= {chunk_size} {noun}, input identity "
             f"{data_id} ({time.perf_counter() - t:.1f} s to identify the inputs)")
     results: dict[str, dict] = {}
@@ -359,10 +349,8 @@ def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict
         if not own:
             plan[label]["in_process"] = True
         elif [c.id for c in own] != [c.id for c in chunks]:  # e.g. one chunk of every spot
-            plan[label]["chunks"] = [{"id": c.id, "n": c.n, "identity": _whole_identity(idents)}
-                                     for c in own]
-    idents = {**idents, **{c.id: _whole_identity(idents) for td in todo for c in td[5]
-                           if c.id not in idents}}
+            plan[label]["chunks"] = [{"id": c.id, "n": c.n, "identity": whole} for c in own]
+    idents = {**idents, **{c.id: whole for td in todo for c in td[5] if c.id not in idents}}
     execution.write_plan(feat_dir, {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "chunk_size": chunk_size,
         "unit": units.unit, "data_id": data_id, "methods": plan,
@@ -384,11 +372,6 @@ def _extract(cfg: RunConfig, units, out: Path, say: _Progress) -> dict[str, dict
     return results
 
 
-def _whole_identity(idents: dict[str, str]) -> str:
-    """The identity of a chunk of every unit: that of all the chunks."""
-    return hashlib.sha256(json.dumps(idents, sort_keys=True).encode()).hexdigest()[:24]
-
-
 def _extract_in_process(units, feat_dir, say, label, m, key, ex) -> dict[str, pd.DataFrame]:
     """A representation computed in this process over all units at once:
     ``features/<label>.<layer>.parquet`` + manifest, as consolidation writes them."""
@@ -404,15 +387,11 @@ def _extract_in_process(units, feat_dir, say, label, m, key, ex) -> dict[str, pd
     batch = SiteBatch(images=images, channels=list(units.source.channels), meta=meta,
                       context=units.context)
     layers, _ = execution.run_extractors({label: ex}, batch, len(meta))
-    out, files = {}, {}
+    out = {}
     for layer, df in layers[label].items():
         df.columns = [str(c) for c in df.columns]
-        full = pd.concat([meta, df.astype(np.float64)], axis=1)
-        fname = f"{label}.{layer}.parquet"
-        write_parquet_atomic(full, feat_dir / fname)
-        out[layer], files[layer] = full, fname
-    write_json_atomic({"key": key, "method": m, "layers": [[k, v] for k, v in files.items()]},
-                      feat_dir / f"{label}.json")
+        out[layer] = pd.concat([meta, df.astype(np.float64)], axis=1)
+    write_feature_cache(feat_dir, label, key, m, out)
     say(f"extract: {label}: {len(meta)} {units.unit}s in this process "
         f"({units.in_process_reason}), {time.perf_counter() - t:.1f} s")
     return out
@@ -486,7 +465,7 @@ def _extract_chunks(cfg, units, feat_dir, say, todo, idents) -> None:
             + f") on {executor.describe()}")
         if executor.dashboard_link:
             say(f"extract: dask dashboard {executor.dashboard_link}"
-                + ("" if _has_bokeh() else " (install bokeh to serve it)"))
+                + ("" if execution._has_bokeh() else " (install bokeh to serve it)"))
         bar = _bar(total, say, noun)
         try:
             for s in executor.map(tasks):
@@ -511,12 +490,6 @@ def _extract_chunks(cfg, units, feat_dir, say, todo, idents) -> None:
     say("extract: time per method " + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items())
         + f"; waiting for inputs {t_read:.1f} s"
         + (f" (summed over {executor.n_workers} workers)" if executor.n_workers > 1 else ""))
-
-
-def _has_bokeh() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("bokeh") is not None
 
 
 def _consolidate(feat_dir: Path, label: str, m: dict, key: str, base: str, chunks, idents,

@@ -429,15 +429,13 @@ class SiteUnits:
         would stop the run later (with the same message), skip the tasks that lack their
         input (the reason goes to run.json and the report). Returns the ``[tasks]`` table
         to score."""
-        from baselens.evaluate.registry import default_tasks
         from baselens.run.inspect import preflight
+        from baselens.run.tasks import enabled_tasks
 
         ld = self.source
-        on = default_tasks()
-        enabled = [t for t in {*on, *cfg.tasks}
-                   if cfg.tasks.get(t, {}).get("enabled", t in on)
+        enabled = [t for t in enabled_tasks(cfg.tasks)
                    # a configured label or row filter: the task decides (run.tasks) itself
-                   and not (t == "knn_probe" and {"label", "where"} & set(cfg.tasks.get(t, {})))]
+                   if not (t == "knn_probe" and {"label", "where"} & set(cfg.tasks.get(t, {})))]
         steps = "steps" in cfg.profile or any("profile" in m for m in cfg.methods)
         errors, skips = preflight(ld.metadata, tasks=enabled,
                                   reference=None if steps else cfg.profile.get("reference", "negcon"))
@@ -788,10 +786,13 @@ class SpotUnits:
         self.ident: dict = {}
         self.t_profile = 0.0
         self.split_info: dict = {}  # task -> how its splits were formed (run.json)
-        self.tasks: dict = {}  # task -> (spot rows, splits, patient of each spot)
+        # task -> (spot rows, splits, patient, targets and (count_matched) nuclei count of
+        # each spot): a task's inputs, the same for every representation layer
+        self.tasks: dict = {}
         self.use_counts = False  # pearson_count_matched scored (nuclei counts vary)
         self.seed, self.probe_kw, self.drivers = 0, {}, {}
         self.diag_enabled, self.diag_idx = True, np.arange(0)
+        self.diag_meta: pd.DataFrame | None = None  # the subsample's spots, as profile keys
         self._kinds: dict[str, str] = {}
 
     @property
@@ -864,7 +865,9 @@ class SpotUnits:
             spots = self.ds.spots.iloc[idx].reset_index(drop=True)
             splits, how = tissue_splits(spots, use_hest=bool(ge.get("hest_splits", True)),
                                         n_splits=int(ge.get("n_splits", 5)), seed=seed)
-            self.tasks[task] = (idx, splits, spots["Metadata_Patient"].astype(str).to_numpy())
+            self.tasks[task] = (idx, splits, spots["Metadata_Patient"].astype(str).to_numpy(),
+                                self.ds.targets.iloc[idx],
+                                counts[idx] if self.use_counts else None)
             self.split_info[task] = {"splits": how, "n_spots": int(len(idx)),
                                      "n_patients": int(spots["Metadata_Patient"].nunique()),
                                      "n_genes": int(self.ds.targets.shape[1])}
@@ -946,6 +949,8 @@ class SpotUnits:
         rng = np.random.default_rng(self.seed)
         self.diag_idx = np.sort(rng.choice(n, size=min(int(dcfg.get("max_spots", 400)), n),
                                            replace=False))
+        self.diag_meta = pd.DataFrame({"Metadata_Perturbation": self.meta["Metadata_Spot"]
+                                       .to_numpy()[self.diag_idx], "Metadata_ControlType": ""})
 
     def score(self, cfg: RunConfig, m: dict, label: str, kind: str, layer: str,
               frame: pd.DataFrame, tasks_cfg: dict, log: FilterLog, say):
@@ -958,15 +963,12 @@ class SpotUnits:
 
         x = frame.drop(columns=[c for c in frame.columns if c.startswith("Metadata_")]) \
             .to_numpy(dtype=np.float32)
-        counts = np.asarray(self.ds.n_cells, dtype=np.float64)
         mseed = int((m.get("params") or {}).get("seed", 0))
         rows_all, per_all = [], []
-        for task, (idx, splits, groups) in self.tasks.items():
+        for task, (idx, splits, groups, targets, counts) in self.tasks.items():
             t = time.perf_counter()
-            res = gene_expression_probe(x[idx], self.ds.targets.iloc[idx], groups,
-                                        splits=splits, seed=self.seed,
-                                        counts=counts[idx] if self.use_counts else None,
-                                        **self.probe_kw)
+            res = gene_expression_probe(x[idx], targets, groups, splits=splits,
+                                        seed=self.seed, counts=counts, **self.probe_kw)
             ident = {"method": label, "method_kind": kind, "layer": layer}
             rows, per = _score_rows(res, ident, task, self.drivers, mseed)
             rows_all += rows
@@ -982,10 +984,9 @@ class SpotUnits:
             sd = a.std(axis=0)
             a = (a - a.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
             feats = [f"f{i}" for i in range(a.shape[1])]
-            meta = pd.DataFrame({"Metadata_Perturbation": self.meta["Metadata_Spot"]
-                                 .to_numpy()[idx], "Metadata_ControlType": ""})
             pset = ProfileSet(method=label, method_kind=kind, layer=layer,
-                              profiles=pd.concat([meta, pd.DataFrame(a, columns=feats)], axis=1),
+                              profiles=pd.concat([self.diag_meta, pd.DataFrame(a, columns=feats)],
+                                                 axis=1),
                               features=feats)
         return scores, per_all, pset
 
