@@ -449,11 +449,6 @@ class _NetworkOnSpots:
         return {layer: np.concatenate(v) for layer, v in feats.items()}
 
 
-def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tuple[str, dict]:
-    net = _NetworkOnSpots(name, params, batch_size)
-    return net.kind, net(ds, say)
-
-
 def _pixel(ds, batch_size: int, mean_only: bool) -> np.ndarray:
     from baselens.extract.pixel import channel_moments
 
