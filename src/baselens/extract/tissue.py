@@ -515,12 +515,17 @@ class TissueExtractor:
         raise NotImplementedError
 
 
+#: Names registered by :func:`_tissue`, in order (the start of :data:`TISSUE_METHODS`).
+_REGISTERED: list[str] = []
+
+
 def _tissue(name: str, kind: str, description: str):
     """Register a :class:`TissueExtractor` subclass under ``name`` (modality tissue)."""
     from baselens.extract.registry import register
 
     def deco(cls):
         cls.NAME, cls.KIND = name, kind
+        _REGISTERED.append(name)
         return register(name, kind=kind, description=description, modality="tissue")(cls)
 
     return deco
@@ -641,9 +646,7 @@ class TissueGroundTruth(TissueExtractor):
 
 #: Registered tissue representation names, then the old names still accepted
 #: (:data:`TISSUE_ALIASES`); networks of :mod:`baselens.extract.networks` come on top.
-TISSUE_METHODS: tuple[str, ...] = ("structure_image", "tissue_gcn", "tissue_egnn", "tissue_points",
-                                   "tissue_count", "tissue_pixel_stats", "tissue_pixel_mean",
-                                   "tissue_random", "tissue_ground_truth", *TISSUE_ALIASES)
+TISSUE_METHODS: tuple[str, ...] = (*_REGISTERED, *TISSUE_ALIASES)
 
 
 def tissue_name(name: str) -> str:
