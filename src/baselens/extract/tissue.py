@@ -450,13 +450,13 @@ class _NetworkOnSpots:
 
 
 def _pixel(ds, batch_size: int, mean_only: bool) -> np.ndarray:
-    from baselens.extract.pixel import channel_moments
+    from baselens.extract.pixel import channel_means, channel_moments
 
     rows = []
     for b0 in range(0, len(ds), batch_size):
         for img in ds.patches(np.arange(b0, min(len(ds), b0 + batch_size))):
-            m, s, sk = channel_moments(np.moveaxis(img, -1, 0))
-            rows.append(m if mean_only else np.concatenate([m, s, sk]))
+            chw = np.moveaxis(img, -1, 0)
+            rows.append(channel_means(chw) if mean_only else np.concatenate(channel_moments(chw)))
     return np.asarray(rows, np.float64).reshape(len(ds), -1)
 
 
