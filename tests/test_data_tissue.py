@@ -99,3 +99,13 @@ def test_config_validation():
         SyntheticTissueConfig.quick(grid="triangle")
     d = SyntheticTissueConfig.demo()
     assert d.patch_px * d.pixel_size_um == pytest.approx(112.0) and sum(d.genes_per_driver.values()) == 20
+
+
+def test_config_from_preset():
+    q = SyntheticTissueConfig.from_preset({"preset": "quick", "grid_shape": [3, 4], "seed": 2})
+    assert q == SyntheticTissueConfig.quick(grid_shape=(3, 4), seed=2) and q.grid_shape == (3, 4)
+    assert SyntheticTissueConfig.from_preset({}) == SyntheticTissueConfig.demo()
+    with pytest.raises(ValueError, match="preset must be"):
+        SyntheticTissueConfig.from_preset({"preset": "huge"})
+    with pytest.raises(ValueError, match="unknown SyntheticTissueConfig key"):
+        SyntheticTissueConfig.from_preset({"n_patient": 2})

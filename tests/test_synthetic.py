@@ -194,6 +194,16 @@ def test_unknown_config_key_raises():
     assert SyntheticConfig.from_dict(SyntheticConfig.quick().to_dict()) == SyntheticConfig.quick()
 
 
+def test_from_preset_is_the_preset_with_its_overrides():
+    assert SyntheticConfig.from_preset({}) == SyntheticConfig.demo()
+    assert (SyntheticConfig.from_preset({"preset": "quick", "seed": 5, "image_size": 48})
+            == SyntheticConfig.quick(seed=5, image_size=48))
+    with pytest.raises(ValueError, match="preset must be 'demo' or 'quick'"):
+        SyntheticConfig.from_preset({"preset": "tiny"})
+    with pytest.raises(ValueError, match="unknown SyntheticConfig key.*plate_fromat"):
+        SyntheticConfig.from_preset({"preset": "quick", "plate_fromat": 384})
+
+
 def test_deterministic(screen, tmp_path):
     generate_screen(SyntheticConfig.quick(), tmp_path)
     assert _tree_digest(tmp_path) == _tree_digest(screen)

@@ -68,6 +68,7 @@ from scipy import ndimage
 
 from baselens._io import write_json_atomic, write_parquet_atomic
 from baselens.data.hest import write_cellvit_geojson, write_h5ad, write_patches_h5
+from baselens.data.presets import PresetConfig
 from baselens.data.synthetic import gaussian_random_field
 
 __all__ = [
@@ -94,8 +95,10 @@ E_VEC = np.array([0.07, 0.99, 0.11])
 
 
 @dataclass
-class SyntheticTissueConfig:
-    """Knobs of the synthetic tissue (see the module docstring)."""
+class SyntheticTissueConfig(PresetConfig):
+    """Knobs of the synthetic tissue (see the module docstring); ``from_preset`` reads a
+    config table ``{"preset": "demo" | "quick", **overrides}``
+    (:class:`~baselens.data.presets.PresetConfig`)."""
 
     n_patients: int = 6
     grid_shape: tuple = (10, 10)
@@ -138,12 +141,7 @@ class SyntheticTissueConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SyntheticTissueConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown SyntheticTissueConfig key(s): {', '.join(unknown)}; "
-                             f"valid keys: {', '.join(sorted(names))}")
-        cfg = cls(**dict(d))
+        cfg = super().from_dict(d)
         cfg.grid_shape = tuple(int(v) for v in cfg.grid_shape)
         cfg.base_counts = tuple(float(v) for v in cfg.base_counts)
         cfg.validate()

@@ -13,7 +13,7 @@ import pandas as pd
 
 from baselens.extract.registry import DEFAULT_LAYER, SiteBatch, register
 
-__all__ = ["PixelMean", "PixelStats", "channel_moments"]
+__all__ = ["PixelMean", "PixelStats", "channel_means", "channel_moments"]
 
 
 def _check_images(batch: SiteBatch) -> np.ndarray:
@@ -29,6 +29,12 @@ def _check_images(batch: SiteBatch) -> np.ndarray:
             f"{len(batch.channels)}: {list(batch.channels)}"
         )
     return images
+
+
+def channel_means(image: np.ndarray) -> np.ndarray:
+    """Mean of every channel of one site, ``(C, H, W)`` → ``(C,)``, in float64 (the
+    ``mean`` of :func:`channel_moments` without the higher moments)."""
+    return np.asarray(image, dtype=np.float64).reshape(image.shape[0], -1).mean(axis=1)
 
 
 def channel_moments(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,7 +91,7 @@ class PixelMean:
         n, c = images.shape[:2]
         means = np.empty((n, c), dtype=np.float64)
         for i in range(n):  # per site: bounded float64 memory for large batches
-            means[i] = np.asarray(images[i], dtype=np.float64).reshape(c, -1).mean(axis=1)
+            means[i] = channel_means(images[i])
         cols = [f"pixel_mean_{ch}" for ch in batch.channels]
         return {DEFAULT_LAYER: pd.DataFrame(means, columns=cols)}
 

@@ -449,19 +449,14 @@ class _NetworkOnSpots:
         return {layer: np.concatenate(v) for layer, v in feats.items()}
 
 
-def _network_features(ds, name: str, params: dict, batch_size: int, say) -> tuple[str, dict]:
-    net = _NetworkOnSpots(name, params, batch_size)
-    return net.kind, net(ds, say)
-
-
 def _pixel(ds, batch_size: int, mean_only: bool) -> np.ndarray:
-    from baselens.extract.pixel import channel_moments
+    from baselens.extract.pixel import channel_means, channel_moments
 
     rows = []
     for b0 in range(0, len(ds), batch_size):
         for img in ds.patches(np.arange(b0, min(len(ds), b0 + batch_size))):
-            m, s, sk = channel_moments(np.moveaxis(img, -1, 0))
-            rows.append(m if mean_only else np.concatenate([m, s, sk]))
+            chw = np.moveaxis(img, -1, 0)
+            rows.append(channel_means(chw) if mean_only else np.concatenate(channel_moments(chw)))
     return np.asarray(rows, np.float64).reshape(len(ds), -1)
 
 
@@ -520,12 +515,17 @@ class TissueExtractor:
         raise NotImplementedError
 
 
+#: Names registered by :func:`_tissue`, in order (the start of :data:`TISSUE_METHODS`).
+_REGISTERED: list[str] = []
+
+
 def _tissue(name: str, kind: str, description: str):
     """Register a :class:`TissueExtractor` subclass under ``name`` (modality tissue)."""
     from baselens.extract.registry import register
 
     def deco(cls):
         cls.NAME, cls.KIND = name, kind
+        _REGISTERED.append(name)
         return register(name, kind=kind, description=description, modality="tissue")(cls)
 
     return deco
@@ -646,9 +646,7 @@ class TissueGroundTruth(TissueExtractor):
 
 #: Registered tissue representation names, then the old names still accepted
 #: (:data:`TISSUE_ALIASES`); networks of :mod:`baselens.extract.networks` come on top.
-TISSUE_METHODS: tuple[str, ...] = ("structure_image", "tissue_gcn", "tissue_egnn", "tissue_points",
-                                   "tissue_count", "tissue_pixel_stats", "tissue_pixel_mean",
-                                   "tissue_random", "tissue_ground_truth", *TISSUE_ALIASES)
+TISSUE_METHODS: tuple[str, ...] = (*_REGISTERED, *TISSUE_ALIASES)
 
 
 def tissue_name(name: str) -> str:

@@ -86,7 +86,8 @@ def aggregate(
     partial = some & ~every
     out.attrs["n_sites_partial_nan"] = int(partial.sum())
     if log is not None and partial.any():
-        ex = (df.loc[partial, by].astype(str).agg("/".join, axis=1).tolist()
+        # FilterLog keeps 5 examples: name only those, not every partial site
+        ex = (df.loc[partial, by].head(5).astype(str).agg("/".join, axis=1).tolist()
               if by else [])
         log.add(stage, "sites", int(partial.sum()), int((~some).sum()),
                 f"site has NaN in some of its features ({int(nan[partial].sum())} values): "

@@ -75,9 +75,6 @@ DATASETS = {
 _CPG = re.compile(r"^cpg\d{4}(-[A-Za-z0-9_.-]+)?$")
 
 
-_CPG = re.compile(r"^cpg\d{4}(-[A-Za-z0-9_.-]+)?$")
-
-
 def download_dataset(
     dataset: str,
     out: str | os.PathLike | None = None,

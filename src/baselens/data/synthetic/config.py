@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from baselens.data import JUMP_CHANNELS
+from baselens.data.presets import PresetConfig
 
 
 #: Version of the generator; bump when the output for a given config changes.
@@ -84,8 +85,12 @@ _TEXTURE_LENGTH = {"DNA": 1.3, "ER": 1.8, "RNA": 2.2, "AGP": 1.4, "Mito": 1.6}
 
 # ----------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(PresetConfig):
     """All knobs of the synthetic screen generator.
+
+    Built from a mapping by ``from_dict`` (unknown keys raise) or from a config table
+    ``{"preset": "demo" | "quick", **overrides}`` by ``from_preset``
+    (:class:`~baselens.data.presets.PresetConfig`).
 
     Parameters
     ----------
@@ -287,19 +292,7 @@ class SyntheticConfig:
         base.update(overrides)
         return cls.from_dict(base)
 
-    # ---- (de)serialization ----------------------------------------------------------
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SyntheticConfig":
-        """Build a config from a mapping; unknown keys raise a ``ValueError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown SyntheticConfig key(s): {', '.join(unknown)}; "
-                f"valid keys: {', '.join(sorted(names))}"
-            )
-        return cls(**dict(d))
-
+    # ---- (de)serialization (from_dict, from_preset: PresetConfig) -----------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of all knobs."""
         return dataclasses.asdict(self)
