@@ -424,6 +424,7 @@ class _NetworkOnSpots:
         params.setdefault("intensity_range", (0.0, 1.0) if inp == "structure" else (0.0, 255.0))
         params.setdefault("batch_size", batch_size)
         self.name, self.inp, self.batch_size = name, inp, batch_size
+        self.input = inp  # what it is computed from (TissueExtractor.INPUT)
         self.net = get_extractor(name, **params)
         self.kind = "baseline" if inp == "structure" else method_kind(name, params)
 
@@ -494,6 +495,9 @@ class TissueExtractor:
 
     NAME = ""
     KIND = "baseline"
+    #: what the representation is computed from: image, structure (nuclei positions),
+    #: count, pixel (statistics), reference or null (what the tissue panels group by)
+    INPUT = "image"
     PARAMS: tuple[str, ...] = ()
     modality = "tissue"
     needs_images = False
@@ -534,6 +538,7 @@ def _tissue(name: str, kind: str, description: str):
 @_tissue("structure_image", "baseline", "5-NN graph of the nuclei drawn as an image, through "
          "an untrained encoder (arXiv 2603.13377 §3.1, E.2); structure only")
 class StructureImage(TissueExtractor):
+    INPUT = "structure"
     PARAMS = ("encoder", "encoder_params", *_STRUCT_KEYS)
 
     def __call__(self, ds, *, batch_size=32, say=None):
@@ -548,6 +553,7 @@ class StructureImage(TissueExtractor):
 
 
 class _GNN(TissueExtractor):
+    INPUT = "structure"
     PARAMS = ("trained", "hidden", "seed", "k", "epochs", "lr", "train_seed", "batch_size")
     GNN = "gcn"
 
@@ -584,6 +590,7 @@ class TissueEGNN(_GNN):
 
 @_tissue("tissue_points", "baseline", "19 point-set statistics of the nuclei centroids")
 class TissuePoints(TissueExtractor):
+    INPUT = "structure"
     PARAMS = ("k",)
 
     def __call__(self, ds, *, batch_size=32, say=None):
@@ -595,6 +602,7 @@ class TissuePoints(TissueExtractor):
 @_tissue("tissue_count", "baseline", "the 16 cell-count transforms of a spot, optionally "
          "tiled to dim with tiny noise (arXiv 2603.13377 E.1)")
 class TissueCount(TissueExtractor):
+    INPUT = "count"
     PARAMS = ("dim", "noise", "seed", "count_scale", "standardize")
 
     @property
@@ -611,6 +619,7 @@ class TissueCount(TissueExtractor):
 @_tissue("tissue_pixel_stats", "baseline", "RGB per-channel mean, SD and skewness of the H&E "
          "patch (arXiv 2603.13377 §3.1); tissue configs also accept 'pixel_stats'")
 class TissuePixelStats(TissueExtractor):
+    INPUT = "pixel"
     MEAN_ONLY = False
 
     def __call__(self, ds, *, batch_size=32, say=None):
@@ -626,6 +635,7 @@ class TissuePixelMean(TissuePixelStats):
 @_tissue("tissue_random", "null", "seeded Gaussian noise per spot (chance level); tissue "
          "configs also accept 'random'")
 class TissueRandom(TissueExtractor):
+    INPUT = "null"
     PARAMS = ("n_features", "seed")
 
     def __call__(self, ds, *, batch_size=32, say=None):
@@ -636,6 +646,7 @@ class TissueRandom(TissueExtractor):
 @_tissue("tissue_ground_truth", "reference", "synthetic tissue: the four standardized latent "
          "drivers of each spot (upper bound); tissue configs also accept 'ground_truth'")
 class TissueGroundTruth(TissueExtractor):
+    INPUT = "reference"
     def __call__(self, ds, *, batch_size=32, say=None):
         if ds.latents is None:
             raise ValueError("ground_truth needs the synthetic tissue's latent drivers "
@@ -699,6 +710,7 @@ class _Bound:
         self.ex, self.batch_size = ex, batch_size
 
     kind = property(lambda self: self.ex.kind)
+    input = property(lambda self: self.ex.INPUT)
     info = property(lambda self: self.ex.info)
     per_spot = property(lambda self: self.ex.per_spot)
 

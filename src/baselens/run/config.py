@@ -513,19 +513,8 @@ def synthetic_config(d: dict, cls=None):
     """Build a SyntheticConfig from ``{"preset": "demo"|"quick", **overrides}``."""
     if cls is None:
         from baselens.data.synthetic import SyntheticConfig as cls
-    d = dict(d)
-    preset = d.pop("preset", "demo")
-    if preset not in ("demo", "quick"):
-        raise ValueError(f"preset must be 'demo' or 'quick', got {preset!r}")
-    base = getattr(cls, preset)()
-    merged = {**_asdict(base), **d}
-    return cls.from_dict(merged)
+    return cls.from_preset(d)
 
-
-def _asdict(obj) -> dict:
-    from dataclasses import asdict
-
-    return asdict(obj)
 
 
 # --------------------------------------------------------------------------- tissue
@@ -590,9 +579,4 @@ def synthetic_tissue_config(d: dict):
     """``SyntheticTissueConfig`` from ``{"preset": "demo"|"quick", **overrides}``."""
     from baselens.data.tissue import SyntheticTissueConfig
 
-    d = dict(d)
-    preset = d.pop("preset", "demo")
-    if preset not in ("demo", "quick"):
-        raise ValueError(f"preset must be 'demo' or 'quick', got {preset!r}")
-    base = getattr(SyntheticTissueConfig, preset)()
-    return SyntheticTissueConfig.from_dict({**base.to_dict(), **d})
+    return SyntheticTissueConfig.from_preset(d)

@@ -688,29 +688,6 @@ def tissue_splits(spots: pd.DataFrame, *, use_hest: bool = True, n_splits: int =
     return folds, f"{how} ({n_p} patients, {len(folds)} folds)"
 
 
-def input_kind(m: dict) -> str:
-    """What a tissue representation is computed from — ``image``, ``structure`` (nuclei
-    positions), ``count``, ``pixel`` (statistics), ``reference`` or ``null`` — the
-    ``input`` column of ``diagnostics/tissue_methods.parquet`` that
-    :mod:`baselens.diagnose.tissue` groups by (distinct from the registry's *modality*, screen or tissue)."""
-    from baselens.extract.tissue import tissue_name
-
-    name = tissue_name(m["name"]).removeprefix("tissue_")
-    params = m.get("params", {}) or {}
-    if name == "ground_truth":
-        return "reference"
-    if name == "random":
-        return "null"
-    if name == "count":
-        return "count"
-    if name.startswith("pixel"):
-        return "pixel"
-    if name in ("structure_image", "gcn", "egnn", "points") or \
-            str(params.get("input", "image")) == "structure":
-        return "structure"
-    return "image"
-
-
 def _file_signature(ds) -> list:
     """(name, size, mtime) of the task folder's patch files: new pixels, new features."""
     tdir = Path(ds.info.get("task_dir", ds.root or "."))
@@ -793,7 +770,7 @@ class SpotUnits:
         self.seed, self.probe_kw, self.drivers = 0, {}, {}
         self.diag_enabled, self.diag_idx = True, np.arange(0)
         self.diag_meta: pd.DataFrame | None = None  # the subsample's spots, as profile keys
-        self._kinds: dict[str, str] = {}
+        self._built: dict[str, SpotExtractor] = {}  # label -> its representation, for kind/input
 
     @property
     def ds(self):
@@ -928,11 +905,21 @@ class SpotUnits:
     def take(self, rows: np.ndarray) -> SpotSource:
         return self.source.take(rows)
 
-    def kind(self, m: dict) -> str:
+    def _spot(self, m: dict) -> "SpotExtractor":
         label = m.get("label", m["name"])
-        if label not in self._kinds:
-            self._kinds[label] = self.extractor(m).kind
-        return self._kinds[label]
+        if label not in self._built:
+            self._built[label] = self.extractor(m)
+        return self._built[label]
+
+    def kind(self, m: dict) -> str:
+        return self._spot(m).kind
+
+    def input(self, m: dict) -> str:
+        """What the representation is computed from (the extractor's ``INPUT``: image,
+        structure, count, pixel, reference, null), the ``input`` column of
+        ``diagnostics/tissue_methods.parquet`` that :mod:`baselens.diagnose.tissue` groups
+        by (distinct from the registry's *modality*, screen or tissue)."""
+        return self._spot(m).ex.input
 
     # ------------------------------------------------------------------ evaluate
     def start_scoring(self, cfg: RunConfig, feats_by_method: dict, tasks_cfg: dict, log, say):
@@ -1020,7 +1007,7 @@ class SpotUnits:
                                       per_perturbation=per,
                                       dimensionality=tables.get("dimensionality"))
         mt = pd.DataFrame([{"method": m.get("label", m["name"]), "method_kind": self.kind(m),
-                            "input": input_kind(m), "name": m["name"]} for m in cfg.methods])
+                            "input": self.input(m), "name": m["name"]} for m in cfg.methods])
         # what the report draws and says of each input is decided in diagnose
         tables.update(derived_tables(scores, per, tables, mt))
         for name in DIAGNOSTICS:
